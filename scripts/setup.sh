@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Creates the project environment in .venv at the repository root and installs shg into it
+# with the pinned constraints. A no-op (well under a second) when nothing changed since the
+# last install: the stamp is a hash of pyproject.toml and constraints.txt.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+py="${PYTHON:-}"
+if [ -z "$py" ]; then
+  for candidate in python3.11 python3; do
+    if command -v "$candidate" >/dev/null 2>&1; then py="$candidate"; break; fi
+  done
+fi
+[ -n "$py" ] || { echo "setup: no python3.11 found; install Python 3.11 or set PYTHON=/path/to/python3.11" >&2; exit 1; }
+
+stamp=.venv/.shg-install-stamp
+want="$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-32)"
+if [ -x .venv/bin/python ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  exit 0
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  "$py" -m venv .venv
+fi
+.venv/bin/python -c 'import sys; assert sys.version_info[:2] == (3, 11), f"shg needs Python 3.11, .venv has {sys.version.split()[0]}"'
+.venv/bin/python -m pip install --quiet --upgrade pip setuptools wheel
+# torch==2.13.0 is pinned; on machines with a CPU wheel in pip's find-links it is taken from there.
+.venv/bin/python -m pip install --quiet -c constraints.txt -e .
+echo "$want" > "$stamp"
+echo "setup: .venv ready ($(.venv/bin/python --version))"

@@ -1,0 +1,34 @@
+"""Shared fixtures. Environment for a local, private Ray: no token auth, no usage stats."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+MPII_DIR = SHARED_DATA / "mpii"
+
+
+@pytest.fixture(scope="session")
+def mpii_dir() -> Path:
+    if not MPII_DIR.exists():
+        pytest.skip(f"real MPII annotation files not found at {MPII_DIR}")
+    return MPII_DIR
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One real local Ray cluster (2 CPUs) shared by the tests of a session."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address="local", num_cpus=2, include_dashboard=False)
+    yield ray
+    ray.shutdown()
