@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from pipelines.commands import data, evaluation, operations, training
+from pipelines.commands import evaluate, ops, prepare, synth, train
 
 
 def build_app() -> typer.Typer:
@@ -17,7 +17,7 @@ def build_app() -> typer.Typer:
     )
     app.callback()(_root)  # keeps `shg` a command group even while few commands exist
     app.command("versions")(versions)
-    for module in (data, training, evaluation, operations):
+    for module in (synth, prepare, train, evaluate, ops):
         module.register(app)
     return app
 

@@ -1,4 +1,4 @@
-"""`shg` subcommands of this stage family (see pipelines/commands/__init__.py)."""
+"""`shg` subcommands of this stage (see pipelines/commands/__init__.py)."""
 
 from __future__ import annotations
 
