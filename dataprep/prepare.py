@@ -1,0 +1,302 @@
+"""`shg prepare`: annotations + images -> parquet crops and targets, as one Ray Data job.
+
+Flow (`run_prepare`):
+1. Check the config before any work (`PrepareConfigError` names the problem and the fix).
+2. Read the annotations on the driver into `PersonRecord`s (cheap), reject on the driver what
+   needs no image (bad path, non-finite numbers, invalid record, duplicate id).
+3. A Ray dataset of plain record columns, in blocks, sorted by image so people of one image
+   share a decode; `map_batches(prepare_batch)` decodes, crops, renders targets and quarantines
+   missing/corrupt images and boxes outside the image, in a task pool as wide as the cluster.
+4. The driver streams the result (`iter_batches`, never materialised: memory stays bounded by a
+   few blocks) into parquet under a temporary folder, then writes `manifest.json` and moves the
+   folder into place with a rename, so a failed run leaves any earlier output untouched.
+
+The fingerprint is a SHA-256 over the sorted `(person_id, row digest)` pairs, where a row digest
+covers every stored column (quarantined rows: their reason), so it does not depend on block
+order or parallelism, and same inputs give the same fingerprint and byte-identical targets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+
+from dataprep import quarantine
+from dataprep.joints import FLIP_PERMUTATION, JOINT_NAMES
+from dataprep.prepare_batch import RECORD_SCHEMA, WORK_SCHEMA, prepare_batch, rejected_row
+from dataprep.prepared_writer import QUARANTINE, PreparedDatasetWriter, fingerprint
+from dataprep.quarantine import Rejection
+from dataprep.records import PersonRecord
+from dataprep.schema import (
+    CROP_BOX_SCALE,
+    CROP_SIZE,
+    HEATMAP_SIGMA,
+    HEATMAP_SIZE,
+    INPUT_SIZE,
+    PREPARED_SCHEMA,
+    QUARANTINE_SCHEMA,
+    SPLITS,
+    describe,
+)
+
+ANNOTATION_FORMATS = ("mpii_json", "h5", "hrnet_json", "mat")
+MANIFEST = "manifest.json"
+
+
+class PrepareConfigError(ValueError):
+    """The configuration cannot work; raised before any work starts. The message says the fix."""
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    """Everything `shg prepare` needs (CLI options carry these names).
+
+    Attributes:
+        annotations: annotation file, any form `dataprep.mpii.load_annotations` reads.
+        images: image root; record image paths are relative to it.
+        out: output folder (created or replaced as a whole; see module docstring).
+        address: Ray address for the CLI (None/"local": a private local cluster).
+        format: annotation form, one of ANNOTATION_FORMATS; None detects it.
+        split: "train" or "val" for a form without a split (None: such forms go to "val").
+        jpeg_quality: quality of the stored crops (1-100).
+        batch_size: people per `map_batches` call.
+        block_rows: people per input block (one Ray task each).
+        rows_per_file: rows per output parquet file.
+        progress_every: print a progress line every this many people.
+    """
+
+    annotations: str
+    images: str
+    out: str
+    address: str | None = None
+    format: str | None = None
+    split: str | None = None
+    jpeg_quality: int = 95
+    batch_size: int = 32
+    block_rows: int = 128
+    rows_per_file: int = 4096
+    progress_every: int = 1000
+
+
+def check_config(cfg: PrepareConfig) -> None:
+    """Raises `PrepareConfigError` for a config that cannot work; touches nothing."""
+    annotations, images, out = Path(cfg.annotations), Path(cfg.images), Path(cfg.out)
+    if not annotations.is_file():
+        raise PrepareConfigError(
+            f"annotations file not found: {annotations}. Pass --annotations with an MPII "
+            f"annotation file ({', '.join(ANNOTATION_FORMATS)})."
+        )
+    if cfg.format is not None and cfg.format not in ANNOTATION_FORMATS:
+        raise PrepareConfigError(
+            f"unknown annotation format {cfg.format!r}. Use --format with one of "
+            f"{', '.join(ANNOTATION_FORMATS)}, or leave it out to detect the format."
+        )
+    if cfg.split is not None and cfg.split not in SPLITS:
+        raise PrepareConfigError(f"unknown split {cfg.split!r}. Use --split train or --split val.")
+    if not images.is_dir():
+        raise PrepareConfigError(
+            f"images folder not found: {images}. Pass --images with the folder that the "
+            f"annotation's image paths are relative to."
+        )
+    if out.exists() and not out.is_dir():
+        raise PrepareConfigError(f"--out {out} is a file. Choose a folder path for --out.")
+    if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).is_file():
+        raise PrepareConfigError(
+            f"--out {out} is a non-empty folder that is not a prepared dataset (no {MANIFEST}); "
+            f"refusing to replace it. Choose a new or empty folder for --out."
+        )
+    for name, value, low, high in [
+        ("jpeg_quality", cfg.jpeg_quality, 1, 100),
+        ("batch_size", cfg.batch_size, 1, None),
+        ("block_rows", cfg.block_rows, 1, None),
+        ("rows_per_file", cfg.rows_per_file, 1, None),
+        ("progress_every", cfg.progress_every, 1, None),
+    ]:
+        if value < low or (high is not None and value > high):
+            bound = f"between {low} and {high}" if high else f">= {low}"
+            raise PrepareConfigError(f"--{name.replace('_', '-')} must be {bound}, got {value}.")
+
+
+def load_records(cfg: PrepareConfig) -> list[PersonRecord]:
+    """The annotation file's people; an unreadable file becomes a `PrepareConfigError`."""
+    from dataprep.mpii import AnnotationFormatError, load_annotations
+
+    try:
+        records = load_annotations(cfg.annotations, format=cfg.format, split=cfg.split)
+    except AnnotationFormatError as exc:
+        raise PrepareConfigError(f"{exc} (check --annotations / --format)") from exc
+    if not records:
+        raise PrepareConfigError(f"{cfg.annotations} holds no people. Pass an annotation file with people.")
+    return records
+
+
+def screen_records(records: list[PersonRecord]) -> tuple[list[PersonRecord], list[dict]]:
+    """Splits records into those worth an image decode and quarantine rows for the rest.
+
+    A repeated person_id keeps its first occurrence; later ones are quarantined.
+    """
+    accepted, rejected, seen = [], [], set()
+    for record in records:
+        rejection = quarantine.check_record(record)
+        if rejection is None and record.person_id in seen:
+            rejection = Rejection(quarantine.DUPLICATE_PERSON_ID, f"person_id {record.person_id!r} seen before")
+        if rejection is None:
+            accepted.append(record)
+            seen.add(record.person_id)
+        else:
+            rejected.append(rejected_row(record.person_id, record.image, record.split, rejection))
+    return accepted, rejected
+
+
+def records_table(records: list[PersonRecord]) -> pa.Table:
+    """`RECORD_SCHEMA` table of the records, sorted by (image, person_id)."""
+    records = sorted(records, key=lambda r: (r.image, r.person_id))
+    columns = {
+        "person_id": [r.person_id for r in records],
+        "image": [r.image for r in records],
+        "split": [r.split for r in records],
+        "width": [r.width for r in records],
+        "height": [r.height for r in records],
+        "center": [list(r.center) for r in records],
+        "scale": [r.scale for r in records],
+        "joints": [r.joints.reshape(-1) for r in records],
+        "labelled": [r.labelled for r in records],
+        "head_size": [r.head_size for r in records],
+    }
+    return pa.Table.from_pydict(
+        {f.name: pa.array(columns[f.name], type=f.type) for f in RECORD_SCHEMA}, schema=RECORD_SCHEMA
+    )
+
+
+def _ensure_ray(address: str | None):
+    import ray
+
+    if not ray.is_initialized():
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        if address in (None, "", "local"):
+            os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private local cluster
+            ray.init(address="local", include_dashboard=False)
+        else:
+            ray.init(address=address)
+    return ray
+
+
+def _stream_prepared(table: pa.Table, cfg: PrepareConfig):
+    """Yields `WORK_SCHEMA` batches of the Ray Data job over the record table."""
+    ray = _ensure_ray(cfg.address)
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    blocks = [table.slice(i, cfg.block_rows) for i in range(0, len(table), cfg.block_rows)]
+    ds = ray.data.from_arrow(blocks).map_batches(
+        prepare_batch,
+        batch_size=cfg.batch_size,
+        batch_format="pyarrow",
+        fn_kwargs={"image_root": str(Path(cfg.images).resolve()), "jpeg_quality": cfg.jpeg_quality},
+        compute=ray.data.TaskPoolStrategy(size=cpus),
+        num_cpus=1,
+    )
+    yield from ds.iter_batches(batch_size=None, batch_format="pyarrow")
+
+
+def _move_into_place(tmp: Path, out: Path) -> None:
+    """Renames `tmp` to `out`; an existing `out` (checked to be replaceable) goes only after."""
+    if not out.exists():
+        os.rename(tmp, out)
+    elif not any(out.iterdir()):
+        out.rmdir()
+        os.rename(tmp, out)
+    else:
+        old = out.with_name(f".{out.name}.replaced-{uuid.uuid4().hex[:8]}")
+        os.rename(out, old)
+        os.rename(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def run_prepare(cfg: PrepareConfig, *, log: Callable[[str], None] = print) -> dict:
+    """Runs the preparation job and returns the manifest (also written to OUT/manifest.json).
+
+    Uses the Ray cluster this process is connected to, or starts a local one (cfg.address).
+
+    Raises:
+        PrepareConfigError: before any work, for a config or annotation file that cannot work.
+    """
+    check_config(cfg)
+    started = time.perf_counter()
+    records = load_records(cfg)
+    accepted, rejected = screen_records(records)
+    log(f"prepare: {len(records)} people in {cfg.annotations}, {len(rejected)} rejected before decoding")
+
+    out = Path(cfg.out).resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.partial-{uuid.uuid4().hex[:8]}")
+    try:
+        writer = PreparedDatasetWriter(tmp, rows_per_file=cfg.rows_per_file)
+        if rejected:
+            writer.write(pa.Table.from_pylist(rejected, schema=WORK_SCHEMA))
+        next_report = cfg.progress_every
+        job_started = time.perf_counter()
+        if accepted:
+            for batch in _stream_prepared(records_table(accepted), cfg):
+                writer.write(batch)
+                if writer.rows_seen >= next_report or writer.rows_seen == len(records):
+                    rate = (writer.rows_seen - len(rejected)) / max(time.perf_counter() - job_started, 1e-9)
+                    log(f"prepare: {writer.rows_seen}/{len(records)} people, {rate:.1f} rows/s, "
+                        f"{writer.quarantined} quarantined so far")
+                    next_report = (writer.rows_seen // cfg.progress_every + 1) * cfg.progress_every
+        written = writer.close()
+        seconds = time.perf_counter() - started
+        manifest = _manifest(cfg, records, len(rejected), writer, written, tmp, seconds, time.perf_counter() - job_started)
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        _move_into_place(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    by_reason = ", ".join(f"{k}={v}" for k, v in sorted(manifest["quarantined_by_reason"].items()))
+    log(f"prepare: wrote {manifest['rows']} to {out}, quarantined {manifest['quarantined']}"
+        f"{f' ({by_reason})' if by_reason else ''}, {manifest['rows_per_s']:.1f} rows/s, "
+        f"fingerprint {manifest['fingerprint']}")
+    return manifest
+
+
+def _manifest(cfg, records, n_rejected_early, writer, written, tmp, seconds, job_seconds) -> dict:
+    rows = {split: written[split] for split in SPLITS}
+    quarantined = written[QUARANTINE]
+    if sum(rows.values()) + quarantined != len(records):  # the invariant the manifest promises
+        raise RuntimeError(
+            f"prepare lost rows: {len(records)} in, {rows} written + {quarantined} quarantined"
+        )
+    files = {name: sorted(p.name for p in (tmp / name).glob("*.parquet")) for name in (*SPLITS, QUARANTINE)}
+    data_bytes = {name: sum((tmp / name / f).stat().st_size for f in files[name]) for name in files}
+    prepared_rows = sum(rows.values())
+    return {
+        "fingerprint": fingerprint(writer.digests),
+        "rows_in": len(records),
+        "rows": rows,
+        "quarantined": quarantined,
+        "quarantined_by_reason": dict(sorted(writer.by_reason.items())),
+        "config": dataclasses.asdict(cfg),
+        "schema": describe(PREPARED_SCHEMA),
+        "quarantine_schema": describe(QUARANTINE_SCHEMA),
+        "crop_size": CROP_SIZE,
+        "crop_box_scale": CROP_BOX_SCALE,
+        "input_size": INPUT_SIZE,
+        "heatmap_size": HEATMAP_SIZE,
+        "heatmap_sigma": HEATMAP_SIGMA,
+        "joint_names": list(JOINT_NAMES),
+        "flip_permutation": list(FLIP_PERMUTATION),
+        "files": files,
+        "bytes": data_bytes,
+        "bytes_per_row": (data_bytes["train"] + data_bytes["val"]) / prepared_rows if prepared_rows else None,
+        "seconds": round(seconds, 3),
+        "rows_per_s": len(records) / max(seconds, 1e-9),  # end to end, annotation load included
+        "decode_rows_per_s": (len(records) - n_rejected_early) / max(job_seconds, 1e-9),
+        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
