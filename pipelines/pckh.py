@@ -26,22 +26,14 @@ from pathlib import Path
 
 import numpy as np
 
-NUM_JOINTS = 16
-NOT_SCORED = (6, 7)  # pelvis, thorax
-SCORED = tuple(j for j in range(NUM_JOINTS) if j not in NOT_SCORED)
-HEAD_SIZE_FACTOR = 0.6
+from dataprep.joints import NUM_JOINTS, PCKH_GROUPS, SCORED_JOINTS, UBODY_JOINTS
 
-# Table column -> the joints averaged into it (MPII indices).
-GROUPS: dict[str, tuple[int, int]] = {
-    "Head": (8, 9),  # upper neck, head top
-    "Shoulder": (12, 13),
-    "Elbow": (11, 14),
-    "Wrist": (10, 15),
-    "Hip": (2, 3),
-    "Knee": (1, 4),
-    "Ankle": (0, 5),
-}
-UPPER_BODY = (10, 11, 12, 13, 14, 15)  # wrists, elbows, shoulders
+HEAD_SIZE_FACTOR = 0.6
+# Table columns (each the mean of its joints' PCKh; Head = upper neck + head top), then the
+# pooled rows. Pelvis (6) and thorax (7) are in no column and not in SCORED_JOINTS.
+GROUPS = PCKH_GROUPS
+UPPER_BODY = UBODY_JOINTS
+SCORED = SCORED_JOINTS
 TABLE_KEYS = (*GROUPS, "UBody", "Total")
 
 

@@ -1,9 +1,87 @@
-"""`shg` subcommands of this stage (see pipelines/commands/__init__.py)."""
+"""`shg pckh`, `shg evaluate`, `shg predict`: scoring predictions and running a saved model."""
 
 from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
 
 def register(app: typer.Typer) -> None:
     """Adds this module's commands to `app`."""
+    app.command("pckh")(pckh)
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code=2)
+
+
+def _json_safe(value):
+    """NaN (a never-labelled joint) becomes null: strict JSON has no NaN."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    return value
+
+
+def _emit_table(table: dict, as_json: bool) -> None:
+    from pipelines import pckh as pckh_lib
+
+    if as_json:
+        typer.echo(json.dumps(_json_safe(table), indent=2))
+        return
+    typer.echo(pckh_lib.format_table(table))
+
+
+def _load_predictions(path: Path, expected_rows: int, what: str):
+    import numpy as np
+
+    try:
+        pred = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        _fail(f"{path}: cannot read a .npy array ({err}); save predictions with numpy.save")
+    if pred.ndim != 3 or pred.shape[1:] != (16, 2):
+        _fail(f"{path}: shape {pred.shape}, expected (N, 16, 2) (x, y per MPII joint); "
+              "reshape/transpose your predictions to person x joint x xy")
+    if pred.shape[0] != expected_rows:
+        _fail(f"{path}: {pred.shape[0]} rows but {what} has {expected_rows} people; write one "
+              f"row per ground-truth person, in the ground-truth order")
+    if not np.issubdtype(pred.dtype, np.number):
+        _fail(f"{path}: dtype {pred.dtype} is not numeric")
+    bad = ~np.isfinite(pred).all(axis=2)
+    if bad.any():
+        n, j = np.argwhere(bad)[0]
+        _fail(f"{path}: {int(bad.sum())} non-finite (NaN/inf) joints, first at row {n} joint {j}; "
+              "predict every joint (use the heatmap argmax even when confidence is low)")
+    return pred.astype(np.float64)
+
+
+def pckh(
+    pred: Annotated[Path, typer.Option(help="(N,16,2) .npy predictions, 1-based MPII pixels, ground-truth row order.")],
+    gt: Annotated[Path, typer.Option(help="MPII detections_our_format.mat (pos_gt_src, jnt_missing, headboxes_src).")],
+    threshold: Annotated[float, typer.Option(help="Correct when distance <= threshold x head size.")] = 0.5,
+    json_output: Annotated[bool, typer.Option("--json", help="Emit the table as a JSON object.")] = False,
+) -> None:
+    """Score predictions with the official MPII PCKh (Total = all 14 scored joints pooled, <=)."""
+    from pipelines import pckh as pckh_lib
+
+    if not gt.is_file():
+        _fail(f"{gt}: no such file; pass --gt /path/to/detections_our_format.mat")
+    if not pred.is_file():
+        _fail(f"{pred}: no such file; pass --pred with a .npy of shape (N, 16, 2)")
+    if not threshold > 0:
+        _fail(f"--threshold {threshold}: must be positive (0.5 for PCKh@0.5)")
+    try:
+        truth = pckh_lib.load_mpii_ground_truth(gt)
+    except ValueError as err:
+        _fail(str(err))
+    predictions = _load_predictions(pred, len(truth.joints), str(gt))
+    table = pckh_lib.pckh_table(predictions, truth.joints, truth.missing, truth.head_size, threshold)
+    _emit_table(table, json_output)
