@@ -15,10 +15,11 @@ import torch
 from torch import nn
 
 from dataprep.geometry import apply_affine, compose_affine, heatmap_to_input
+from dataprep.schema import CROP_BOX_SCALE
 from shg_model import decode, flip_average
 
 PIXEL_MEAN = 0.5  # input normalisation: x / 255 - 0.5, every channel
-STORED_BOX_SCALE = 1.25  # a prepared row's stored crop covers 1.25 x the standard box
+STORED_BOX_SCALE = CROP_BOX_SCALE  # a prepared row's stored crop covers 1.25 x the standard box
 
 
 def normalise_images(images: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -85,10 +86,15 @@ def predict_keypoints(
                 heatmaps = flip_average(model, x, flip_pairs)  # (B, J, h, w)
             else:
                 heatmaps = model(x)[:, -1]  # (B, J, h, w)
-            coords_hm, confidence = decode(heatmaps)  # (B, J, 2), (B, J)
     finally:
         model.train(was_training)
-    stride = x.shape[-1] // heatmaps.shape[-1]
+    return keypoints_from_heatmaps(heatmaps, stride=x.shape[-1] // heatmaps.shape[-1])
+
+
+def keypoints_from_heatmaps(heatmaps: torch.Tensor, stride: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """Decoded peaks of (B, J, h, w) heatmaps -> coords (B, J, 2) float64 input px, confidence
+    (B, J) float32 (`shg_model.decode`, then `hm -> (hm + 0.5) * stride - 0.5`)."""
+    coords_hm, confidence = decode(heatmaps)  # (B, J, 2), (B, J)
     coords = heatmap_to_input(coords_hm.cpu().numpy(), stride=stride)
     return coords, confidence.cpu().numpy().astype(np.float32)
 

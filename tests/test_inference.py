@@ -1,0 +1,119 @@
+"""Inference: normalisation, decoding to input px, flip symmetry, mapping back to image px."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from dataprep.crops import crop_person
+from dataprep.geometry import apply_affine, crop_transform, input_to_heatmap, invert_affine
+from dataprep.heatmaps import render_heatmaps
+from dataprep.joints import FLIP_PERMUTATION
+from dataprep.schema import CROP_MARGIN, CROP_SIZE
+from pipelines import inference
+from shg_model import HourglassConfig, StackedHourglass
+
+
+def test_normalise_uint8_and_float_images():
+    images = np.zeros((2, 4, 8, 3), np.uint8)
+    images[0, 1, 2] = (255, 0, 51)  # R, G, B at row 1, column 2
+    x = inference.normalise_images(images)
+    assert x.shape == (2, 3, 4, 8) and x.dtype == torch.float32
+    torch.testing.assert_close(x[0, :, 1, 2], torch.tensor([0.5, -0.5, 0.2 - 0.5]))
+    assert float(x[1].max()) == -0.5
+    floats = images.astype(np.float32) / 255
+    torch.testing.assert_close(inference.normalise_images(floats), x)
+    tensor = torch.randn(1, 3, 8, 8)
+    assert inference.normalise_images(tensor) is tensor
+
+
+@pytest.mark.parametrize(
+    "images, message",
+    [
+        (np.full((1, 8, 8, 3), 200.0, np.float32), r"float images must lie in \[0, 1\]"),
+        (np.zeros((8, 8, 3), np.uint8), r"\(B, H, W, 3\)"),
+        (np.zeros((1, 3, 8, 8), np.uint8), r"\(B, H, W, 3\)"),
+        (torch.zeros(1, 8, 8, 3), r"normalised float \(B, 3, H, W\)"),
+    ],
+)
+def test_bad_images_are_explained(images, message):
+    with pytest.raises(ValueError, match=message):
+        inference.normalise_images(images)
+
+
+def test_keypoints_from_rendered_heatmaps_round_trip():
+    # Input px that sit on heatmap pixel centres come back exactly: (41.5, 81.5) <-> hm (10, 20).
+    points = np.array([[[41.5, 81.5], [1.5, 1.5], [253.5, 129.5]]])
+    hm = input_to_heatmap(points)
+    np.testing.assert_array_equal(hm[0, 0], [10, 20])
+    maps = torch.from_numpy(render_heatmaps(hm, np.ones((1, 3), bool)))
+    coords, conf = inference.keypoints_from_heatmaps(maps)
+    np.testing.assert_array_equal(coords, points)
+    np.testing.assert_array_equal(conf, np.ones((1, 3), np.float32))
+
+
+def test_quarter_pixel_shift_in_input_px():
+    # A peak at hm (10.3, 20): hm[20, 11] > hm[20, 9], so x moves to 10.25, y stays 20;
+    # input px = (10.25 + 0.5) * 4 - 0.5 = 42.5 and (20 + 0.5) * 4 - 0.5 = 81.5.
+    maps = torch.from_numpy(render_heatmaps(np.array([[[10.3, 20.0]]]), np.ones((1, 1), bool)))
+    coords, _ = inference.keypoints_from_heatmaps(maps)
+    np.testing.assert_array_equal(coords[0, 0], [42.5, 81.5])
+
+
+def tiny_model() -> StackedHourglass:
+    torch.manual_seed(0)
+    return StackedHourglass(HourglassConfig(stacks=2, channels=8, depth=2))
+
+
+def test_predict_keypoints_shapes_mode_and_grad():
+    model = tiny_model().train()
+    images = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
+    coords, conf = inference.predict_keypoints(model, images, FLIP_PERMUTATION)
+    assert coords.shape == (3, 16, 2) and coords.dtype == np.float64
+    assert conf.shape == (3, 16) and conf.dtype == np.float32
+    assert ((coords >= -0.5) & (coords <= 63.5)).all()
+    assert model.training  # its mode is given back
+    assert all(p.grad is None for p in model.parameters())
+    # Eval-mode results do not depend on the batch it came in.
+    one, _ = inference.predict_keypoints(model, images[1:2], FLIP_PERMUTATION)
+    np.testing.assert_allclose(one[0], coords[1], atol=1e-9)
+
+
+def test_flip_testing_is_mirror_symmetric():
+    """With flip averaging, a mirrored image gives mirrored keypoints, left and right swapped."""
+    model = tiny_model()
+    images = np.random.default_rng(1).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+    coords, conf = inference.predict_keypoints(model, images, FLIP_PERMUTATION)
+    mirrored, mconf = inference.predict_keypoints(model, images[:, :, ::-1], FLIP_PERMUTATION)
+    perm = list(FLIP_PERMUTATION)
+    np.testing.assert_allclose(mirrored[:, :, 0], 63 - coords[:, perm, 0], atol=1e-9)
+    np.testing.assert_allclose(mirrored[:, :, 1], coords[:, perm, 1], atol=1e-9)
+    np.testing.assert_allclose(mconf, conf[:, perm], rtol=1e-5)
+    # Without flip averaging the network alone is not symmetric (sanity check of the test).
+    plain, _ = inference.predict_keypoints(model, images, FLIP_PERMUTATION, flip=False)
+    plain_m, _ = inference.predict_keypoints(model, images[:, :, ::-1], FLIP_PERMUTATION, flip=False)
+    assert not np.allclose(plain_m[:, :, 0], 63 - plain[:, perm, 0])
+
+
+def test_input_px_to_image_px_round_trip():
+    center, scale = np.array([400.0, 300.0]), 1.7
+    joints = np.array([[[380.0, 250.0], [455.25, 401.5], [300.0, 280.0]]])
+    image_to_input = crop_transform(center, scale, 256)
+    crop_to_image = invert_affine(crop_transform(center, scale, CROP_SIZE, box_scale=1.25))
+    in_input = apply_affine(image_to_input, joints)
+    back = inference.input_to_image(in_input, crop_to_image.reshape(1, 6), CROP_SIZE)
+    np.testing.assert_allclose(back, joints, atol=1e-9)
+    # 320 px crop, 256 px input: input px = crop px - 32.
+    np.testing.assert_allclose(inference.input_to_crop_affine(CROP_SIZE), [[1, 0, 32], [0, 1, 32]])
+
+
+def test_mapping_agrees_with_dataprep_crops():
+    """The stored crop of dataprep and our inverse agree on a real-sized image."""
+    rng = np.random.default_rng(2)
+    image = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    joints = rng.uniform([200, 100], [450, 400], size=(16, 2))
+    cut = crop_person(image, np.array([320.0, 250.0]), 1.4, joints, np.ones(16, bool))
+    in_input = cut.keypoints - CROP_MARGIN
+    back = inference.input_to_image(in_input[None], cut.crop_to_image.reshape(1, 6), CROP_SIZE)
+    np.testing.assert_allclose(back[0], joints, atol=1e-6)
