@@ -1,9 +1,8 @@
 """Keypoints from a StackedHourglass: normalise, (flip-)average, decode, map back to pixels.
 
 Frames (docs/ARCHITECTURE.md): *input px* are pixels of the network input (the 256x256
-standard person box); *crop px* of a prepared row's stored crop (`crop_size` px covering
-`box_scale` = 1.25 x the standard box); *image px* of the original image. All 0-based with
-pixel centres at integers.
+standard person box); *image px* of the original image. Both 0-based, pixel centres at
+integers. For prepared rows `dataprep.augment.center_batch` gives the input -> image affine.
 """
 
 from __future__ import annotations
@@ -14,12 +13,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from dataprep.geometry import apply_affine, compose_affine, heatmap_to_input
-from dataprep.schema import CROP_BOX_SCALE
+from dataprep.geometry import heatmap_to_input
 from shg_model import decode, flip_average
 
 PIXEL_MEAN = 0.5  # input normalisation: x / 255 - 0.5, every channel
-STORED_BOX_SCALE = CROP_BOX_SCALE  # a prepared row's stored crop covers 1.25 x the standard box
 
 
 def normalise_images(images: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -99,46 +96,19 @@ def keypoints_from_heatmaps(heatmaps: torch.Tensor, stride: int = 4) -> tuple[np
     return coords, confidence.cpu().numpy().astype(np.float32)
 
 
-def input_to_crop_affine(crop_size: int, input_size: int = 256,
-                         box_scale: float = STORED_BOX_SCALE) -> np.ndarray:
-    """(2, 3) affine, input px -> stored-crop px.
-
-    Both frames are centred on the person centre; the input covers the standard box, the crop
-    `box_scale` times it, so one input px is `crop_size / (box_scale * input_size)` crop px
-    (1.0 for the 320 px crop and 256 px input: a pure shift of 32 px).
-    """
-    k = crop_size / (box_scale * input_size)
-    offset = (crop_size - 1) / 2.0 - k * (input_size - 1) / 2.0
-    return np.array([[k, 0.0, offset], [0.0, k, offset]])
-
-
-def input_to_image_affine(crop_to_image: np.ndarray, crop_size: int, input_size: int = 256,
-                          box_scale: float = STORED_BOX_SCALE) -> np.ndarray:
-    """(2, 3) affine, input px -> original image px, for a prepared row.
-
-    Args:
-        crop_to_image: the row's `crop_to_image` column, 6 values or (2, 3).
-        crop_size: the row's `crop_size` column.
-    """
-    crop_to_image = np.asarray(crop_to_image, dtype=np.float64).reshape(2, 3)
-    return compose_affine(crop_to_image, input_to_crop_affine(crop_size, input_size, box_scale))
-
-
-def input_to_image(coords: np.ndarray, crop_to_image: np.ndarray, crop_size: np.ndarray,
-                   input_size: int = 256, box_scale: float = STORED_BOX_SCALE) -> np.ndarray:
-    """Maps a batch of keypoints from input px to original image px.
+def to_image_px(coords: np.ndarray, input_to_image: np.ndarray) -> np.ndarray:
+    """Maps keypoints from input px to original image px, one affine per row.
 
     Args:
         coords: (B, J, 2) input px.
-        crop_to_image: (B, 6) or (B, 2, 3), one affine per row.
-        crop_size: (B,) or a scalar.
+        input_to_image: (B, 2, 3) affines, input px -> image px (`dataprep.augment.center_batch`
+            returns them for prepared rows: stored-crop shift composed with `crop_to_image`).
     Returns:
         (B, J, 2) float64 image px.
     """
     coords = np.asarray(coords, dtype=np.float64)
-    affines = np.asarray(crop_to_image, dtype=np.float64).reshape(len(coords), 2, 3)
-    sizes = np.broadcast_to(np.asarray(crop_size), (len(coords),))
-    return np.stack([
-        apply_affine(input_to_image_affine(a, int(s), input_size, box_scale), c)
-        for c, a, s in zip(coords, affines, sizes)
-    ]) if len(coords) else coords.copy()
+    affines = np.asarray(input_to_image, dtype=np.float64)
+    if affines.shape != (len(coords), 2, 3):
+        raise ValueError(f"input_to_image must be ({len(coords)}, 2, 3), got {affines.shape}")
+    # (B, J, 2) @ (B, 2, 2)^T + (B, 1, 2)
+    return np.einsum("bjk,bik->bji", coords, affines[:, :, :2]) + affines[:, None, :, 2]

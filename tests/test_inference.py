@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from dataprep.crops import crop_person
+from dataprep.augment import AugmentConfig, center_batch
+from dataprep.crops import crop_person, encode_jpeg
 from dataprep.geometry import apply_affine, crop_transform, input_to_heatmap, invert_affine
 from dataprep.heatmaps import render_heatmaps
 from dataprep.joints import FLIP_PERMUTATION
-from dataprep.schema import CROP_MARGIN, CROP_SIZE
+from dataprep.schema import CROP_JPEG, CROP_TO_IMAGE, KEYPOINTS, LABELLED, PERSON_ID
 from pipelines import inference
 from shg_model import HourglassConfig, StackedHourglass
 
@@ -96,24 +97,31 @@ def test_flip_testing_is_mirror_symmetric():
     assert not np.allclose(plain_m[:, :, 0], 63 - plain[:, perm, 0])
 
 
-def test_input_px_to_image_px_round_trip():
-    center, scale = np.array([400.0, 300.0]), 1.7
-    joints = np.array([[[380.0, 250.0], [455.25, 401.5], [300.0, 280.0]]])
-    image_to_input = crop_transform(center, scale, 256)
-    crop_to_image = invert_affine(crop_transform(center, scale, CROP_SIZE, box_scale=1.25))
-    in_input = apply_affine(image_to_input, joints)
-    back = inference.input_to_image(in_input, crop_to_image.reshape(1, 6), CROP_SIZE)
-    np.testing.assert_allclose(back, joints, atol=1e-9)
-    # 320 px crop, 256 px input: input px = crop px - 32.
-    np.testing.assert_allclose(inference.input_to_crop_affine(CROP_SIZE), [[1, 0, 32], [0, 1, 32]])
+def test_to_image_px_hand_computed():
+    affine = np.array([[[2.0, 0.0, 10.0], [0.0, 3.0, -5.0]], [[0.0, -1.0, 7.0], [1.0, 0.0, 0.0]]])
+    coords = np.array([[[1.0, 2.0]], [[1.0, 2.0]]])
+    np.testing.assert_array_equal(inference.to_image_px(coords, affine), [[[12.0, 1.0]], [[5.0, 1.0]]])
+    with pytest.raises(ValueError, match=r"\(2, 2, 3\)"):
+        inference.to_image_px(coords, affine[:1])
 
 
-def test_mapping_agrees_with_dataprep_crops():
-    """The stored crop of dataprep and our inverse agree on a real-sized image."""
-    rng = np.random.default_rng(2)
-    image = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
-    joints = rng.uniform([200, 100], [450, 400], size=(16, 2))
-    cut = crop_person(image, np.array([320.0, 250.0]), 1.4, joints, np.ones(16, bool))
-    in_input = cut.keypoints - CROP_MARGIN
-    back = inference.input_to_image(in_input[None], cut.crop_to_image.reshape(1, 6), CROP_SIZE)
-    np.testing.assert_allclose(back[0], joints, atol=1e-6)
+def test_heatmap_peaks_map_back_to_the_original_image_joints():
+    """image px -> stored crop (dataprep) -> centre crop + targets (center_batch) -> decode ->
+    image px. Joints placed on heatmap pixel centres come back exactly."""
+    center, scale = np.array([321.0, 247.0]), 1.3
+    on_grid = 4 * np.random.default_rng(2).integers(2, 62, (16, 2)) + 1.5  # input px, hm integer
+    joints = apply_affine(invert_affine(crop_transform(center, scale, 256)), on_grid)
+    image = np.random.default_rng(3).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    cut = crop_person(image, center, scale, joints, np.ones(16, bool))
+    batch = {
+        PERSON_ID: np.array(["p0"]),
+        CROP_JPEG: np.array([encode_jpeg(cut.crop, 90)], dtype=object),
+        KEYPOINTS: cut.keypoints.reshape(1, 32).astype(np.float32),
+        LABELLED: np.ones((1, 16), np.uint8),
+        CROP_TO_IMAGE: cut.crop_to_image.reshape(1, 6).astype(np.float32),
+    }
+    centred = center_batch(batch, AugmentConfig(enabled=False))
+    coords, conf = inference.keypoints_from_heatmaps(torch.from_numpy(centred["heatmaps"]))
+    np.testing.assert_allclose(coords[0], on_grid, atol=1e-3)
+    back = inference.to_image_px(coords, centred["input_to_image"])
+    np.testing.assert_allclose(back[0], joints, atol=1e-3)  # float32 storage of the affine
