@@ -14,6 +14,14 @@ Modules: `config` (SynthConfig), `body` (kinematics), `paint` (raster primitives
 """
 
 from dataprep.synth.config import SynthConfig
-from dataprep.synth.generate import generate
 
 __all__ = ["SynthConfig", "generate"]
+
+
+def __getattr__(name: str):
+    # `generate` pulls in OpenCV; importing it lazily keeps `SynthConfig` cheap to import.
+    if name == "generate":
+        from dataprep.synth.generate import generate
+
+        return generate
+    raise AttributeError(f"module 'dataprep.synth' has no attribute {name!r}")
