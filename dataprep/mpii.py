@@ -1,0 +1,143 @@
+"""Loading MPII annotations in any of their common forms into `PersonRecord`s.
+
+Forms (`format`):
+- `mpii_json`: the JSON most PyTorch projects use (`.json` or `.json.gz`; has a split).
+- `h5`: `valid.h5` of the original Torch code (validation people, no split).
+- `hrnet_json`: the HRNet / COCO-style JSON (no split).
+- `mat`: the official release `mpii_human_pose_v1_u12_1.mat` (training images only).
+Each reader's module docstring in `dataprep/formats/` says what it found in the real files
+(which coordinates are 1-based, which center/scale are raw). Every record comes out 0-based with
+the adjusted center/scale, applied exactly once.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+from pathlib import Path
+
+from dataprep.formats import h5 as h5_form
+from dataprep.formats import hrnet_json, mat, mpii_json
+from dataprep.formats.common import (
+    HEAD_SEGMENT_TO_HEAD_SIZE,
+    AnnotationFormatError,
+    AnnotationSet,
+)
+from dataprep.records import SPLITS, PersonRecord
+
+__all__ = [
+    "FORMATS",
+    "HEAD_SEGMENT_TO_HEAD_SIZE",
+    "AnnotationFormatError",
+    "AnnotationSet",
+    "detect_format",
+    "load_annotations",
+    "read_annotations",
+]
+
+FORMATS = ("mpii_json", "h5", "hrnet_json", "mat")
+_log = logging.getLogger(__name__)
+
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+_GZIP_MAGIC = b"\x1f\x8b"
+_MAT5_MAGIC = b"MATLAB 5.0 MAT-file"
+
+
+def load_annotations(path: str | Path, format: str | None = None, split: str | None = None) -> list[PersonRecord]:
+    """The people of an MPII annotation file, in file order.
+
+    Args:
+        path: the annotation file.
+        format: one of FORMATS; None detects it from the content.
+        split: for `mpii_json`, None keeps both splits and "train"/"val" keeps that one; for
+            `h5` and `hrnet_json`, which have no split, the split given to every record
+            (None means "val": both files hold validation people); for `mat`, None or
+            "train" (the release's annotated images are the training set).
+    Returns:
+        PersonRecords (0-based image px, adjusted center/scale). Records with bad values are
+        kept for `PersonRecord.validate` / quarantine; people that a file lists without
+        joints are left out and counted (see `read_annotations`, which returns the counts).
+    Raises:
+        AnnotationFormatError: the file cannot be read as the (detected) form; the message
+            names the file, the entry and what was expected.
+    """
+    loaded = read_annotations(path, format=format, split=split)
+    if loaded.skipped:
+        _log.info("%s: left out %s", path, dict(loaded.skipped))
+    return loaded.records
+
+
+def read_annotations(path: str | Path, format: str | None = None, split: str | None = None) -> AnnotationSet:
+    """Like `load_annotations`, also returning the form read and the counts of people left out."""
+    path = Path(path)
+    if format is not None and format not in FORMATS:
+        raise AnnotationFormatError(f"{path}: unknown annotation format {format!r}; expected one of {FORMATS}")
+    if split is not None and split not in SPLITS:
+        raise AnnotationFormatError(f"{path}: unknown split {split!r}; expected one of {SPLITS} or None")
+    if not path.is_file():
+        raise AnnotationFormatError(f"{path}: annotation file not found")
+    kind = _kind_from_bytes(path)
+    if kind == "json":
+        data = _read_json(path)  # parsed once, for detection and reading
+        kind = format or _json_kind(data, path)
+        if kind == "mpii_json":
+            return mpii_json.read(data, path, split=split)
+        if kind == "hrnet_json":
+            return hrnet_json.read(data, path, split=split or "val")
+        raise AnnotationFormatError(f"{path}: a JSON file, but format={kind!r} is not a JSON form")
+    if format is not None and format != kind:
+        raise AnnotationFormatError(f"{path}: format={format!r} was asked for, but the file is {kind}")
+    if kind == "h5":
+        return h5_form.read(path, split=split or "val")
+    return mat.read(path, split=split)
+
+
+def detect_format(path: str | Path) -> str:
+    """The form of an annotation file, from its first bytes (and, for JSON, its first entry)."""
+    path = Path(path)
+    kind = _kind_from_bytes(path)
+    return _json_kind(_read_json(path), path) if kind == "json" else kind
+
+
+def _kind_from_bytes(path: Path) -> str:
+    """"h5", "mat" or "json" (plain or gzipped) from the file's first bytes."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(128)
+    except OSError as exc:
+        raise AnnotationFormatError(f"{path}: cannot open ({exc})") from exc
+    if head.startswith(_HDF5_MAGIC):
+        return "h5"
+    if head.startswith(_MAT5_MAGIC):
+        return "mat"
+    if head.startswith(_GZIP_MAGIC) or head.lstrip()[:1] in (b"[", b"{"):
+        return "json"
+    raise AnnotationFormatError(
+        f"{path}: unknown annotation file; expected MPII JSON (.json/.json.gz), valid.h5 "
+        f"(HDF5), the HRNet JSON or the official release .mat (MATLAB 5.0)"
+    )
+
+
+def _json_kind(data: object, path: Path) -> str:
+    if mpii_json.entries_of(data) is not None:
+        return "mpii_json"
+    if hrnet_json.entries_of(data) is not None:
+        return "hrnet_json"
+    raise AnnotationFormatError(
+        f"{path}: JSON, but neither the MPII JSON form (a list of entries with joint_self) nor "
+        f"the HRNet form (a list of entries with joints and joints_vis)"
+    )
+
+
+def _read_json(path: Path) -> object:
+    """Parsed JSON or gzipped JSON (told apart by the gzip magic, not the file name)."""
+    gz = False
+    try:
+        with open(path, "rb") as f:
+            gz = f.read(2) == _GZIP_MAGIC
+        opener = gzip.open if gz else open
+        with opener(path, "rt", encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, EOFError) as exc:
+        raise AnnotationFormatError(f"{path}: not valid {'gzipped ' if gz else ''}JSON ({exc})") from exc
