@@ -241,7 +241,7 @@ def test_real_h5_matches_the_json_validation_people(mpii_json_records, h5_record
     centers = np.array([a.center for a in val]) - np.array([b.center for b in h5_records])
     scales = np.array([a.scale for a in val]) - np.array([b.scale for b in h5_records])
     assert np.abs(centers).max() < 0.01 and np.abs(scales).max() < 0.001
-    # h5 parts are the JSON joints truncated to whole pixels
+    # h5 parts are the JSON joints in whole pixels
     diff = np.concatenate([(a.joints - b.joints)[a.labelled] for a, b in zip(val, h5_records)])
     assert np.abs(diff).max() <= 1.0
 
