@@ -10,7 +10,7 @@ The output is `DIR/images/*.jpg` plus `DIR/annotations.json` in the JSON form of
 
 Modules: `config` (SynthConfig), `body` (kinematics), `paint` (raster primitives),
 `person` (appearance, painting a figure), `scene` (one image and its annotations),
-`generate` (seeds, worker processes, the JSON writer).
+`writer` (`generate`: seeds, worker processes, the JSON writer).
 """
 
 from dataprep.synth.config import SynthConfig
@@ -21,7 +21,7 @@ __all__ = ["SynthConfig", "generate"]
 def __getattr__(name: str):
     # `generate` pulls in OpenCV; importing it lazily keeps `SynthConfig` cheap to import.
     if name == "generate":
-        from dataprep.synth.generate import generate
+        from dataprep.synth.writer import generate
 
         return generate
     raise AttributeError(f"module 'dataprep.synth' has no attribute {name!r}")

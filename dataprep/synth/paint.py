@@ -91,6 +91,17 @@ def polygon(points, axis_a, axis_b, height: int, width: int) -> Mask | None:
                 np.clip(side / half, -1.0, 1.0))
 
 
+def clip_to(mask: Mask, outer: Mask) -> Mask:
+    """`mask` with its coverage limited to that of `outer` (e.g. a face kept inside its head)."""
+    inside = np.zeros_like(mask.alpha)
+    r0, r1 = max(mask.rows.start, outer.rows.start), min(mask.rows.stop, outer.rows.stop)
+    c0, c1 = max(mask.cols.start, outer.cols.start), min(mask.cols.stop, outer.cols.stop)
+    if r0 < r1 and c0 < c1:
+        inside[r0 - mask.rows.start:r1 - mask.rows.start, c0 - mask.cols.start:c1 - mask.cols.start] = \
+            outer.alpha[r0 - outer.rows.start:r1 - outer.rows.start, c0 - outer.cols.start:c1 - outer.cols.start]
+    return Mask(mask.rows, mask.cols, mask.alpha * inside, mask.along, mask.across)
+
+
 def fill(mask: Mask, colour, texture: Texture, rng: np.random.Generator,
          shade: float = 0.35) -> np.ndarray:
     """(h, w, 3) colours for `mask`: the texture pattern, then round-body shading (the rim is

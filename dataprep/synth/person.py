@@ -15,7 +15,7 @@ import numpy as np
 
 from dataprep.synth import body as B
 from dataprep.synth.paint import (SOLID, SPECKLE, STRIPES_ACROSS, STRIPES_ALONG, Texture,
-                                  capsule, fill, paint, polygon, random_colour)
+                                  capsule, clip_to, fill, paint, polygon, random_colour)
 
 SKIN_TONES = np.array([[255, 224, 196], [241, 194, 158], [224, 172, 130], [198, 134, 90],
                        [141, 85, 54], [92, 58, 40]], np.float32)
@@ -199,12 +199,12 @@ def paint_figure(image: np.ndarray, labels: np.ndarray, figure: Figure, slot: in
         mask = make()
         if mask is None:
             continue
-        colour = np.asarray(colour, np.float32)
+        colours = fill(mask, colour, texture, rng)
         if side < 0:  # the person's right: lighter
-            colour = colour + RIGHT_LIGHT * (255.0 - colour)
+            colours += RIGHT_LIGHT * (255.0 - colours)
         elif side > 0:  # the person's left: darker
-            colour = colour * LEFT_SHADE
-        paint(image, labels, mask, fill(mask, colour, texture, rng), slot * MAX_PARTS + PART_ID[part] + 1)
+            colours *= LEFT_SHADE
+        paint(image, labels, mask, colours, slot * MAX_PARTS + PART_ID[part] + 1)
         if part == "neck":
             _paint_head(image, labels, figure, slot, rng)  # the head always covers its neck
 
@@ -230,6 +230,7 @@ def _paint_head(image, labels, figure: Figure, slot: int, rng) -> None:
         face = capsule(face_centre - 0.6 * half_axis, face_centre + 0.4 * half_axis,
                        0.29 * u, 0.29 * u, h, w)
         if face is not None:
+            face = clip_to(face, mask)
             paint(image, labels, face, fill(face, a.skin, plain, rng, shade=0.15), label)
         if toward > 0.3:
             across = np.array([-(top - neck)[1], (top - neck)[0]]) / max(np.hypot(*(top - neck)), 1e-6)
@@ -237,6 +238,7 @@ def _paint_head(image, labels, figure: Figure, slot: int, rng) -> None:
                 eye_pt = centre + 0.33 * u * look + sgn * 0.13 * u * across * toward + 0.08 * (top - neck)
                 eye = capsule(eye_pt, eye_pt, 0.05 * u, 0.05 * u, h, w)
                 if eye is not None:
+                    eye = clip_to(eye, mask)
                     paint(image, labels, eye, fill(eye, (25.0, 20.0, 20.0), plain, rng, 0.0), label)
 
 

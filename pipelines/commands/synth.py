@@ -37,7 +37,7 @@ def synth(
     """Generate the synthetic MPII-format dataset: DIR/images/*.jpg + DIR/annotations.json."""
     given = {k: v for k, v in locals().items() if k not in ("out", "overwrite") and v is not None}
     from dataprep.synth.config import SynthConfig
-    from dataprep.synth.generate import generate
+    from dataprep.synth.writer import generate
 
     try:
         cfg = SynthConfig(**given)
