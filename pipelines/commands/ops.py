@@ -1,9 +1,203 @@
-"""`shg` subcommands of this stage (see pipelines/commands/__init__.py)."""
+"""`shg run`, `shg submit`, `shg rerun`, `shg schedule`, `shg tracking-server`: operating the pipeline.
+
+The logic lives in `pipelines.workflow`, `.submit`, `.rerun`, `.schedule` and
+`.tracking_server`; these functions only turn options into their config dataclasses and print.
+"""
 
 from __future__ import annotations
 
+from typing import Annotated, Optional
+
 import typer
+
+# Options shared by `run` and `schedule` (names = `WorkflowConfig` fields).
+Profile = Annotated[str, typer.Option(help="Override set from pipelines.profiles: default | smoke.")]
+Workdir = Annotated[str, typer.Option(help="Work dir: data, checkpoints, local MLflow store, lock.")]
+TrackingUri = Annotated[
+    str, typer.Option(help="MLflow tracking URI (e.g. http://127.0.0.1:5000); default: sqlite under --workdir.")
+]
+Address = Annotated[
+    str, typer.Option(help="Ray cluster: empty = an embedded local Ray for this run; 'auto' or HOST:PORT = existing.")
+]
+Force = Annotated[bool, typer.Option(help="Redo every step even when its inputs are unchanged.")]
+Overrides = Annotated[
+    Optional[list[str]],
+    typer.Argument(help="KEY=VALUE overrides: synth.*, prepare.*, model.*, data.*, train.*", show_default=False),
+]
+
+SUBMIT_ACTIONS = ("status", "logs", "stop", "list")
 
 
 def register(app: typer.Typer) -> None:
     """Adds this module's commands to `app`."""
+    app.command("run")(run)
+    app.command(
+        "submit", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
+    )(submit)
+    app.command("rerun")(rerun)
+    app.command("schedule")(schedule)
+    app.command("tracking-server")(tracking_server)
+
+
+def run(
+    overrides: Overrides = None,
+    profile: Profile = "default",
+    workdir: Workdir = "runs",
+    tracking_uri: TrackingUri = "",
+    address: Address = "",
+    force: Force = False,
+) -> None:
+    """Run the workflow: prepare → train → evaluate → register (unchanged steps are reused)."""
+    from pipelines.workflow import WorkflowConfig
+
+    cfg = WorkflowConfig(
+        profile=profile, workdir=workdir, tracking_uri=tracking_uri, address=address, force=force,
+        overrides=tuple(overrides or ()),
+    )  # fmt: skip
+    _run_workflow_or_exit(cfg)
+
+
+def _run_workflow_or_exit(cfg):
+    from pipelines.tracking_server import TrackingServerUnreachable
+    from pipelines.workflow import WorkflowBusy, WorkflowError, run_workflow
+
+    try:
+        result = run_workflow(cfg, log=typer.echo)
+    except (TrackingServerUnreachable, WorkflowBusy, WorkflowError, ValueError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(code=1 if isinstance(err, WorkflowError) else 2) from None
+    steps = ", ".join(f"{s.name}={s.status} ({s.seconds:.1f} s)" for s in result.steps)
+    typer.echo(f"workflow run {result.parent_run_id}: {steps}")
+    return result
+
+
+def submit(
+    ctx: typer.Context,
+    address: Annotated[
+        Optional[str], typer.Option(help="Ray Jobs API (dashboard) URL; default $RAY_ADDRESS or http://127.0.0.1:8265.")
+    ] = None,
+    follow: Annotated[bool, typer.Option(help="Stream the job's logs until it ends; exit 1 unless it SUCCEEDED.")] = False,
+    step: Annotated[str, typer.Option(help="Command the job runs: run (the workflow), synth, prepare, train, evaluate, rerun, schedule.")] = "run",
+) -> None:
+    """Submit the workflow (or one step) as a Ray job; or: submit status|logs|stop JOB_ID, submit list.
+
+    Everything after `--` goes to the step, e.g. `shg submit --follow -- --profile smoke train.epochs=1`.
+    """
+    from pipelines import submit as jobs
+
+    address = address or jobs.default_address()
+    args = list(ctx.args)
+    try:
+        if args and args[0] in SUBMIT_ACTIONS:
+            _job_action(jobs, address, args, follow)
+            return
+        cfg = jobs.SubmitConfig(address=address, step=step, args=jobs.split_workflow_args(args))
+        job_id = jobs.submit(cfg)
+    except (ConnectionError, FileNotFoundError, ValueError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(code=2) from None
+    typer.echo(job_id)
+    if follow:
+        final = jobs.follow(address, job_id, lambda text: typer.echo(text, nl=False))
+        typer.echo(f"job {job_id}: {final}")
+        if final != "SUCCEEDED":
+            raise typer.Exit(code=1)
+
+
+def _job_action(jobs, address: str, args: list[str], follow: bool) -> None:
+    action, rest = args[0], args[1:]
+    if action == "list":
+        for info in jobs.client(address).list_jobs():
+            typer.echo(f"{info.submission_id}  {info.status.value:9s}  {info.entrypoint}")
+        return
+    if len(rest) != 1:
+        raise ValueError(f"usage: shg submit {action} JOB_ID")
+    job_id = rest[0]
+    if action == "status":
+        typer.echo(jobs.status(address, job_id))
+    elif action == "logs":
+        if follow:
+            final = jobs.follow(address, job_id, lambda text: typer.echo(text, nl=False))
+            typer.echo(f"job {job_id}: {final}")
+        else:
+            typer.echo(jobs.logs(address, job_id), nl=False)
+    elif action == "stop":
+        sent = jobs.stop(address, job_id)
+        typer.echo(f"stop {'sent to' if sent else 'not needed for'} {job_id} ({jobs.status(address, job_id)})")
+
+
+def rerun(
+    run_id: Annotated[str, typer.Argument(help="MLflow run id of a workflow (parent) run or its train run.")],
+    workdir: Workdir = "runs",
+    tracking_uri: TrackingUri = "",
+    address: Address = "",
+    check: Annotated[bool, typer.Option(help="Compare the new run's per-step losses with the original's; exit 1 if they differ.")] = False,
+) -> None:
+    """Repeat a recorded run from MLflow alone: same config, seeds and data (checked by fingerprint)."""
+    from pipelines.rerun import RerunConfig, RerunMismatch, rerun_run
+
+    cfg = RerunConfig(run_id=run_id, workdir=workdir, tracking_uri=tracking_uri, address=address, check=check)
+    try:
+        outcome = rerun_run(cfg, log=typer.echo)
+    except RerunMismatch as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(code=1) from None
+    except (LookupError, ValueError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(code=2) from None
+    typer.echo(f"rerun of {run_id}: workflow run {outcome.parent_run_id}, train run {outcome.train_run_id}")
+
+
+def schedule(
+    overrides: Overrides = None,
+    cron: Annotated[str, typer.Option(help="Five-field cron expression, UTC (e.g. '0 3 * * 1' = Mondays 03:00).")] = "0 3 * * 1",
+    once: Annotated[bool, typer.Option(help="Fire once now and exit (what a cluster CronJob runs).")] = False,
+    max_firings: Annotated[int, typer.Option(help="Stop after this many firings (0: run until interrupted).")] = 0,
+    profile: Profile = "default",
+    workdir: Workdir = "runs",
+    tracking_uri: TrackingUri = "",
+    address: Address = "",
+    force: Annotated[bool, typer.Option(help="Train even when the data fingerprint is unchanged since the last successful run.")] = False,
+) -> None:
+    """Fire the workflow on a cron schedule; unchanged data or a busy work dir skip (recorded in MLflow)."""
+    from pipelines.schedule import ScheduleConfig, run_schedule
+    from pipelines.workflow import WorkflowConfig, run_firing
+
+    try:
+        sched = ScheduleConfig(cron=cron, once=once, max_firings=max_firings)
+    except ValueError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(code=2) from None
+    cfg = WorkflowConfig(
+        profile=profile, workdir=workdir, tracking_uri=tracking_uri, address=address, force=force,
+        overrides=tuple(overrides or ()), skip_unchanged=not force,
+    )  # fmt: skip
+
+    def fire(at):
+        typer.echo(f"schedule: firing at {at:%Y-%m-%d %H:%M:%S} UTC")
+        result = run_firing(cfg, log=typer.echo)
+        typer.echo(f"schedule: {result.skipped or 'trained'} (workflow run {result.parent_run_id})")
+        return result
+
+    run_schedule(sched, fire, on_wait=lambda at: typer.echo(f"schedule: next firing {at:%Y-%m-%d %H:%M} UTC"))
+
+
+def tracking_server(
+    host: Annotated[str, typer.Option(help="Interface to bind (127.0.0.1: this machine only).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 5000,
+    workdir: Workdir = "runs",
+) -> None:
+    """Serve the work dir's MLflow store over HTTP (`mlflow server`, 1 worker); Ctrl-C stops it."""
+    from pipelines.tracking_server import TrackingServerConfig, server_command, start_server, stop_server, wait_until_ready
+
+    cfg = TrackingServerConfig(host=host, port=port, workdir=workdir)
+    typer.echo(" ".join(server_command(cfg)))
+    proc = start_server(cfg)
+    try:
+        wait_until_ready(cfg.url, proc=proc)
+        typer.echo(f"tracking server ready at {cfg.url} (pid {proc.pid}); use --tracking-uri {cfg.url}")
+        proc.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop_server(proc)
