@@ -1,9 +1,8 @@
-"""Heatmap rendering and quantisation against hand-computed values, plus a speed benchmark."""
+"""Heatmap rendering and quantisation against hand-computed values (speed: benchmarks/heatmaps.py)."""
 
 from __future__ import annotations
 
 import math
-import timeit
 
 import numpy as np
 import pytest
@@ -117,32 +116,13 @@ def _dense_reference(kp, lab, size=64, sigma=1.0):
     return out
 
 
-def test_benchmark_against_dense_and_the_memory_write_bound():
-    """Batch of 64 people x 16 joints: >= 20x faster than dense, <= 2x writing the output.
-
-    Best-of-N timings, so background load on the shared machine only makes it pessimistic.
-    """
+def test_window_matches_the_dense_gaussian():
+    """Inside the window the values are the full Gaussian's; outside it only a tail < e^-4.5."""
     rng = np.random.default_rng(0)
-    kp = rng.uniform(0, 63, (64, 16, 2))
-    lab = np.ones((64, 16), bool)
+    kp = rng.uniform(0, 63, (8, 16, 2))
+    lab = np.ones((8, 16), bool)
     dense = _dense_reference(kp, lab)
     ours = render_heatmaps(kp, lab)
     inside = ours > 0
     np.testing.assert_allclose(ours[inside], dense[inside], rtol=1e-6)
-
-    def best(fn, number):
-        return min(timeit.repeat(fn, number=number, repeat=5)) / number
-
-    def write_bound():
-        out = np.empty((64, 16, 64, 64), np.float32)
-        out.fill(0.0)
-        return out
-
-    t_ours = best(lambda: render_heatmaps(kp, lab), 10)
-    t_dense = best(lambda: _dense_reference(kp[:4], lab[:4]), 2) * 16  # 4 of 64 people
-    t_bound = best(write_bound, 10)
-    print(f"render 64x16: {t_ours * 1e6:.0f} us ({t_ours * 1e6 / 1024:.2f} us/joint); "
-          f"dense {t_dense / t_ours:.0f}x slower; write bound {t_bound * 1e6:.0f} us "
-          f"(ratio {t_ours / t_bound:.2f})")
-    assert t_dense / t_ours >= 20
-    assert t_ours / t_bound <= 2.0
+    assert dense[~inside].max() < math.exp(-4.5)
