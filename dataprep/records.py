@@ -137,6 +137,10 @@ class PersonRecord:
 
     __hash__ = None  # type: ignore[assignment]  # holds arrays
 
+    def __reduce__(self):
+        # Rebuild through __init__ so unpickled copies (Ray workers) get read-only arrays too.
+        return (type(self), tuple(getattr(self, f.name) for f in dataclasses.fields(self)))
+
 
 def _same(a: Any, b: Any) -> bool:
     if isinstance(a, list) or isinstance(b, list):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 
 import numpy as np
 import pytest
@@ -77,6 +78,13 @@ def test_dict_round_trip_through_json():
     assert math.isnan(back.head_size) and back.visible_flag.tolist() == r.visible_flag.tolist()
     assert records_from_dicts(records_to_dicts([r, make()])) == [r, make()]
     assert back != make()
+
+
+def test_pickle_round_trip_keeps_arrays_read_only():
+    r = make(visible_flag=np.ones(16, bool))
+    back = pickle.loads(pickle.dumps(r))
+    assert back == r
+    assert not back.joints.flags.writeable and not back.labelled.flags.writeable
 
 
 def test_from_dict_rejects_unknown_fields():
