@@ -98,8 +98,10 @@ def _image_size(path: Path) -> tuple[int, int]:
     """(width, height) from the image header without decoding it; (0, 0) when not found."""
     if not path.is_file():
         return 0, 0
-    from PIL import Image  # reads the header only
-
+    try:
+        from PIL import Image  # reads the header only; Pillow comes with matplotlib
+    except ImportError:
+        return 0, 0
     try:
         with Image.open(path) as im:
             return int(im.width), int(im.height)
