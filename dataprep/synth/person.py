@@ -9,6 +9,7 @@ that lets a network tell left from right even when the figure faces away.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,7 +58,8 @@ def sample_appearance(rng: np.random.Generator) -> Appearance:
 class Figure:
     """A posed, projected person. `points` (NUM_POINTS, 2) image px; `depth` (NUM_POINTS,) px;
     `px_per_head` the head length in px; `height_px` the standing height (MPII's person height);
-    `shape`/`appearance` as sampled; `chest`, `hips` (K, 2) the torso outline rings in image px."""
+    `shape`/`appearance` as sampled; `rings` the torso outlines ("chest", "waist", "hips",
+    (12, 2) image px each); `torso_depth` the mean depth of the torso in px."""
 
     points: np.ndarray
     depth: np.ndarray
@@ -66,6 +68,7 @@ class Figure:
     shape: B.BodyShape
     appearance: Appearance
     rings: dict[str, np.ndarray]
+    torso_depth: float
 
 
 def _torso_rings(p3: np.ndarray, shape: B.BodyShape) -> dict[str, np.ndarray]:
@@ -108,22 +111,21 @@ def make_figure(rng: np.random.Generator, height_px: float, yaw: float, pitch: f
 
     points, depth = project(p3)
     ring2d = {name: project(r) for name, r in rings.items()}
+    torso_depth = float(np.mean([z.mean() for _, z in ring2d.values()]))
     return Figure(points, depth, px_per_head, height_px, shape, appearance,
-                  {name: xy for name, (xy, _) in ring2d.items()} | {
-                      f"{name}_depth": float(z.mean()) for name, (_, z) in ring2d.items()})
+                  {name: xy for name, (xy, _) in ring2d.items()}, torso_depth)
 
 
 def moved(figure: Figure, offset) -> Figure:
     """The same figure translated by `offset` (2,) px."""
     offset = np.asarray(offset, np.float64)
-    rings = {k: (v + offset if isinstance(v, np.ndarray) else v) for k, v in figure.rings.items()}
-    return Figure(figure.points + offset, figure.depth, figure.px_per_head, figure.height_px,
-                  figure.shape, figure.appearance, rings)
+    return dataclasses.replace(figure, points=figure.points + offset,
+                               rings={k: v + offset for k, v in figure.rings.items()})
 
 
 def extent(figure: Figure) -> tuple[np.ndarray, np.ndarray]:
     """(lo, hi) image px corners of a box around everything painted for the figure."""
-    pts = np.concatenate([figure.points] + [v for v in figure.rings.values() if isinstance(v, np.ndarray)])
+    pts = np.concatenate([figure.points, *figure.rings.values()])
     pad = 0.4 * figure.px_per_head
     return pts.min(0) - pad, pts.max(0) + pad
 
@@ -181,7 +183,7 @@ def paint_figure(image: np.ndarray, labels: np.ndarray, figure: Figure, slot: in
         limb(f"{name}_forearm", el, wr, 0.15, 0.11, *sleeve(a.long_sleeves), side)
         limb(f"{name}_hand", wr, hand, 0.11, 0.09, a.skin, plain, side)
 
-    rings, torso_z = figure.rings, figure.rings["chest_depth"] * 0.5 + figure.rings["hips_depth"] * 0.5
+    rings, torso_z = figure.rings, figure.torso_depth
     chest = np.concatenate([rings["chest"], rings["waist"]])
     hips = np.concatenate([rings["waist"], rings["hips"]])
     for order, (pts, colour, texture) in enumerate(((chest, a.top, a.top_texture),
