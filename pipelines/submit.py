@@ -87,7 +87,16 @@ def runtime_env(cfg: SubmitConfig) -> dict[str, Any]:
         raise FileNotFoundError(
             f"{working_dir} is not the shg project root (no pipelines/cli.py); pass working_dir="
         )
-    env_vars = {"RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
+    from pipelines.workflow import git_revision
+
+    # The shipped copy has no .git: the job records the submitter's revision instead.
+    revision = git_revision(working_dir)
+    env_vars = {
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "PYTHONUNBUFFERED": "1",
+        "SHG_GIT_COMMIT": revision["git.commit"],
+        "SHG_GIT_DIRTY": revision["git.dirty"],
+    }
     env_vars.update({k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)})
     return {
         "working_dir": str(working_dir),
