@@ -106,7 +106,7 @@ class ModelCard:
         return cls(**values)
 
 
-def _plain_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+def plain_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """CPU tensors, without the prefixes torch.compile (`_orig_mod.`) and DDP (`module.`) add."""
     state = {}
     for key, tensor in model.state_dict().items():
@@ -117,7 +117,7 @@ def _plain_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return state
 
 
-def _check_weights(state: dict[str, torch.Tensor], card: ModelCard, where: str) -> StackedHourglass:
+def model_from_state(state: dict[str, torch.Tensor], card: ModelCard, where: str) -> StackedHourglass:
     """A model built from the card with `state` loaded; ValueError naming `where` on mismatch."""
     model = StackedHourglass(card.hourglass_config())
     expected = model.state_dict()
@@ -148,8 +148,8 @@ def save_model_dir(model: nn.Module, card: ModelCard, directory: str | Path) -> 
     Refuses (ValueError) a card whose model_config cannot hold these weights.
     """
     directory = Path(directory)
-    state = _plain_state_dict(model)
-    _check_weights(state, card, f"saving to {directory}")
+    state = plain_state_dict(model)
+    model_from_state(state, card, f"saving to {directory}")
     directory.mkdir(parents=True, exist_ok=True)
     torch.save(state, directory / WEIGHTS_FILE)
     (directory / CARD_FILE).write_text(json.dumps(card.to_dict(), indent=2) + "\n")
@@ -178,7 +178,7 @@ def load_model_dir(directory: str | Path, map_location: str | torch.device = "cp
     state = torch.load(weights_path, map_location="cpu", weights_only=True)
     if not isinstance(state, dict):
         raise ValueError(f"{weights_path}: expected a state_dict, got {type(state).__name__}")
-    model = _check_weights(state, card, str(weights_path))
+    model = model_from_state(state, card, str(weights_path))
     return model.to(map_location).eval(), card
 
 

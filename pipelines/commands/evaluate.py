@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -13,6 +13,8 @@ import typer
 def register(app: typer.Typer) -> None:
     """Adds this module's commands to `app`."""
     app.command("pckh")(pckh)
+    app.command("evaluate")(evaluate)
+    app.command("predict")(predict)
 
 
 def _fail(message: str) -> None:
@@ -85,3 +87,51 @@ def pckh(
     predictions = _load_predictions(pred, len(truth.joints), str(gt))
     table = pckh_lib.pckh_table(predictions, truth.joints, truth.missing, truth.head_size, threshold)
     _emit_table(table, json_output)
+
+
+def evaluate(
+    model: Annotated[str, typer.Option(help="Model directory or MLflow URI (runs:/..., models:/name@alias).")],
+    data: Annotated[Path, typer.Option(help="Prepared dataset folder (shg prepare --out), with train/ and val/.")],
+    split: Annotated[str, typer.Option(help="Split to score: val or train.")] = "val",
+    address: Annotated[Optional[str], typer.Option(help="Ray address (auto, HOST:PORT); default a local cluster.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Rows per inference batch.")] = 32,
+    flip: Annotated[bool, typer.Option(help="Flip testing: average with the mirrored input.")] = True,
+    actors: Annotated[int, typer.Option(help="Inference actors (each gets a GPU when the cluster has them).")] = 1,
+    cpus_per_actor: Annotated[float, typer.Option(help="CPUs (and torch threads) per actor.")] = 1.0,
+    json_output: Annotated[bool, typer.Option("--json", help="Emit the table as a JSON object.")] = False,
+) -> None:
+    """Batch inference over a prepared split with Ray Data; prints the official PCKh table."""
+    from pipelines.evaluate import EvaluateConfig, run_evaluate
+
+    try:
+        cfg = EvaluateConfig(model=model, data=str(data), split=split, address=address,
+                             batch_size=batch_size, flip=flip, actors=actors,
+                             cpus_per_actor=cpus_per_actor)
+        table = run_evaluate(cfg, log=lambda line: typer.echo(line, err=True))
+    except (ValueError, FileNotFoundError) as err:
+        _fail(str(err))
+    table.pop("predictions")
+    _emit_table(table, json_output)
+
+
+def predict(
+    images: Annotated[list[Path], typer.Argument(help="Image files (JPEG/PNG, colour or greyscale).")],
+    model: Annotated[str, typer.Option(help="Model directory or MLflow URI (runs:/..., models:/name@alias).")],
+    out: Annotated[Path, typer.Option(help="Folder for <stem>.json and <stem>.png per image.")],
+    center: Annotated[Optional[tuple[float, float]], typer.Option(help="Person centre X Y in image px (default: image centre).")] = None,
+    scale: Annotated[Optional[float], typer.Option(help="Person box side / 200 px (default: 1.25 x the longer image side / 200).")] = None,
+    flip: Annotated[bool, typer.Option(help="Flip testing: average with the mirrored input.")] = True,
+    batch_size: Annotated[int, typer.Option(help="Crops per forward pass.")] = 8,
+) -> None:
+    """Keypoints of one person per image: writes JSON (image px, names, confidences) and an overlay."""
+    from pipelines.predict import PredictConfig, run_predict
+
+    missing = [str(p) for p in images if not p.is_file()]
+    if missing:
+        _fail(f"no such image file(s): {', '.join(missing)}")
+    try:
+        cfg = PredictConfig(images=tuple(str(p) for p in images), model=model, out=str(out),
+                            center=center, scale=scale, flip=flip, batch_size=batch_size)
+        run_predict(cfg, log=typer.echo)
+    except (ValueError, FileNotFoundError) as err:
+        _fail(str(err))
