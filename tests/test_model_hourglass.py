@@ -169,3 +169,14 @@ def test_train_and_eval_return_the_same_type():
         eval_out = model.eval()(images)
     assert type(train_out) is type(eval_out) is torch.Tensor
     assert train_out.shape == eval_out.shape
+
+
+def test_forward_captures_as_one_graph_under_torch_compile():
+    # backend="eager" checks graph capture (no data-dependent Python control flow, no graph
+    # breaks) without paying for code generation.
+    model = StackedHourglass(HourglassConfig(stacks=2, channels=8, joints=4, depth=1))
+    images = _images(2, 16)
+    compiled = torch.compile(model, backend="eager", fullgraph=True)
+    torch.testing.assert_close(compiled(images), model(images), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="multiples of 8"):
+        torch.compile(model, backend="eager")(torch.randn(2, 3, 16, 20))
