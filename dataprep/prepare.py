@@ -32,6 +32,7 @@ import pyarrow as pa
 
 from dataprep import quarantine
 from dataprep.joints import FLIP_PERMUTATION, JOINT_NAMES
+from dataprep.mpii import FORMATS, AnnotationFormatError, AnnotationSet, read_annotations
 from dataprep.prepare_batch import RECORD_SCHEMA, WORK_SCHEMA, prepare_batch, rejected_row
 from dataprep.prepared_writer import QUARANTINE, PreparedDatasetWriter, fingerprint
 from dataprep.quarantine import Rejection
@@ -48,7 +49,7 @@ from dataprep.schema import (
     describe,
 )
 
-ANNOTATION_FORMATS = ("mpii_json", "h5", "hrnet_json", "mat")
+ANNOTATION_FORMATS = FORMATS
 MANIFEST = "manifest.json"
 
 
@@ -126,17 +127,19 @@ def check_config(cfg: PrepareConfig) -> None:
             raise PrepareConfigError(f"--{name.replace('_', '-')} must be {bound}, got {value}.")
 
 
-def load_records(cfg: PrepareConfig) -> list[PersonRecord]:
-    """The annotation file's people; an unreadable file becomes a `PrepareConfigError`."""
-    from dataprep.mpii import AnnotationFormatError, load_annotations
+def load_records(cfg: PrepareConfig) -> AnnotationSet:
+    """The annotation file's people; an unreadable file becomes a `PrepareConfigError`.
 
+    `AnnotationSet.skipped` counts entries the loader leaves out on purpose (not people with
+    joints, e.g. unannotated test images); they are not rows and are reported in the manifest.
+    """
     try:
-        records = load_annotations(cfg.annotations, format=cfg.format, split=cfg.split)
+        loaded = read_annotations(cfg.annotations, format=cfg.format, split=cfg.split)
     except AnnotationFormatError as exc:
         raise PrepareConfigError(f"{exc} (check --annotations / --format)") from exc
-    if not records:
+    if not loaded.records:
         raise PrepareConfigError(f"{cfg.annotations} holds no people. Pass an annotation file with people.")
-    return records
+    return loaded
 
 
 def screen_records(records: list[PersonRecord]) -> tuple[list[PersonRecord], list[dict]]:
@@ -200,7 +203,7 @@ def _stream_prepared(table: pa.Table, cfg: PrepareConfig):
         batch_size=cfg.batch_size,
         batch_format="pyarrow",
         fn_kwargs={"image_root": str(Path(cfg.images).resolve()), "jpeg_quality": cfg.jpeg_quality},
-        compute=ray.data.TaskPoolStrategy(size=cpus),
+        compute=ray.data.TaskPoolStrategy(size=min(cpus, len(blocks))),
         num_cpus=1,
     )
     yield from ds.iter_batches(batch_size=None, batch_format="pyarrow")
@@ -230,9 +233,11 @@ def run_prepare(cfg: PrepareConfig, *, log: Callable[[str], None] = print) -> di
     """
     check_config(cfg)
     started = time.perf_counter()
-    records = load_records(cfg)
+    loaded = load_records(cfg)
+    records = loaded.records
     accepted, rejected = screen_records(records)
-    log(f"prepare: {len(records)} people in {cfg.annotations}, {len(rejected)} rejected before decoding")
+    log(f"prepare: {len(records)} people in {cfg.annotations} ({loaded.format}), "
+        f"{len(rejected)} rejected before decoding, loader left out {dict(loaded.skipped) or 'none'}")
 
     out = Path(cfg.out).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -253,7 +258,7 @@ def run_prepare(cfg: PrepareConfig, *, log: Callable[[str], None] = print) -> di
                     next_report = (writer.rows_seen // cfg.progress_every + 1) * cfg.progress_every
         written = writer.close()
         seconds = time.perf_counter() - started
-        manifest = _manifest(cfg, records, len(rejected), writer, written, tmp, seconds, time.perf_counter() - job_started)
+        manifest = _manifest(cfg, loaded, len(rejected), writer, written, tmp, seconds, time.perf_counter() - job_started)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         _move_into_place(tmp, out)
     except BaseException:
@@ -266,7 +271,8 @@ def run_prepare(cfg: PrepareConfig, *, log: Callable[[str], None] = print) -> di
     return manifest
 
 
-def _manifest(cfg, records, n_rejected_early, writer, written, tmp, seconds, job_seconds) -> dict:
+def _manifest(cfg, loaded, n_rejected_early, writer, written, tmp, seconds, job_seconds) -> dict:
+    records = loaded.records
     rows = {split: written[split] for split in SPLITS}
     quarantined = written[QUARANTINE]
     if sum(rows.values()) + quarantined != len(records):  # the invariant the manifest promises
@@ -279,6 +285,8 @@ def _manifest(cfg, records, n_rejected_early, writer, written, tmp, seconds, job
     return {
         "fingerprint": fingerprint(writer.digests),
         "rows_in": len(records),
+        "annotation_format": loaded.format,
+        "loader_left_out": dict(sorted(loaded.skipped.items())),
         "rows": rows,
         "quarantined": quarantined,
         "quarantined_by_reason": dict(sorted(writer.by_reason.items())),

@@ -42,6 +42,11 @@ def fingerprint(pairs: list[tuple[str, bytes]]) -> str:
     return "sha256:" + h.hexdigest()
 
 
+def _leaf(field: pa.Field) -> str:
+    """The parquet column path of a field (what a per-column `compression` dict is keyed by)."""
+    return f"{field.name}.list.element" if pa.types.is_fixed_size_list(field.type) else field.name
+
+
 class _PartWriter:
     """Parquet files `part-00000.parquet`, ... in one folder, a new file every `rows_per_file`."""
 
@@ -65,12 +70,20 @@ class _PartWriter:
             self._rows_in_file += take
             self.rows += take
             if self._rows_in_file >= self.rows_per_file:
-                self.close()
+                self._close_file()
 
-    def close(self) -> None:
+    def _close_file(self) -> None:
         if self._writer is not None:
             self._writer.close()
             self._writer, self._rows_in_file = None, 0
+
+    def close(self) -> None:
+        """Closes the open file; an empty destination still gets one file, for its schema."""
+        self._close_file()
+        if not self.files:
+            path = self.folder / "part-00000.parquet"
+            pq.write_table(self.schema.empty_table(), path, compression=self.compression)
+            self.files.append(path)
 
 
 class PreparedDatasetWriter:
@@ -84,7 +97,7 @@ class PreparedDatasetWriter:
 
     def __init__(self, root: Path, rows_per_file: int = 4096, row_group_rows: int = 256):
         self.row_group_rows = row_group_rows
-        zstd_except_jpeg = {f.name: ("none" if f.name == CROP_JPEG else "zstd") for f in PREPARED_SCHEMA}
+        zstd_except_jpeg = {_leaf(f): ("none" if f.name == CROP_JPEG else "zstd") for f in PREPARED_SCHEMA}
         self._parts: dict[str, _PartWriter] = {}
         for name, schema, compression in [
             *((split, PREPARED_SCHEMA, zstd_except_jpeg) for split in SPLITS),

@@ -1,9 +1,62 @@
-"""`shg` subcommands of this stage (see pipelines/commands/__init__.py)."""
+"""`shg prepare`: annotations + images -> parquet crops and heatmap targets (Ray Data job)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
 
 def register(app: typer.Typer) -> None:
     """Adds this module's commands to `app`."""
+    app.command("prepare")(prepare)
+
+
+def prepare(
+    annotations: Path = typer.Option(..., help="MPII annotation file (mpii_json, h5, hrnet_json or mat)."),
+    images: Path = typer.Option(..., help="Image root; the annotation's image paths are relative to it."),
+    out: Path = typer.Option(..., help="Output folder: train/, val/, quarantine/ parquet and manifest.json."),
+    address: str = typer.Option(None, help="Ray address ('auto', HOST:PORT, ray://...); default: a local cluster."),
+    format: str = typer.Option(None, help="Annotation form; default: detected from the file."),
+    split: str = typer.Option(None, help="train or val, for a form without a split (default val)."),
+    jpeg_quality: int = typer.Option(95, help="JPEG quality of the stored crops."),
+    batch_size: int = typer.Option(32, help="People per map_batches call."),
+    block_rows: int = typer.Option(128, help="People per input block (one Ray task)."),
+    rows_per_file: int = typer.Option(4096, help="Rows per output parquet file."),
+    progress_every: int = typer.Option(1000, help="Print a progress line every this many people."),
+) -> None:
+    """Crop every person, render the targets, quarantine bad records; print the manifest summary."""
+    from dataprep.prepare import PrepareConfig, PrepareConfigError, check_config, run_prepare
+
+    cfg = PrepareConfig(
+        annotations=str(annotations),
+        images=str(images),
+        out=str(out),
+        address=address,
+        format=format,
+        split=split,
+        jpeg_quality=jpeg_quality,
+        batch_size=batch_size,
+        block_rows=block_rows,
+        rows_per_file=rows_per_file,
+        progress_every=progress_every,
+    )
+    try:
+        check_config(cfg)  # before Ray starts: a typo should not cost a cluster start-up
+    except PrepareConfigError as exc:
+        typer.echo(f"Error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+    from pipelines.ray_runtime import connect
+
+    connect(address)
+    try:
+        manifest = run_prepare(cfg, log=lambda line: typer.echo(line, err=True))
+    except PrepareConfigError as exc:
+        typer.echo(f"Error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(
+        f"rows_in={manifest['rows_in']} train={manifest['rows']['train']} val={manifest['rows']['val']} "
+        f"quarantined={manifest['quarantined']} fingerprint={manifest['fingerprint']}"
+    )
+    typer.echo(f"manifest: {out / 'manifest.json'}")
