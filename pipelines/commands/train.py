@@ -1,9 +1,55 @@
-"""`shg` subcommands of this stage (see pipelines/commands/__init__.py)."""
+"""`shg train`: Ray Train V2 training of a prepared dataset, tracked in MLflow, gated into the registry."""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 
 
 def register(app: typer.Typer) -> None:
     """Adds this module's commands to `app`."""
+    app.command("train", context_settings={"help_option_names": ["-h", "--help"]})(train)
+
+
+def train(
+    data: Annotated[Path, typer.Option(help="Prepared dataset folder (`shg prepare --out`): train/, val/, manifest.json.")],
+    overrides: Annotated[Optional[list[str]], typer.Argument(
+        metavar="[KEY=VALUE]...",
+        help="Dotted config overrides, e.g. model.stacks=2 train.epochs=3 train.max_steps=50.")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="TOML or YAML config file (applied before the overrides).")] = None,
+    tracking_uri: Annotated[Optional[str], typer.Option(help="MLflow tracking URI; default $MLFLOW_TRACKING_URI, else sqlite under train.storage.")] = None,
+    experiment: Annotated[Optional[str], typer.Option(help="MLflow experiment name (default shg-train).")] = None,
+    register: Annotated[bool, typer.Option("--register/--no-register", help="Log, register and champion-gate the final model.")] = True,
+    model_name: Annotated[Optional[str], typer.Option(help="Registered model name (default stacked-hourglass).")] = None,
+    address: Annotated[Optional[str], typer.Option(help="Ray address ('auto', HOST:PORT); default: a local cluster.")] = None,
+) -> None:
+    """Train the Stacked Hourglass; re-running the same command resumes an interrupted run."""
+    from pipelines.config import ConfigError, load_config
+    from pipelines.data_stream import PreparedDataError
+    from pipelines.tracking import TrackingUnavailable
+    from pipelines.train import run_training
+
+    try:
+        cfg = load_config(config, overrides or [])
+    except ConfigError as err:
+        raise typer.BadParameter(str(err), param_hint="KEY=VALUE / --config") from None
+    try:
+        result = run_training(cfg, data, tracking_uri=tracking_uri, experiment=experiment,
+                              register=register, registered_name=model_name, address=address,
+                              log=typer.echo)
+    except (PreparedDataError, TrackingUnavailable) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+    from pipelines.pckh import TABLE_KEYS
+
+    typer.echo(f"run {result.run_name}: {result.epochs_completed} epochs, {result.global_step} steps, "
+               f"{result.seconds:.0f} s; MLflow run {result.mlflow_run_id} ({result.tracking_uri})")
+    typer.echo("PCKh@0.5 (official MPII, Total = 14 joints pooled)")
+    typer.echo("            " + " ".join(f"{k:>8s}" for k in TABLE_KEYS))
+    typer.echo("model       " + " ".join(f"{result.pckh.get(k, float('nan')):8.1f}" for k in TABLE_KEYS))
+    typer.echo("mean pose   " + " ".join(f"{result.baseline_pckh.get(k, float('nan')):8.1f}" for k in TABLE_KEYS))
+    if result.registry:
+        r = result.registry
+        typer.echo(f"registry: {r['name']} v{r['version']} -> {r['alias']} ({r['reason']})")

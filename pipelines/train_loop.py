@@ -1,0 +1,278 @@
+"""The per-worker training function run by Ray Train (`TorchTrainer(train_worker, ...)`).
+
+Every worker builds the model, resumes from `ray.train.get_checkpoint()` when there is one,
+wraps the model for DDP (`ray.train.torch.prepare_model`: NCCL on GPU, gloo on CPU) and streams
+its shard of each epoch's dataset (`pipelines.data_stream`). Rank 0 alone validates, writes the
+checkpoint and logs to MLflow; every rank calls `ray.train.report` once per epoch (a barrier).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dataprep.joints import FLIP_PERMUTATION
+from pipelines.checkpoints import load_state, restore_rng_state, rng_state, save_state
+from pipelines.config import ExperimentConfig, TrainConfig
+from pipelines.data_stream import dataset_name
+from pipelines.inference import PIXEL_MEAN
+from shg_model import StackedHourglass, heatmap_loss
+
+
+@dataclass
+class LrSchedule:
+    """RMSprop learning rate: ×`factor` at each epoch in `drop_epochs`, and after `patience`
+    validations without a new best PCKh (0 disables plateau drops). State is plain numbers."""
+
+    lr: float
+    factor: float
+    drop_epochs: tuple[int, ...] = ()
+    patience: int = 0
+    best: float = float("-inf")
+    bad_epochs: int = 0
+
+    def after_epoch(self, epoch: int, val_total: float | None) -> float:
+        """Updates after finishing 0-based `epoch`; returns the lr for the next epoch."""
+        drop = (epoch + 1) in self.drop_epochs
+        if val_total is not None and self.patience > 0:
+            if val_total > self.best:
+                self.best, self.bad_epochs = val_total, 0
+            else:
+                self.bad_epochs += 1
+                if self.bad_epochs >= self.patience:
+                    drop, self.bad_epochs = True, 0
+        if drop:
+            self.lr *= self.factor
+        return self.lr
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"lr": self.lr, "best": self.best, "bad_epochs": self.bad_epochs}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.lr, self.best, self.bad_epochs = state["lr"], state["best"], state["bad_epochs"]
+
+
+def autocast_dtype(train: TrainConfig, on_gpu: bool) -> torch.dtype | None:
+    """The autocast dtype, or None for plain fp32 (the CPU default: CPU autocast is slow)."""
+    mode = train.amp if train.amp != "auto" else ("bf16" if on_gpu else "off")
+    return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[mode]
+
+
+def normalise(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, H, W, 3) RGB → float (B, 3, H, W) in [-0.5, 0.5] (`x / 255 - 0.5`, the card's)."""
+    return images.permute(0, 3, 1, 2).float().div_(255.0).sub_(PIXEL_MEAN)
+
+
+def train_worker(loop_config: dict[str, Any]) -> None:
+    """Ray Train entry point. `loop_config`: `cfg` (ExperimentConfig), `data` (prepared dataset
+    folder), `tracking_uri`, `run_id` (MLflow), `baseline` (mean-pose PCKh table or None)."""
+    import ray.train
+    import ray.train.torch
+
+    cfg: ExperimentConfig = loop_config["cfg"]
+    train = cfg.train
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    device = ray.train.torch.get_device()
+    on_gpu = device.type == "cuda"
+    torch.manual_seed(train.seed)  # same initial weights on every rank (DDP also broadcasts)
+    if train.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+    model = StackedHourglass(cfg.model)
+    optimizer = torch.optim.RMSprop(model.parameters(), lr=train.lr, alpha=train.rmsprop_alpha,
+                                    weight_decay=train.weight_decay)
+    schedule = LrSchedule(train.lr, train.lr_drop_factor, train.lr_drop_epochs, train.lr_plateau_patience)
+    start_epoch, global_step = 0, 0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            state = load_state(folder, expected=cfg.model)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        restore_rng_state(state["rng"])
+        start_epoch, global_step = state["epoch"] + 1, state["global_step"]
+        if state.get("stopped_at_max_steps"):
+            start_epoch = train.epochs  # the run already ended at its step cap
+
+    ddp_model = ray.train.torch.prepare_model(model)  # moves to device; DDP when world > 1
+    amp = autocast_dtype(train, on_gpu)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp is torch.float16)
+    forward = torch.compile(ddp_model) if train.compile else ddp_model
+    reporter = _Rank0Reporter(loop_config, cfg) if rank == 0 else None
+
+    for epoch in range(start_epoch, train.epochs):
+        _set_lr(optimizer, schedule.lr)
+        shard = ray.train.get_dataset_shard(dataset_name(epoch))
+        sums = torch.zeros(2 + cfg.model.stacks, dtype=torch.float64)  # images, loss, per stack
+        wait_s = compute_s = 0.0
+        epoch_start = tick = time.perf_counter()
+        window = {"images": 0, "start": tick, "wait": 0.0}
+        stopped = False
+        batches = shard.iter_torch_batches(
+            batch_size=train.batch_size, device=device, prefetch_batches=2,
+            local_shuffle_buffer_size=max(4 * train.batch_size, 64), local_shuffle_seed=train.seed + epoch,
+        )
+        for batch in batches:
+            got = time.perf_counter()
+            wait_s += got - tick
+            window["wait"] += got - tick
+            images = normalise(batch["image"])  # (B, 3, H, W)
+            if cfg.model.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=amp) if amp else contextlib.nullcontext():
+                pred = forward(images)  # (B, S, J, h, w)
+            loss, per_stack = heatmap_loss(pred, batch["heatmaps"], batch["weight"])
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            global_step += 1
+            n = len(images)
+            sums += torch.cat([torch.tensor([n, loss.item() * n]), per_stack.detach().cpu().double() * n])
+            window["images"] += n
+            tick = time.perf_counter()
+            compute_s += tick - got
+            if reporter is not None and global_step % train.log_every == 0:
+                elapsed = tick - window["start"]
+                reporter.step(global_step, loss.item(), per_stack.detach().cpu().numpy(), schedule.lr,
+                              images_per_s=window["images"] * world / max(elapsed, 1e-9),
+                              data_wait_s=window["wait"])
+                window = {"images": 0, "start": tick, "wait": 0.0}
+            if train.max_steps and global_step >= train.max_steps:
+                stopped = True
+                break
+        if world > 1:  # epoch means over every worker's images
+            reduced = sums.to(device)
+            torch.distributed.all_reduce(reduced)
+            sums = reduced.cpu()
+        last = stopped or epoch == train.epochs - 1
+        metrics = {"epoch": epoch, "global_step": global_step, "lr": schedule.lr}
+        val_total = None
+        if reporter is not None:
+            seconds = time.perf_counter() - epoch_start
+            images_seen = max(float(sums[0]), 1.0)
+            epoch_metrics = {
+                "epoch/loss": float(sums[1]) / images_seen,
+                **{f"epoch/loss/stack_{s}": float(sums[2 + s]) / images_seen for s in range(cfg.model.stacks)},
+                "epoch/images_per_s": float(sums[0]) / max(seconds, 1e-9),
+                "epoch/data_wait_s": wait_s,
+                "epoch/data_wait_fraction": wait_s / max(wait_s + compute_s, 1e-9),
+                "epoch/seconds": seconds,
+                "lr": schedule.lr,
+            }
+            result = None
+            if last or (epoch + 1) % train.val_every == 0:
+                result = reporter.validate(model, epoch, epoch_metrics, amp)
+                val_total = float(result.table["Total"])
+            reporter.tracker.log_metrics(epoch_metrics, epoch)
+            if last and result is not None:
+                reporter.artifacts(result)
+            metrics.update(epoch_metrics)
+        schedule.after_epoch(epoch, val_total)
+        _report(metrics, model, optimizer, schedule, cfg, epoch, global_step, stopped, rank)
+        if stopped:
+            break
+
+
+def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def _report(metrics, model, optimizer, schedule, cfg, epoch, global_step, stopped, rank) -> None:
+    """Every rank reports (a barrier); rank 0 attaches the checkpoint."""
+    import ray.train
+
+    with tempfile.TemporaryDirectory(prefix="shg-ckpt-") as folder:
+        checkpoint = None
+        if rank == 0:
+            from pipelines.model_io import plain_state_dict
+
+            save_state(folder, {
+                "model_config": dataclasses.asdict(cfg.model),
+                "model": plain_state_dict(model),
+                "optimizer": optimizer.state_dict(),
+                "schedule": schedule.state_dict(),
+                "epoch": epoch,
+                "global_step": global_step,
+                "stopped_at_max_steps": stopped,
+                "rng": rng_state(),
+                "metrics": {k: float(v) for k, v in metrics.items()},
+            })
+            checkpoint = ray.train.Checkpoint.from_directory(folder)
+        ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=f"epoch_{epoch:04d}")
+
+
+class _Rank0Reporter:
+    """Rank 0's side effects: MLflow metrics, validation on the held-in-memory val split, and
+    the end-of-run artifacts (loss plot, PCKh curve, skeleton grid, per-joint table)."""
+
+    def __init__(self, loop_config: dict[str, Any], cfg: ExperimentConfig) -> None:
+        from pipelines.data_stream import load_validation
+        from pipelines.tracking import Tracker
+
+        self.cfg = cfg
+        self.tracker = Tracker(loop_config["tracking_uri"], loop_config["run_id"])
+        self.val = load_validation(loop_config["data"], dataclasses.replace(cfg.data, enabled=False),
+                                   cfg.train.val_max_people)
+        self.baseline = loop_config.get("baseline")
+
+    def step(self, step: int, loss: float, per_stack: np.ndarray, lr: float, *,
+             images_per_s: float, data_wait_s: float) -> None:
+        metrics = {"loss": loss, "lr": lr, "throughput/images_per_s": images_per_s,
+                   "data_wait_s": data_wait_s}
+        metrics.update({f"loss/stack_{s}": float(v) for s, v in enumerate(per_stack)})
+        self.tracker.log_metrics(metrics, step)
+
+    def validate(self, model, epoch: int, epoch_metrics: dict, amp):
+        """Validates, adds `pckh/*` and `val/*` to `epoch_metrics`; returns the ValidationResult."""
+        from pipelines.pckh import TABLE_KEYS
+        from pipelines.validation import validate
+
+        start = time.perf_counter()
+        result = validate(model, self.val, FLIP_PERMUTATION, flip=self.cfg.train.val_flip,
+                          batch_size=self.cfg.train.val_batch_size, autocast_dtype=amp)
+        epoch_metrics.update({f"pckh/{k}": result.table[k] for k in TABLE_KEYS})
+        epoch_metrics.update({f"val/loss/stack_{s}": float(v) for s, v in enumerate(result.loss_per_stack)})
+        epoch_metrics["val/loss"] = float(np.mean(result.loss_per_stack))
+        epoch_metrics["val/seconds"] = time.perf_counter() - start
+        print(f"epoch {epoch}: train loss {epoch_metrics['epoch/loss']:.3g}, val PCKh@0.5 Total "
+              f"{result.table['Total']:.1f} %, {epoch_metrics['epoch/images_per_s']:.1f} images/s", flush=True)
+        return result
+
+    def artifacts(self, result) -> None:
+        """End-of-run plots and tables (the epoch metrics of this epoch are already logged)."""
+        from dataprep.geometry import apply_affine, invert_affine
+        from pipelines import plots
+
+        per_stack, xs = {}, {}
+        for split, prefix in (("train", "epoch/loss"), ("val", "val/loss")):
+            series = [dict(self.tracker.metric_history(f"{prefix}/stack_{s}")) for s in range(self.cfg.model.stacks)]
+            epochs = sorted(set.intersection(*(set(h) for h in series)))
+            if epochs:
+                per_stack[split] = np.array([[h[e] for h in series] for e in epochs])
+                xs[split] = np.array(epochs) + 1
+        self.tracker.log_figure(plots.loss_curves_figure(per_stack, xs), "plots/loss_per_stack.png")
+        self.tracker.log_figure(plots.pckh_curve_figure(result.curve), "plots/pckh_curve.png")
+        count = min(self.cfg.train.val_grid_people, len(self.val))
+        if count:
+            to_input = [invert_affine(a) for a in self.val.input_to_image[:count]]
+            pred = np.stack([apply_affine(a, p) for a, p in zip(to_input, result.pred[:count])])
+            true = np.stack([apply_affine(a, p) for a, p in zip(to_input, self.val.joints_image[:count])])
+            grid = plots.skeleton_grid_figure(self.val.images[:count], pred, true, self.val.labelled[:count],
+                                              titles=list(self.val.person_id[:count]))
+            self.tracker.log_figure(grid, "plots/val_skeletons.png")
+        table = {k: v for k, v in result.table.items()}
+        self.tracker.log_text(plots.pckh_markdown(table), "pckh/per_joint.md")
+        self.tracker.log_text(plots.pckh_csv(table), "pckh/per_joint.csv")
+        self.tracker.log_dict({"model": table, "mean_pose_baseline": self.baseline}, "pckh/tables.json")

@@ -1,0 +1,74 @@
+"""Pure parts of training: lr schedule, input normalisation, checkpoints, mean-pose baseline."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from pipelines.checkpoints import CheckpointMismatchError, load_state, save_state
+from pipelines.config import TrainConfig
+from pipelines.train_loop import LrSchedule, autocast_dtype, normalise
+from pipelines.validation import mean_pose
+from shg_model import HourglassConfig, StackedHourglass
+
+
+def test_lr_drops_at_configured_epochs():
+    schedule = LrSchedule(lr=1.0, factor=0.2, drop_epochs=(2, 4))
+    lrs = [schedule.after_epoch(epoch, None) for epoch in range(5)]
+    # after epoch 1 (2 done) and epoch 3 (4 done) the lr is multiplied by 0.2
+    assert lrs == pytest.approx([1.0, 0.2, 0.2, 0.04, 0.04])
+
+
+def test_lr_drops_on_plateau_and_round_trips():
+    schedule = LrSchedule(lr=1.0, factor=0.5, patience=2)
+    assert schedule.after_epoch(0, 50.0) == 1.0  # new best
+    assert schedule.after_epoch(1, 49.0) == 1.0  # 1 bad epoch
+    assert schedule.after_epoch(2, 50.0) == 0.5  # 2 bad epochs (ties do not count as better)
+    again = LrSchedule(lr=9.0, factor=0.5, patience=2)
+    again.load_state_dict(schedule.state_dict())
+    assert again.state_dict() == {"lr": 0.5, "best": 50.0, "bad_epochs": 0}
+
+
+def test_normalise_matches_the_model_card():
+    images = torch.tensor([[[[0, 255, 51]]]], dtype=torch.uint8)  # (1, 1, 1, 3)
+    out = normalise(images)
+    assert out.shape == (1, 3, 1, 1)
+    assert out.flatten().tolist() == pytest.approx([-0.5, 0.5, 0.2 - 0.5])
+
+
+def test_amp_is_off_on_cpu_by_default():
+    assert autocast_dtype(TrainConfig(), on_gpu=False) is None
+    assert autocast_dtype(TrainConfig(), on_gpu=True) is torch.bfloat16
+    assert autocast_dtype(TrainConfig(amp="fp16"), on_gpu=True) is torch.float16
+
+
+def test_mean_pose_by_hand():
+    keypoints = np.array([[[0.0, 0.0], [10.0, 10.0]],
+                          [[2.0, 4.0], [np.nan, np.nan]],
+                          [[4.0, 8.0], [20.0, 30.0]]])
+    labelled = np.array([[True, True], [True, False], [True, True]])
+    # joint 0: mean of (0,0), (2,4), (4,8) = (2, 4); joint 1: mean of (10,10), (20,30) = (15, 20)
+    np.testing.assert_allclose(mean_pose(keypoints, labelled), [[2.0, 4.0], [15.0, 20.0]])
+    never = mean_pose(keypoints[:, :1].repeat(2, 1), np.array([[True, False]] * 3))
+    np.testing.assert_allclose(never, [[2.0, 4.0], [2.0, 4.0]])  # falls back to the mean joint
+
+
+def _state(cfg: HourglassConfig) -> dict:
+    model = StackedHourglass(cfg)
+    return {"model_config": dataclasses.asdict(cfg), "model": model.state_dict(), "epoch": 0,
+            "global_step": 5, "optimizer": {}, "rng": {"torch": torch.get_rng_state()}}
+
+
+def test_checkpoint_round_trip_and_mismatch(tmp_path):
+    cfg = HourglassConfig(stacks=1, channels=8, depth=1)
+    save_state(tmp_path, _state(cfg))
+    state = load_state(tmp_path, expected=dataclasses.replace(cfg, channels_last=True))  # layout only
+    assert state["global_step"] == 5
+    with pytest.raises(CheckpointMismatchError, match=r"model.channels: checkpoint 8 vs config 16") as err:
+        load_state(tmp_path, expected=dataclasses.replace(cfg, channels=16, stacks=2))
+    assert "model.stacks: checkpoint 1 vs config 2" in str(err.value)
+    with pytest.raises(FileNotFoundError, match="not a shg training checkpoint"):
+        load_state(tmp_path / "nowhere")
