@@ -73,7 +73,7 @@ def promote_if_better(name: str, version: str | int, *, pckh_total: float, val_f
     champion_total = None
     if champion is None:
         promoted, reason = True, "first registered version becomes champion"
-    elif champion.version == version:
+    elif str(champion.version) == version:
         champion_total = float(pckh_total)
         promoted, reason = True, "already champion"
     else:
@@ -93,13 +93,13 @@ def promote_if_better(name: str, version: str | int, *, pckh_total: float, val_f
     client.set_registered_model_alias(name, alias, version)
     if promoted:
         try:  # the winner is no longer a challenger
-            if client.get_model_version_by_alias(name, CHALLENGER).version == version:
+            if str(client.get_model_version_by_alias(name, CHALLENGER).version) == version:
                 client.delete_registered_model_alias(name, CHALLENGER)
         except MlflowException:
             pass
     decision = GateDecision(name=name, version=version, alias=alias, promoted=promoted,
                             new_total=float(pckh_total),
-                            champion_version=None if champion is None else champion.version,
+                            champion_version=None if champion is None else str(champion.version),
                             champion_total=champion_total, reason=reason)
     if run_id is not None:
         for key, value in decision.as_tags().items():
