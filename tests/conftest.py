@@ -25,10 +25,14 @@ def mpii_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def ray_local():
-    """One real local Ray cluster (2 CPUs) shared by the tests of a session."""
+    """One real local Ray cluster (2 CPUs) shared by the tests of a session.
+
+    The dashboard runs because the state API (`ray.util.state.list_actors`, used to find a
+    Ray Train worker to kill in tests/test_train_ray.py) is served by it.
+    """
     import ray
 
     if not ray.is_initialized():
-        ray.init(address="local", num_cpus=2, include_dashboard=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=True)
     yield ray
     ray.shutdown()
