@@ -86,6 +86,7 @@ class RunRecord:
     mlflow_run_id: str
     tracking_uri: str
     experiment: str
+    model_config: dict[str, Any] | None = None  # the HourglassConfig the run trains
     status: str = "running"  # running | finished
     result: dict[str, Any] | None = None
 
@@ -159,7 +160,7 @@ class Tracker:
 
 
 def start_or_resume_run(*, tracking_uri: str, experiment: str, run_name: str, run_dir: Path,
-                        storage: Path) -> tuple[str, bool]:
+                        storage: Path, model_config: dict[str, Any]) -> tuple[str, bool]:
     """The MLflow run id of this training run: remembered in `run_dir`, else a new run.
 
     Returns:
@@ -190,7 +191,7 @@ def start_or_resume_run(*, tracking_uri: str, experiment: str, run_name: str, ru
     else:
         experiment_id = found.experiment_id
     run = client.create_run(experiment_id, run_name=run_name)
-    RunRecord(run.info.run_id, tracking_uri, experiment).write(run_dir)
+    RunRecord(run.info.run_id, tracking_uri, experiment, model_config).write(run_dir)
     return run.info.run_id, False
 
 

@@ -24,8 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from pipelines.checkpoints import check_model_config
 from pipelines.config import ExperimentConfig
 from pipelines.data_stream import dataset_name, read_manifest, split_files
+from pipelines.pckh import TABLE_KEYS
 
 # Settings that do not change what is trained: excluded from the derived run name, so a resumed
 # run may use another storage folder layout or retry budget.
@@ -55,7 +57,8 @@ def run_name_for(cfg: ExperimentConfig, data_fingerprint: str) -> str:
     """`train.run_name`, or `shg-<hash of config and data>` so a re-run finds its folder."""
     if cfg.train.run_name:
         return cfg.train.run_name
-    return f"shg-{cfg.fingerprint(exclude=NOT_IN_RUN_NAME)}-{str(data_fingerprint)[:8]}"
+    data_hex = str(data_fingerprint).rpartition(":")[2]  # "sha256:<hex>" → "<hex>"
+    return f"shg-{cfg.fingerprint(exclude=NOT_IN_RUN_NAME)}-{data_hex[:8]}"
 
 
 def run_training(cfg: ExperimentConfig, data: str | Path, *, tracking_uri: str | None = None,
@@ -88,6 +91,9 @@ def run_training(cfg: ExperimentConfig, data: str | Path, *, tracking_uri: str |
     run_name = run_name_for(cfg, manifest["fingerprint"])
     run_dir = storage / run_name
     record = tracking.RunRecord.read(run_dir)
+    if record is not None and record.model_config is not None:
+        # Refuse before starting Ray; the workers check each checkpoint again when loading it.
+        check_model_config(record.model_config, cfg.model, where=f"run {run_dir}")
     if record is not None and record.status == "finished" and record.result:
         log(f"train: run {run_name} already finished (MLflow run {record.mlflow_run_id}); "
             f"pass train.run_name=<new name> to train again")
@@ -101,15 +107,14 @@ def run_training(cfg: ExperimentConfig, data: str | Path, *, tracking_uri: str |
     baseline = mean_pose_baseline(mean_pose(*train_keypoints_input_px(data, val_cfg)), val)
     run_id, resumed = tracking.start_or_resume_run(
         tracking_uri=uri, experiment=experiment or tracking.DEFAULT_EXPERIMENT, run_name=run_name,
-        run_dir=run_dir, storage=storage)
+        run_dir=run_dir, storage=storage, model_config=dataclasses.asdict(cfg.model))
     tracker = tracking.Tracker(uri, run_id)
     if not resumed:
         tracker.log_params(cfg.flatten())
         tracking.log_dataset(tracker, manifest, data, val.fingerprint)
         tracker.set_tags({**tracking.system_tags(workers=cfg.train.workers, use_gpu=cfg.train.use_gpu),
                           "shg.run_dir": str(run_dir)})
-        tracker.log_metrics({f"baseline/pckh/{k}": v for k, v in baseline.items()
-                             if isinstance(v, float)}, step=0)
+        tracker.log_metrics({f"baseline/pckh/{k}": baseline[k] for k in TABLE_KEYS}, step=0)
         log(f"train: MLflow run {run_id} in {uri}; mean-pose baseline PCKh Total {baseline['Total']:.1f} %")
     else:
         tracker.set_tags({"shg.resumed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
@@ -132,13 +137,13 @@ def run_training(cfg: ExperimentConfig, data: str | Path, *, tracking_uri: str |
     out = TrainResult(
         run_name=run_name, run_dir=str(run_dir), mlflow_run_id=run_id, tracking_uri=uri,
         epochs_completed=int(state["epoch"]) + 1, global_step=int(state["global_step"]), pckh=pckh,
-        baseline_pckh={k: v for k, v in baseline.items() if isinstance(v, float)},
+        baseline_pckh={k: baseline[k] for k in TABLE_KEYS},
         val_fingerprint=val.fingerprint, checkpoint=str(result.checkpoint.path), resumed=resumed,
         registry=registry, seconds=round(time.perf_counter() - started, 1))
     tracker.log_metrics({"run/seconds": out.seconds}, step=out.epochs_completed)
     tracking.finish_run(uri, run_id)
-    tracking.RunRecord(run_id, uri, experiment or tracking.DEFAULT_EXPERIMENT, "finished",
-                       dataclasses.asdict(out)).write(run_dir)
+    tracking.RunRecord(run_id, uri, experiment or tracking.DEFAULT_EXPERIMENT,
+                       dataclasses.asdict(cfg.model), "finished", dataclasses.asdict(out)).write(run_dir)
     return out
 
 

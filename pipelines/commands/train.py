@@ -26,6 +26,7 @@ def train(
     address: Annotated[Optional[str], typer.Option(help="Ray address ('auto', HOST:PORT); default: a local cluster.")] = None,
 ) -> None:
     """Train the Stacked Hourglass; re-running the same command resumes an interrupted run."""
+    from pipelines.checkpoints import CheckpointMismatchError
     from pipelines.config import ConfigError, load_config
     from pipelines.data_stream import PreparedDataError
     from pipelines.tracking import TrackingUnavailable
@@ -39,7 +40,7 @@ def train(
         result = run_training(cfg, data, tracking_uri=tracking_uri, experiment=experiment,
                               register=register, registered_name=model_name, address=address,
                               log=typer.echo)
-    except (PreparedDataError, TrackingUnavailable) as err:
+    except (PreparedDataError, TrackingUnavailable, CheckpointMismatchError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
     from pipelines.pckh import TABLE_KEYS

@@ -1,0 +1,145 @@
+"""`pipelines.train` end to end on a real local Ray cluster and a real sqlite MLflow store.
+
+One tiny synthetic dataset (prepared once per module) and a tiny model (2 stacks, 16 channels,
+64 px input) keep each training run to seconds of compute.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from pipelines.config import load_config
+
+TINY = ["model.stacks=2", "model.channels=16", "data.input_size=64", "train.batch_size=8",
+        "train.workers=2", "train.log_every=2", "train.val_max_people=16", "train.val_grid_people=4",
+        "train.lr=1e-3"]
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory, ray_local) -> Path:
+    from dataprep.prepare import PrepareConfig, run_prepare
+    from dataprep.synth import SynthConfig, generate
+
+    root = tmp_path_factory.mktemp("tiny-data")
+    generate(SynthConfig(people=64, seed=3, val_fraction=0.25), root / "synth")
+    run_prepare(PrepareConfig(annotations=str(root / "synth" / "annotations.json"),
+                              images=str(root / "synth" / "images"), out=str(root / "prepared")),
+                log=lambda _: None)
+    return root / "prepared"
+
+
+def _cfg(tmp_path: Path, *extra: str):
+    return load_config(None, [*TINY, f"train.storage={tmp_path / 'runs'}", *extra])
+
+
+def _runs(uri: str):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("shg-train")
+    return client, client.search_runs([experiment.experiment_id])
+
+
+def test_two_workers_few_steps_make_one_tracked_run(prepared, tmp_path):
+    from pipelines.train import run_training
+
+    cfg = _cfg(tmp_path, "train.epochs=2", "train.max_steps=5")
+    result = run_training(cfg, prepared, log=lambda _: None)
+    assert result.global_step == 5 and result.epochs_completed == 1  # capped inside epoch 0 (6 steps)
+    client, runs = _runs(result.tracking_uri)
+    assert len(runs) == 1 and runs[0].info.run_id == result.mlflow_run_id
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    metrics = run.data.metrics
+    for key in ("loss", "loss/stack_0", "loss/stack_1", "epoch/loss/stack_0", "epoch/loss/stack_1", "lr",
+                "throughput/images_per_s", "data_wait_s", "pckh/Head", "pckh/Wrist", "pckh/UBody",
+                "pckh/Total", "baseline/pckh/Total", "val/loss/stack_1"):
+        assert key in metrics, key
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss/stack_1")] == [2, 4]
+    assert run.data.params["model.stacks"] == "2" and run.data.params["train.max_steps"] == "5"
+    assert run.data.tags["train.workers"] == "2" and "git.commit" in run.data.tags
+    assert run.inputs.dataset_inputs[0].dataset.digest
+    artifacts = {f.path for f in client.list_artifacts(run.info.run_id, "plots")}
+    assert artifacts == {"plots/loss_per_stack.png", "plots/pckh_curve.png", "plots/val_skeletons.png"}
+    assert run.data.tags["registry.alias"] == "champion"  # the first version
+    assert result.pckh["Total"] == pytest.approx(metrics["pckh/Total"])
+
+
+def _wait_for(path_glob, folder: Path, timeout_s: float = 240.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not list(folder.glob(path_glob)):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no {path_glob} in {folder} after {timeout_s} s")
+        time.sleep(0.2)
+
+
+def test_killed_worker_is_replaced_and_training_finishes(prepared, tmp_path):
+    from ray.util.state import list_actors
+
+    from pipelines.train import run_training
+
+    cfg = _cfg(tmp_path, "train.epochs=3", "train.run_name=kill", "train.max_failures=2")
+    killed: list[int] = []
+
+    def kill_after_first_checkpoint() -> None:
+        _wait_for("kill/epoch_0000", tmp_path / "runs")
+        workers = list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
+        pid = int(workers[-1].pid)
+        os.kill(pid, signal.SIGKILL)
+        killed.append(pid)
+
+    killer = threading.Thread(target=kill_after_first_checkpoint, daemon=True)
+    killer.start()
+    result = run_training(cfg, prepared, register=False, log=lambda _: None)
+    killer.join(timeout=5)
+    assert killed, "the worker was not killed"
+    assert result.epochs_completed == 3
+    client, runs = _runs(result.tracking_uri)
+    assert len(runs) == 1
+    epochs = [m.step for m in client.get_metric_history(result.mlflow_run_id, "pckh/Total")]
+    assert set(epochs) == {0, 1, 2}
+
+
+def test_rerun_after_driver_death_resumes_same_run(prepared, tmp_path):
+    from pipelines.train import run_training
+
+    args = [*TINY, f"train.storage={tmp_path / 'runs'}", "train.epochs=3", "train.run_name=resume"]
+    driver = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "train", "--data", str(prepared),
+                               "--no-register", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    try:
+        _wait_for("resume/epoch_0000", tmp_path / "runs")
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)  # the driver and the local cluster it started
+        driver.wait()
+    first = (tmp_path / "runs" / "resume" / "shg_run.json").read_text()
+
+    result = run_training(load_config(None, args), prepared, register=False, log=lambda _: None)
+    assert result.resumed and result.mlflow_run_id in first
+    client, runs = _runs(result.tracking_uri)
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert result.epochs_completed == 3
+    # the resumed attempt started after epoch 0: its lr/epoch metrics exist for every epoch once
+    history = client.get_metric_history(result.mlflow_run_id, "epoch/loss")
+    assert sorted({m.step for m in history}) == [0, 1, 2]
+
+
+def test_checkpoint_of_another_model_is_refused(prepared, tmp_path):
+    from pipelines.checkpoints import CheckpointMismatchError, load_state
+    from pipelines.train import run_training
+
+    cfg = _cfg(tmp_path, "train.epochs=1", "train.max_steps=1", "train.run_name=shared")
+    result = run_training(cfg, prepared, register=False, log=lambda _: None)
+    wider = _cfg(tmp_path, "train.epochs=1", "train.max_steps=1", "train.run_name=shared", "model.channels=32")
+    with pytest.raises(CheckpointMismatchError, match=r"model.channels: checkpoint 16 vs config 32"):
+        run_training(wider, prepared, register=False, log=lambda _: None)
+    with pytest.raises(CheckpointMismatchError, match="model.channels"):
+        load_state(result.checkpoint, expected=wider.model)
