@@ -48,6 +48,19 @@ def _runs(uri: str):
     return client, client.search_runs([experiment.experiment_id])
 
 
+def test_unreachable_tracking_server_stops_before_training(prepared, tmp_path):
+    from typer.testing import CliRunner
+
+    from pipelines.cli import build_app
+
+    result = CliRunner().invoke(build_app(), [
+        "train", "--data", str(prepared), "--tracking-uri", "http://127.0.0.1:9", *TINY,
+        f"train.storage={tmp_path / 'runs'}"])
+    assert result.exit_code == 2
+    assert "unreachable" in result.output and "Nothing was trained" in result.output
+    assert not (tmp_path / "runs").exists()
+
+
 def test_two_workers_few_steps_make_one_tracked_run(prepared, tmp_path):
     from pipelines.train import run_training
 
