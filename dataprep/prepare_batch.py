@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pyarrow as pa
 
@@ -147,10 +148,14 @@ def prepare_batch(records: pa.Table, image_root: str, jpeg_quality: int) -> pa.T
                     )
                 else:
                     rejection = quarantine.check_box_in_image(centers[i], scales[i], width, height)
+        if rejection is None:
+            try:
+                crop = crop_person(last_image, centers[i], scales[i], joints[i], labelled[i])
+            except (ValueError, cv2.error) as exc:  # e.g. a degenerate scale: this person only
+                rejection = Rejection(quarantine.CROP_FAILED, f"{type(exc).__name__}: {exc}")
         if rejection is not None:
             rows.append(rejected_row(ids[i], images[i], splits[i], rejection))
             continue
-        crop = crop_person(last_image, centers[i], scales[i], joints[i], labelled[i])
         row = {
             PERSON_ID: ids[i],
             IMAGE: images[i],

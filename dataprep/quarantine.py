@@ -21,6 +21,7 @@ MISSING_IMAGE = "missing_image"
 CORRUPT_IMAGE = "corrupt_image"  # undecodable or truncated bytes
 SIZE_MISMATCH = "size_mismatch"  # decoded size differs from the annotation's width/height
 BOX_OUTSIDE_IMAGE = "box_outside_image"  # the standard 200*scale box does not touch the image
+CROP_FAILED = "crop_failed"  # the crop maths refused this person (e.g. a degenerate scale)
 
 REASONS: tuple[str, ...] = (
     PATH_ESCAPES_ROOT,
@@ -31,6 +32,7 @@ REASONS: tuple[str, ...] = (
     CORRUPT_IMAGE,
     SIZE_MISMATCH,
     BOX_OUTSIDE_IMAGE,
+    CROP_FAILED,
 )
 
 

@@ -8,6 +8,7 @@ import shutil
 import cv2
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -128,6 +129,7 @@ def test_prepare_batch_reasons_and_row_content(tmp_path):
         _record(person_id="corrupt", image="corrupt.jpg"),
         _record(person_id="outside", image="good.jpg", center=(1000.0, 60.0)),
         _record(person_id="size", image="good.jpg", width=640, height=480),
+        _record(person_id="tiny", image="good.jpg", center=(80.0, 60.0), scale=1e-320),
     ]
     out = prepare_batch(records_table(records), str(tmp_path), 90)
     assert out.schema == WORK_SCHEMA
@@ -138,8 +140,9 @@ def test_prepare_batch_reasons_and_row_content(tmp_path):
         "corrupt": quarantine.CORRUPT_IMAGE,
         "outside": quarantine.BOX_OUTSIDE_IMAGE,
         "size": quarantine.SIZE_MISMATCH,
+        "tiny": quarantine.CROP_FAILED,  # a subnormal scale: the box has no size
     }
-    good = out.filter(pa.compute.is_null(out.column("reason"))).to_pylist()[0]
+    good = out.filter(pc.is_null(out.column("reason"))).to_pylist()[0]
     assert good["crop_size"] == CROP_SIZE
     assert decode_image(good["crop_jpeg"]).shape == (CROP_SIZE, CROP_SIZE, 3)
     assert len(good["heatmaps"]) == NUM_JOINTS * 64 * 64
