@@ -72,6 +72,11 @@ def flip_average(
     Returns:
         (B, J, h, w) heatmaps in the frame of the unflipped images.
 
+    ``model`` is called exactly once, on ``torch.cat([images, images.flip(-1)])`` (2B, 3, H, W):
+    the first B outputs belong to the unflipped images, so a caller that wraps ``model`` can
+    reuse them (e.g. for a validation loss) without a second pass. BatchNorm in train mode
+    would therefore see both halves in one batch; use eval mode.
+
     No one-pixel shift is applied when flipping back. With pixel centres at integers, input
     column ``u`` of width W mirrors to ``W - 1 - u`` and heatmap column ``x`` of width w to
     ``w - 1 - x`` (because ``hm = (inp + 0.5) / 4 - 0.5``), so a plain flip of the heatmap is

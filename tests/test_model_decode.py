@@ -99,3 +99,17 @@ def test_flip_average_is_exact_inverse_for_an_equivariant_model():
 def test_bad_flip_pairs(pairs, fragment):
     with pytest.raises(ValueError, match=fragment):
         check_flip_pairs(pairs, 16 if len(pairs) == 2 else None)
+
+
+def test_flip_average_calls_model_once_with_unflipped_half_first():
+    calls = []
+
+    def recording(images: torch.Tensor) -> torch.Tensor:
+        calls.append(images.clone())
+        return torch.nn.functional.avg_pool2d(images[:, :2], 4)[:, None]  # (N, 1, 2, h, w)
+
+    images = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    flip_average(recording, images, (1, 0))
+    assert len(calls) == 1 and calls[0].shape == (6, 3, 16, 16)
+    torch.testing.assert_close(calls[0][:3], images, rtol=0, atol=0)
+    torch.testing.assert_close(calls[0][3:], images.flip(-1), rtol=0, atol=0)
