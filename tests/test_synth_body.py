@@ -65,9 +65,9 @@ def test_capsule_covers_its_axis_and_nothing_past_its_radius():
     assert capsule((-50, -50), (-40, -40), 3, 3, height=40, width=50) is None
 
 
-def _painted(yaw: float, seed: int):
+def _painted(yaw: float, seed: int, pose: B.Pose | None = None):
     rng = np.random.default_rng(seed)
-    figure = moved(make_figure(rng, 240.0, yaw=yaw, pitch=0.0, roll=0.0), (200.0, 160.0))
+    figure = moved(make_figure(rng, 240.0, yaw=yaw, pitch=0.0, roll=0.0, pose=pose), (200.0, 160.0))
     image = np.full((340, 400, 3), 128.0, np.float32)
     labels = np.zeros((340, 400), np.uint16)
     paint_figure(image, labels, figure, slot=0, rng=rng)
@@ -98,3 +98,19 @@ def test_every_part_is_painted_with_its_label():
     x1, y1, x2, y2 = head_box(figure)
     assert x1 - 1 <= xs.min() and xs.max() <= x2 + 1 and y1 - 1 <= ys.min() and ys.max() <= y2 + 1
     assert xs.min() <= x1 + 2 and xs.max() >= x2 - 2 and ys.min() <= y1 + 2 and ys.max() >= y2 - 2
+
+
+@pytest.mark.parametrize("yaw,arm_on_top", [(0.0, True), (180.0, False)])
+def test_parts_are_painted_far_to_near(yaw, arm_on_top):
+    """Right arm raised straight forward, left thigh lifted forward: toward the camera they cover
+    the torso; from behind, the torso covers them (and the wrist is then not visible)."""
+    pose = B.Pose(shoulder_flex=(90.0, 0.0), hip_flex=(0.0, 90.0), shoulder_abd=(0.0, 20.0))
+    figure, _, labels = _painted(yaw, 0, pose)
+    # an arm pointing along the view axis projects onto its shoulder; a 90-degree thigh onto its hip
+    for joint, parts in (("r_wrist", ("r_upper_arm", "r_forearm", "r_hand")),
+                         ("l_knee", ("l_thigh", "l_shin", "l_foot"))):
+        x, y = np.round(figure.points[J[joint]]).astype(int)
+        on_top = labels[y, x] in {PART_ID[p] + 1 for p in parts}
+        assert on_top == arm_on_top, joint
+        if not arm_on_top:
+            assert labels[y, x] == PART_ID["torso"] + 1

@@ -95,9 +95,12 @@ def _torso_rings(p3: np.ndarray, shape: B.BodyShape) -> dict[str, np.ndarray]:
 
 
 def make_figure(rng: np.random.Generator, height_px: float, yaw: float, pitch: float,
-                roll: float) -> Figure:
-    """Samples a body, pose and appearance; projects it with the pelvis at image px (0, 0)."""
-    shape, pose, appearance = B.sample_shape(rng), B.sample_pose(rng), sample_appearance(rng)
+                roll: float, pose: B.Pose | None = None) -> Figure:
+    """Samples a body, pose (unless given) and appearance; projects it with the pelvis at image
+    px (0, 0). Angles in degrees: `yaw` 0 faces the camera, `roll` turns it in the image plane."""
+    shape = B.sample_shape(rng)
+    pose = B.sample_pose(rng) if pose is None else pose
+    appearance = sample_appearance(rng)
     p3 = B.pose_points(shape, pose)
     rings = _torso_rings(p3, shape)
     px_per_head = height_px / shape.standing_height()
@@ -167,10 +170,9 @@ def paint_figure(image: np.ndarray, labels: np.ndarray, figure: Figure, slot: in
     trouser = lambda long: (a.bottom, a.bottom_texture) if long else (a.skin, plain)  # noqa: E731
     items = []  # (depth, order, part, mask-maker, colour, texture, side)
 
-    def limb(part, i, j, ri, rj, colour, texture, side, end=None):
-        q = p[j] if end is None else end
+    def limb(part, i, j, ri, rj, colour, texture, side):
         items.append((0.5 * (z[i] + z[j]), len(items), part,
-                      lambda: capsule(p[i], q, ri * k, rj * k, h, w), colour, texture, side))
+                      lambda: capsule(p[i], p[j], ri * k, rj * k, h, w), colour, texture, side))
 
     for side, hip, knee, ankle, toe, name in ((-1, B.R_HIP, B.R_KNEE, B.R_ANKLE, B.R_TOE, "r"),
                                               (1, B.L_HIP, B.L_KNEE, B.L_ANKLE, B.L_TOE, "l")):
@@ -197,7 +199,8 @@ def paint_figure(image: np.ndarray, labels: np.ndarray, figure: Figure, slot: in
                   lambda: capsule(p[B.THORAX], p[B.UPPER_NECK], 0.17 * k, 0.17 * k, h, w),
                   a.skin, plain, 0))
 
-    for _, _, part, make, colour, texture, side in sorted(items, key=lambda t: t[:2]):
+    # far to near: camera depth grows away from the camera; ties keep the order of `items`
+    for _, _, part, make, colour, texture, side in sorted(items, key=lambda t: (-t[0], t[1])):
         mask = make()
         if mask is None:
             continue
