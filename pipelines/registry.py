@@ -10,8 +10,12 @@ both numbers is recorded on the training run.
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
+TRACKING_ENV = "MLFLOW_TRACKING_URI"
 DEFAULT_MODEL_NAME = "stacked-hourglass"
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -111,21 +115,43 @@ def register_model(model, card, *, tracking_uri: str, run_id: str, name: str = D
     """Logs `model` with its card to run `run_id` and registers it under `name`; returns the version.
 
     The model is logged by `pipelines.model_io.log_model` (signature, input example, config,
-    joint names, flip pairs, input size; weights-only format).
+    joint names, flip pairs, input size; weights-only format). The run keeps its status.
     """
     import mlflow
 
     from pipelines.model_io import log_model
 
-    mlflow.set_tracking_uri(tracking_uri)
-    # start_run on an existing id re-attaches to it; leaving the block would mark it FINISHED,
-    # which the caller decides, so the status it had is put back.
-    status = mlflow.MlflowClient(tracking_uri).get_run(run_id).info.status
-    with mlflow.start_run(run_id=run_id):
-        model_uri = log_model(model, card, name="model")
-    mlflow.MlflowClient(tracking_uri).update_run(run_id, status=status)
-    registered = mlflow.register_model(model_uri, name)
+    client = mlflow.MlflowClient(tracking_uri)
+    status = client.get_run(run_id).info.status
+    with use_tracking_uri(tracking_uri):
+        # start_run on an existing id re-attaches to it; leaving the block marks it FINISHED,
+        # which is the caller's decision, so the status it had is put back below.
+        with mlflow.start_run(run_id=run_id):
+            model_uri = log_model(model, card, name="model")
+        registered = mlflow.register_model(model_uri, name)
+    client.update_run(run_id, status=status)
     return str(registered.version)
+
+
+@contextlib.contextmanager
+def use_tracking_uri(uri: str) -> Iterator[None]:
+    """MLflow's fluent API (`mlflow.start_run`, `register_model`, `models:/` URIs) talks to `uri`
+    inside the block. `mlflow.set_tracking_uri` also exports MLFLOW_TRACKING_URI to the
+    environment, which would silently redirect every later run of this process; both are put
+    back on exit."""
+    import mlflow
+
+    saved_env = os.environ.get(TRACKING_ENV)
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)
+        if saved_env is None:
+            os.environ.pop(TRACKING_ENV, None)
+        else:
+            os.environ[TRACKING_ENV] = saved_env
 
 
 def _float_or_none(text: str | None) -> float | None:

@@ -178,7 +178,11 @@ def train_worker(loop_config: dict[str, Any]) -> None:
             if last and result is not None:
                 reporter.artifacts(result)
             metrics.update(epoch_metrics)
-        schedule.after_epoch(epoch, val_total)
+        if world > 1 and train.lr_plateau_patience > 0:  # only rank 0 validated: share its score
+            shared = torch.tensor([float("nan") if val_total is None else val_total], device=device)
+            torch.distributed.broadcast(shared, src=0)
+            val_total = None if torch.isnan(shared).item() else float(shared.item())
+        schedule.after_epoch(epoch, val_total)  # identical on every rank
         _report(metrics, model, optimizer, schedule, cfg, epoch, global_step, stopped, rank)
         if stopped:
             break

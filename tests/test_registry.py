@@ -58,13 +58,16 @@ def test_champion_gate_promotes_better_and_refuses_worse(store):
 
 
 def test_registered_model_loads_back(store):
+    import os
+
     from pipelines.model_io import load_model
+    from pipelines.registry import use_tracking_uri
 
     uri, client, experiment = store
+    before = os.environ.get("MLFLOW_TRACKING_URI")
     run_id, version = _train_run(uri, client, experiment, "shg-load")
-    import mlflow
-
-    mlflow.set_tracking_uri(uri)
-    model, card = load_model(f"models:/shg-load/{version}")
+    assert os.environ.get("MLFLOW_TRACKING_URI") == before  # registering leaves the process as it was
+    with use_tracking_uri(uri):
+        model, card = load_model(f"models:/shg-load/{version}")
     assert card.input_size == 64 and model.cfg.channels == 8
     assert client.get_run(run_id).info.status == "RUNNING"  # registering does not end the run
