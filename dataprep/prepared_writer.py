@@ -3,11 +3,14 @@
 Runs on the driver while Ray Data streams batches to it, so memory stays bounded by one row group
 per destination; it also counts rows and collects the per-row digests for the fingerprint.
 
-Storage choices (measured on the 5 real MPII images, see the module's tests and the report):
-- `crop_jpeg` is already entropy-coded, so it is stored uncompressed (zstd would only cost CPU);
+Storage choices (measured with `benchmarks/prepare.py` on the real MPII images):
+- `crop_jpeg` is already entropy-coded, so it is stored uncompressed (zstd would only cost CPU)
+  and without a parquet dictionary (crops never repeat; only `split` and `image` get one);
 - every other column is zstd-compressed. The uint8 heatmaps are 64 KiB raw per row but mostly
-  zeros (each joint lights up a 7x7 window of its 64x64 map), which zstd shrinks ~30-50x; float32
-  maps would be 4x larger raw and compress worse, while 1/255 steps are far below the label noise.
+  zeros (each joint lights up a 7x7 window of its 64x64 map): zstd shrinks them ~90x to
+  ~0.7 KB per row, ~2 % of a row, whose ~30 KB are the q95 JPEG. float32 maps would be 4x larger
+  raw and compress worse, while the 1/255 steps (error <= 1/510) are far below label noise;
+  not storing them at all would save little and lose the exact targets of the standard crop.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import pyarrow.parquet as pq
 from dataprep.prepare_batch import DIGEST, WORK_SCHEMA
 from dataprep.schema import (
     CROP_JPEG,
+    IMAGE,
     PERSON_ID,
     PREPARED_SCHEMA,
     QUARANTINE_SCHEMA,
@@ -50,9 +54,9 @@ def _leaf(field: pa.Field) -> str:
 class _PartWriter:
     """Parquet files `part-00000.parquet`, ... in one folder, a new file every `rows_per_file`."""
 
-    def __init__(self, folder: Path, schema: pa.Schema, rows_per_file: int, compression):
+    def __init__(self, folder: Path, schema: pa.Schema, rows_per_file: int, compression, dictionary):
         self.folder, self.schema, self.rows_per_file = folder, schema, rows_per_file
-        self.compression = compression
+        self.compression, self.dictionary = compression, dictionary
         self.files: list[Path] = []
         self._writer: pq.ParquetWriter | None = None
         self._rows_in_file = 0
@@ -62,7 +66,9 @@ class _PartWriter:
         while len(table):
             if self._writer is None:
                 path = self.folder / f"part-{len(self.files):05d}.parquet"
-                self._writer = pq.ParquetWriter(path, self.schema, compression=self.compression)
+                self._writer = pq.ParquetWriter(
+                    path, self.schema, compression=self.compression, use_dictionary=self.dictionary
+                )
                 self.files.append(path)
             take = min(len(table), self.rows_per_file - self._rows_in_file)
             self._writer.write_table(table.slice(0, take))
@@ -82,7 +88,9 @@ class _PartWriter:
         self._close_file()
         if not self.files:
             path = self.folder / "part-00000.parquet"
-            pq.write_table(self.schema.empty_table(), path, compression=self.compression)
+            pq.write_table(
+                self.schema.empty_table(), path, compression=self.compression, use_dictionary=self.dictionary
+            )
             self.files.append(path)
 
 
@@ -99,12 +107,12 @@ class PreparedDatasetWriter:
         self.row_group_rows = row_group_rows
         zstd_except_jpeg = {_leaf(f): ("none" if f.name == CROP_JPEG else "zstd") for f in PREPARED_SCHEMA}
         self._parts: dict[str, _PartWriter] = {}
-        for name, schema, compression in [
-            *((split, PREPARED_SCHEMA, zstd_except_jpeg) for split in SPLITS),
-            (QUARANTINE, QUARANTINE_SCHEMA, "zstd"),
+        for name, schema, compression, dictionary in [
+            *((split, PREPARED_SCHEMA, zstd_except_jpeg, [SPLIT, IMAGE]) for split in SPLITS),
+            (QUARANTINE, QUARANTINE_SCHEMA, "zstd", True),
         ]:
             (root / name).mkdir(parents=True, exist_ok=True)
-            self._parts[name] = _PartWriter(root / name, schema, rows_per_file, compression)
+            self._parts[name] = _PartWriter(root / name, schema, rows_per_file, compression, dictionary)
         self._buffers: dict[str, list[pa.Table]] = {name: [] for name in self._parts}
         self.digests: list[tuple[str, bytes]] = []
         self.by_reason: Counter[str] = Counter()
