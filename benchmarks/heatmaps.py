@@ -38,6 +38,53 @@ def write_bound(shape: tuple[int, ...]) -> np.ndarray:
     return out
 
 
+def measure_heatmaps(people: int = 64, rounds: int = 40, seed: int = 0) -> dict[str, float]:
+    """Microseconds per person (16 joints, 64x64, sigma 1), contenders interleaved, medians.
+
+    Figures: ``heatmap_us_per_person`` (one `render_heatmaps` call per person, as
+    `dataprep.augment` calls it), ``heatmap_batch_us_per_person`` (one call for `people`
+    people), ``heatmap_dense_us_per_person`` (exp over the whole grid per joint),
+    ``heatmap_write_us_per_person`` (allocate + zero-fill one person's (16, 64, 64) float32
+    output, the memory-write bound), ``heatmap_batch_write_us_per_person`` (the same for the
+    whole batch's output, per person), and the ratios ``heatmap_speedup`` (dense over
+    per-person calls), ``heatmap_batch_speedup``, ``heatmap_over_write_bound`` (per-person call over its write bound) and
+    ``heatmap_batch_over_write_bound``.
+    """
+    from benchmarks.timing import interleaved_medians
+
+    rng = np.random.default_rng(seed)
+    kp = rng.uniform(0, 63, (people, 16, 2))
+    lab = np.ones((people, 16), bool)
+    ours = render_heatmaps(kp, lab)
+    if not np.allclose(ours[0][ours[0] > 0], dense_heatmaps(kp[:1], lab[:1])[0][ours[0] > 0], rtol=1e-6):
+        raise RuntimeError("render_heatmaps and the dense renderer disagree inside the window")
+    # Dense runs for a few people only (it is slow and churns memory), separately.
+    few = min(people, 4)
+    dense = interleaved_medians({"dense": lambda: dense_heatmaps(kp[:few], lab[:few])}, 3)["dense"] / few
+    one = min(16, people)  # per-person calls timed in runs of up to 16 people
+    medians = interleaved_medians(
+        {
+            "single": lambda: [render_heatmaps(kp[i], lab[i]) for i in range(one)],
+            "write": lambda: [write_bound(ours.shape[1:]) for _ in range(one)],
+            "batch": lambda: render_heatmaps(kp, lab),
+            "batch_write": lambda: write_bound(ours.shape),
+        },
+        rounds,
+    )
+    us = {k: 1e6 * v / (one if k in ("single", "write") else people) for k, v in medians.items()}
+    return {
+        "heatmap_us_per_person": us["single"],
+        "heatmap_batch_us_per_person": us["batch"],
+        "heatmap_dense_us_per_person": 1e6 * dense,
+        "heatmap_write_us_per_person": us["write"],
+        "heatmap_batch_write_us_per_person": us["batch_write"],
+        "heatmap_speedup": 1e6 * dense / us["single"],
+        "heatmap_batch_speedup": 1e6 * dense / us["batch"],
+        "heatmap_over_write_bound": us["single"] / us["write"],
+        "heatmap_batch_over_write_bound": us["batch"] / us["batch_write"],
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--people", type=int, default=64)

@@ -1,0 +1,150 @@
+"""`python -m benchmarks [--quick] [--json FILE] [--only NAME ...]`: run the suite, print a table.
+
+Run it alone on the machine: ``flock /tmp/shg-heavy.lock .venv/bin/python -m benchmarks``.
+``--quick`` measures everything at 2 stacks with fewer repetitions (a few minutes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+# figure -> (comparison, target); printed beside the figure, never asserted.
+TARGETS: dict[str, tuple[str, float]] = {
+    "train_2stack_speedup": (">=", 2.0),
+    "train_8stack_speedup": (">=", 2.0),
+    "train_2stack_loss_rel_diff": ("<=", 1e-3),
+    "train_8stack_loss_rel_diff": ("<=", 1e-3),
+    "train_2stack_bf16_speedup": (">=", 2.0),
+    "train_8stack_bf16_speedup": (">=", 2.0),
+    "train_2stack_bf16_loss_rel_diff": ("<=", 1e-3),
+    "train_8stack_bf16_loss_rel_diff": ("<=", 1e-3),
+    "heatmap_speedup": (">=", 20.0),
+    "heatmap_batch_speedup": (">=", 20.0),
+    "heatmap_over_write_bound": ("<=", 2.0),
+    "heatmap_batch_over_write_bound": ("<=", 2.0),
+    "stream_over_train": (">=", 2.0),
+}
+SECTIONS = ("peak", "training", "memory", "heatmaps", "data")
+
+
+def machine() -> dict[str, str | float]:
+    """CPU model name and vector extensions (from /proc/cpuinfo), torch version and threads."""
+    import torch
+
+    model, flags = platform.processor() or "unknown", set()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    return {
+        "machine_cpu": model,
+        "machine_cpus": float(os.cpu_count() or 0),
+        "machine_avx2": float("avx2" in flags),
+        "machine_avx512f": float("avx512f" in flags),
+        "machine_avx512_bf16": float("avx512_bf16" in flags),
+        "torch_version": torch.__version__,
+        "torch_threads": float(torch.get_num_threads()),
+    }
+
+
+def plan(quick: bool) -> list[tuple[str, str, Callable[[dict], dict]]]:
+    """(section, label, function of the figures so far) in the order they run."""
+    from benchmarks.data_pipeline import measure_data_pipeline
+    from benchmarks.heatmaps import measure_heatmaps
+    from benchmarks.memory import measure_memory
+    from benchmarks.peak import measure_matmul_peak, measure_write_bandwidth
+    from benchmarks.training import StepShape, measure_training
+    from shg_model.speed import SpeedConfig
+
+    rounds = 3 if quick else 5
+    stack_counts = (2,) if quick else (2, 8)
+    bf16 = SpeedConfig(compile=False, autocast_bf16=True)
+    steps: list[tuple[str, str, Callable[[dict], dict]]] = [
+        ("peak", "fp32 matmul peak", lambda f: measure_matmul_peak(rounds=rounds)),
+        ("peak", "write bandwidth", lambda f: measure_write_bandwidth(rounds=rounds)),
+    ]
+    for stacks in stack_counts:
+        shape = StepShape(stacks=stacks)
+        steps.append((
+            "training", f"{stacks}-stack fp32 fast path",
+            lambda f, shape=shape: measure_training(
+                shape, SpeedConfig(), rounds=rounds if shape.stacks == 2 else 3,
+                matmul_gflop_s=f.get("matmul_fp32_gflop_s")),
+        ))
+        steps.append((
+            "training", f"{stacks}-stack bf16 autocast",
+            lambda f, shape=shape: measure_training(
+                shape, bf16, rounds=rounds if shape.stacks == 2 else 3, inference=False,
+                matmul_gflop_s=f.get("matmul_fp32_gflop_s"),
+                prefix=f"train_{shape.stacks}stack_bf16"),
+        ))
+    for stacks in stack_counts:
+        steps.append(("memory", f"{stacks}-stack peak RSS", lambda f, s=stacks: measure_memory(stacks=s)))
+    steps.append(("heatmaps", "render_heatmaps", lambda f: measure_heatmaps(rounds=10 if quick else 40)))
+    steps.append((
+        "data", "prepare + stream",
+        lambda f: measure_data_pipeline(people=200 if quick else 500, stream_epochs=1 if quick else 2),
+    ))
+    return steps
+
+
+def format_value(value) -> str:
+    if isinstance(value, str):
+        return value
+    if math.isnan(value):
+        return "nan"
+    if value != 0 and (abs(value) < 1e-2 or abs(value) >= 1e5):
+        return f"{value:.3g}"
+    return f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}"
+
+
+def format_table(figures: dict) -> str:
+    lines = [f"{'figure':<42} {'value':>12}  target"]
+    for name, value in figures.items():
+        target = ""
+        if name in TARGETS and isinstance(value, float):
+            op, goal = TARGETS[name]
+            met = value >= goal if op == ">=" else value <= goal
+            target = f"{op} {goal:g}  {'met' if met else 'MISSED'}"
+        lines.append(f"{name:<42} {format_value(value):>12}  {target}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="2 stacks only, fewer repetitions")
+    parser.add_argument("--json", type=Path, help="write the figures to this file (flat JSON object)")
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, help="run only these sections")
+    args = parser.parse_args(argv)
+
+    figures: dict = machine()
+    started = time.perf_counter()
+    for section, label, measure in plan(args.quick):
+        if args.only and section not in args.only:
+            continue
+        began = time.perf_counter()
+        print(f"[{time.perf_counter() - started:6.0f} s] {section}: {label} ...", flush=True)
+        figures.update({k: float(v) for k, v in measure(figures).items()})
+        print(f"         done in {time.perf_counter() - began:.0f} s", flush=True)
+    figures["suite_seconds"] = time.perf_counter() - started
+    print(format_table(figures))
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""Data side: `shg prepare` rows/s, parquet bytes per row, and the training stream's rate.
+
+On a small synthetic set from `shg synth` (``dataprep.synth.generate``) and a private local Ray
+cluster with 2 CPUs:
+
+- ``prepare_rows_s``: ``dataprep.prepare.run_prepare`` end to end (read annotations, decode,
+  crop, JPEG-encode, render targets, write parquet), rows over wall seconds, Ray start-up
+  excluded; ``parquet_bytes_per_row``: bytes of all train + val parquet files over their rows.
+- ``stream_img_s``: the training stream exactly as training builds it
+  (``pipelines.data_stream.train_dataset``: parquet → JPEG decode → augmentation → heatmaps,
+  in Ray Data tasks), consumed with ``iter_torch_batches`` like the loop does, in images/s
+  after the first batch (start-up reported apart as ``stream_first_batch_s``).
+- ``train_consume_img_s``: what training consumes at the `default` profile
+  (``pipelines.profiles``): the profile's model, input size and batch, one training step per
+  worker with one thread each (a Ray Train worker gets one CPU here), times the number of
+  workers. ``stream_over_train`` is the ratio (target >= 2).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.timing import interleaved_medians
+
+PROFILE = "default"
+
+
+def profile_config():
+    """The ExperimentConfig the `default` profile trains (its `synth.*` keys dropped)."""
+    from pipelines.config import load_config
+    from pipelines.profiles import profile_overrides
+
+    overrides = [item for item in profile_overrides(PROFILE) if not item.startswith("synth.")]
+    return load_config(overrides=overrides)
+
+
+def measure_train_consumption(rounds: int = 3) -> dict[str, float]:
+    """Images/s the `default` profile's training consumes: workers x batch / 1-thread step time."""
+    import torch
+
+    from benchmarks.training import TrainStep
+    from shg_model import StackedHourglass
+
+    cfg = profile_config()
+    size, batch = cfg.data.input_size, cfg.train.batch_size
+    model = StackedHourglass(cfg.model).train()
+    images = torch.rand(batch, 3, size, size) - 0.5
+    target = torch.rand(batch, cfg.model.joints, size // 4, size // 4)
+    weight = torch.ones(batch, cfg.model.joints)
+    step = TrainStep(model, (images, target, weight), lr=cfg.train.lr)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        seconds = interleaved_medians({"step": step}, rounds)["step"]
+    finally:
+        torch.set_num_threads(threads)
+    return {
+        "train_consume_img_s": cfg.train.workers * batch / seconds,
+        "train_consume_step_s": seconds,
+    }
+
+
+def measure_data_pipeline(people: int = 400, stream_epochs: int = 2, rounds: int = 3) -> dict[str, float]:
+    """All figures of this module (see the module docstring); starts and stops a local Ray."""
+    import ray
+
+    from dataprep.prepare import PrepareConfig, run_prepare
+    from dataprep.synth import SynthConfig, generate
+    from pipelines.data_stream import train_dataset
+    from pipelines.ray_runtime import connect
+
+    figures: dict[str, float] = {}
+    cfg = profile_config()
+    with tempfile.TemporaryDirectory(prefix="shg-bench-") as tmp:
+        synth_dir, prepared = Path(tmp) / "synth", Path(tmp) / "prepared"
+        generate(SynthConfig(people=people, workers=2), synth_dir)
+        started_ray = not ray.is_initialized()
+        connect(num_cpus=2)
+        try:
+            started = time.perf_counter()
+            manifest = run_prepare(
+                PrepareConfig(
+                    annotations=str(synth_dir / "annotations.json"),
+                    images=str(synth_dir / "images"),
+                    out=str(prepared),
+                ),
+                log=lambda message: None,
+            )
+            seconds = time.perf_counter() - started
+            rows = manifest["rows"]["train"] + manifest["rows"]["val"]
+            files = list((prepared / "train").glob("*.parquet")) + list((prepared / "val").glob("*.parquet"))
+            figures["prepare_rows"] = float(rows)
+            figures["prepare_rows_s"] = rows / seconds
+            figures["parquet_bytes_per_row"] = sum(f.stat().st_size for f in files) / rows
+
+            images, first, steady = 0, 0.0, 0.0
+            for epoch in range(stream_epochs):
+                dataset = train_dataset(prepared, cfg.data, epoch, shuffle_seed=cfg.train.seed)
+                started = time.perf_counter()
+                batches = dataset.iter_torch_batches(
+                    batch_size=cfg.train.batch_size, prefetch_batches=2,
+                    local_shuffle_buffer_size=max(4 * cfg.train.batch_size, 64),
+                )
+                got_first = None
+                for batch in batches:
+                    if got_first is None:
+                        got_first = time.perf_counter()
+                        first += got_first - started
+                    else:
+                        images += len(batch["image"])
+                steady += time.perf_counter() - (got_first or started)
+            figures["stream_img_s"] = images / steady
+            figures["stream_first_batch_s"] = first / stream_epochs
+        finally:
+            if started_ray:
+                ray.shutdown()
+    figures.update(measure_train_consumption(rounds))
+    figures["stream_over_train"] = figures["stream_img_s"] / figures["train_consume_img_s"]
+    return figures

@@ -1,0 +1,160 @@
+"""Smoke runs of every benchmark at tiny size, and the exact parts of the suite.
+
+No timing is asserted here (timings live in `python -m benchmarks`): these check that each
+measurement runs end to end on real parts and returns the figures it documents, and that the
+baseline really is the same network as shg_model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from benchmarks.__main__ import format_table, main
+from benchmarks.heatmaps import measure_heatmaps
+from benchmarks.memory import measure_memory
+from benchmarks.peak import measure_matmul_peak, measure_write_bandwidth
+from benchmarks.reference import ReferenceStackedHourglass, copy_weights, parameter_total
+from benchmarks.timing import interleaved_medians
+from benchmarks.training import StepShape, build_pair, measure_training
+from shg_model import HourglassConfig, StackedHourglass, parameter_count
+from shg_model.speed import SpeedConfig, compile_blocks
+
+TINY = StepShape(stacks=2, channels=16, depth=2, batch=2, size=64)
+EAGER = SpeedConfig(compile=False)
+
+
+@pytest.mark.parametrize("stacks", [1, 2, 8])
+def test_reference_has_shg_models_parameter_count(stacks):
+    cfg = HourglassConfig(stacks=stacks)
+    assert parameter_total(ReferenceStackedHourglass(stacks)) == parameter_count(cfg)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_reference_weights_give_shg_models_outputs(channels_last):
+    torch.manual_seed(0)
+    reference = ReferenceStackedHourglass(2, channels=16, joints=5, depth=2)
+    model = StackedHourglass(HourglassConfig(stacks=2, channels=16, joints=5, depth=2,
+                                             channels_last=channels_last))
+    copy_weights(reference, model)
+    images = torch.randn(2, 3, 32, 32)
+    for mode in ("train", "eval"):
+        getattr(reference, mode)()
+        getattr(model, mode)()
+        with torch.no_grad():
+            # Layout changes the summation order; BN over tiny batches amplifies it a little.
+            torch.testing.assert_close(model(images), reference(images), rtol=1e-3, atol=1e-3)
+
+
+def test_copy_weights_rejects_a_different_architecture():
+    with pytest.raises(ValueError, match="shape mismatch"):
+        copy_weights(ReferenceStackedHourglass(2, channels=16, depth=2),
+                     StackedHourglass(HourglassConfig(stacks=2, channels=32, depth=2)))
+    with pytest.raises(ValueError, match="state dicts differ"):
+        copy_weights(ReferenceStackedHourglass(1, channels=16, depth=2),
+                     StackedHourglass(HourglassConfig(stacks=2, channels=16, depth=2)))
+
+
+def test_build_pair_starts_both_models_from_the_same_weights():
+    baseline, fast = build_pair(TINY, EAGER)
+    for (name, a), (_, b) in zip(baseline.state_dict().items(), fast.state_dict().items(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+
+
+def test_interleaved_medians_runs_each_contender_round_robin():
+    calls = []
+    medians = interleaved_medians({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
+                                  rounds=3, number=2, warmup=1)
+    assert calls == ["a", "b"] + ["a", "a", "b", "b"] * 3
+    assert set(medians) == {"a", "b"} and all(v >= 0 for v in medians.values())
+    with pytest.raises(ValueError, match="rounds"):
+        interleaved_medians({"a": lambda: None}, rounds=0)
+
+
+def test_peak_measurements_return_positive_rates():
+    assert measure_matmul_peak(sizes=(64,), rounds=1)["matmul_fp32_gflop_s"] > 0
+    assert measure_write_bandwidth(nbytes=1 << 20, rounds=1)["write_gb_s"] > 0
+
+
+def test_measure_training_tiny_eager():
+    figures = measure_training(TINY, EAGER, rounds=1, matmul_gflop_s=100.0)
+    for key in ("img_s", "baseline_img_s", "speedup", "peak_fraction", "baseline_peak_fraction"):
+        assert figures[f"train_2stack_{key}"] > 0, key
+    assert figures["infer_2stack_img_s"] > 0 and figures["infer_2stack_baseline_img_s"] > 0
+    # Same weights, same batch, same fp32 maths up to layout: the losses agree.
+    assert figures["train_2stack_loss_rel_diff"] < 1e-2
+    # 3 x forward FLOPs of this tiny model, counted by hand for the stem's 7x7 conv alone:
+    # 2 * (2 * 32 * 32) * 64 * 3 * 49 FLOPs forward is a lower bound.
+    assert figures["train_2stack_gflop"] > 3 * 2 * 2 * 32 * 32 * 64 * 3 * 49 / 1e9
+
+
+def test_measure_training_bf16_prefix_and_no_inference():
+    figures = measure_training(TINY, SpeedConfig(compile=False, autocast_bf16=True), rounds=1,
+                               inference=False, prefix="train_2stack_bf16")
+    assert figures["train_2stack_bf16_img_s"] > 0
+    assert not any(k.startswith("infer_") for k in figures)
+
+
+def test_compile_blocks_keeps_names_and_outputs():
+    torch.manual_seed(0)
+    cfg = HourglassConfig(stacks=2, channels=8, joints=4, depth=1, channels_last=True)
+    eager, compiled = StackedHourglass(cfg).eval(), StackedHourglass(cfg).eval()
+    compiled.load_state_dict(eager.state_dict())
+    keys = list(compiled.state_dict())
+    compile_blocks(compiled)
+    assert list(compiled.state_dict()) == keys
+    images = torch.randn(1, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(images), eager(images), rtol=1e-4, atol=1e-5)
+    with pytest.raises(TypeError):
+        compile_blocks(torch.nn.Linear(2, 2))
+
+
+def test_speed_config_rejects_non_bools():
+    with pytest.raises(ValueError, match="compile"):
+        SpeedConfig(compile="yes")
+
+
+def test_measure_memory_tiny_in_subprocesses():
+    figures = measure_memory(stacks=1, channels=8, depth=1, batch=1, size=16, compile=False)
+    for variant in ("baseline", "fast"):
+        assert figures[f"mem_1stack_{variant}_peak_rss_mib"] > 10  # python + torch at least
+        assert figures[f"mem_1stack_{variant}_state_mib"] == pytest.approx(
+            12 * parameter_count(HourglassConfig(stacks=1, channels=8, depth=1)) / 2**20)
+
+
+def test_measure_heatmaps_small():
+    figures = measure_heatmaps(people=4, rounds=1)
+    assert figures["heatmap_us_per_person"] > 0 and figures["heatmap_dense_us_per_person"] > 0
+    assert figures["heatmap_speedup"] == pytest.approx(
+        figures["heatmap_dense_us_per_person"] / figures["heatmap_us_per_person"])
+
+
+def test_table_marks_targets():
+    table = format_table({"train_2stack_speedup": 2.5, "heatmap_over_write_bound": 3.0,
+                          "machine_cpu": "AMD EPYC", "x": math.nan})
+    lines = table.splitlines()
+    assert "met" in lines[1] and "MISSED" in lines[2] and "AMD EPYC" in lines[3] and "nan" in lines[4]
+
+
+def test_main_writes_flat_json(tmp_path):
+    out = tmp_path / "figures.json"
+    assert main(["--quick", "--only", "heatmaps", "--json", str(out)]) == 0
+    figures = json.loads(out.read_text())
+    assert figures["heatmap_speedup"] > 0 and "machine_cpu" in figures
+    assert all(not isinstance(v, (dict, list)) for v in figures.values())
+
+
+@pytest.mark.slow
+def test_measure_data_pipeline_tiny(ray_local):
+    from benchmarks.data_pipeline import measure_data_pipeline
+
+    figures = measure_data_pipeline(people=60, stream_epochs=1, rounds=1)
+    assert figures["prepare_rows"] > 0 and figures["prepare_rows_s"] > 0
+    assert figures["parquet_bytes_per_row"] > 1000  # a JPEG crop and uint8 heatmaps per row
+    assert figures["stream_img_s"] > 0 and figures["train_consume_img_s"] > 0
+    assert figures["stream_over_train"] == pytest.approx(
+        figures["stream_img_s"] / figures["train_consume_img_s"])
