@@ -1,0 +1,167 @@
+"""`shg evaluate`: batch inference over a prepared split with Ray Data, scored with official PCKh.
+
+Each row's centre crop (`dataprep.augment.center_batch`) goes through the model (flip testing
+by default) in an actor pool; predictions are mapped back to original image px with the row's
+`input_to_image` and compared with `joints_image`, normalised by the row's `head_size`.
+The weights are loaded once on the driver and shipped to the actors through the object store,
+so actors need neither the model directory nor MLflow access.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from dataprep import schema
+
+# Only what inference and scoring need: the stored heatmaps column is the bulk of a row.
+READ_COLUMNS = [schema.PERSON_ID, schema.CROP_JPEG, schema.KEYPOINTS, schema.LABELLED,
+                schema.CROP_TO_IMAGE, schema.JOINTS_IMAGE, schema.HEAD_SIZE]
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """Settings of `shg evaluate` (CLI options carry the same names).
+
+    Attributes:
+        model: a model directory or MLflow URI (`runs:/...`, `models:/name@alias`).
+        data: a prepared dataset folder (`shg prepare --out`), holding `<split>/*.parquet`.
+        split: which split to score.
+        address: Ray address; None starts a local cluster.
+        batch_size: rows per inference batch.
+        flip: average with the mirrored input (flip testing).
+        actors: size of the inference actor pool.
+        cpus_per_actor: CPUs each actor reserves (torch uses as many threads).
+    """
+
+    model: str
+    data: str
+    split: str = "val"
+    address: str | None = None
+    batch_size: int = 32
+    flip: bool = True
+    actors: int = 1
+    cpus_per_actor: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.split not in schema.SPLITS:
+            raise ValueError(f"split must be one of {schema.SPLITS}, got {self.split!r}")
+        if self.batch_size < 1 or self.actors < 1 or not self.cpus_per_actor > 0:
+            raise ValueError("batch_size and actors must be >= 1 and cpus_per_actor > 0")
+
+
+class KeypointPredictor:
+    """Ray Data callable class: prepared rows -> predictions in image px.
+
+    Output columns: `person_id`, `pred` (B, 32) float64 image px (x0, y0, ...), `confidence`
+    (B, 16) float32, plus `joints_image`, `labelled`, `head_size` passed through for scoring.
+    """
+
+    def __init__(self, packed: list, flip: bool, threads: int) -> None:
+        import ray
+        import torch
+
+        from dataprep.augment import AugmentConfig
+        from pipelines.model_io import ModelCard, model_from_state
+
+        torch.set_num_threads(max(1, threads))
+        card_dict, state = ray.get(packed[0]) if isinstance(packed[0], ray.ObjectRef) else packed[0]
+        self.card = ModelCard.from_dict(card_dict)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.model = model_from_state(state, self.card, "evaluation weights").to(device).eval()
+        self.flip = flip
+        self.crop_cfg = AugmentConfig(enabled=False, input_size=self.card.input_size,
+                                      heatmap_size=self.card.heatmap_size)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from dataprep.augment import center_batch
+        from pipelines.inference import predict_keypoints, to_image_px
+
+        centred = center_batch(batch, self.crop_cfg)
+        coords, confidence = predict_keypoints(self.model, centred["image"], self.card.flip_pairs,
+                                               flip=self.flip)
+        pred = to_image_px(coords, centred["input_to_image"])  # (B, J, 2) image px
+        n = len(pred)
+        return {
+            schema.PERSON_ID: np.asarray(batch[schema.PERSON_ID]),
+            "pred": pred.reshape(n, -1),
+            "confidence": confidence,
+            schema.JOINTS_IMAGE: np.stack(batch[schema.JOINTS_IMAGE]).astype(np.float64),
+            schema.LABELLED: np.stack(batch[schema.LABELLED]).astype(bool),
+            schema.HEAD_SIZE: np.asarray(batch[schema.HEAD_SIZE], dtype=np.float64),
+        }
+
+
+def _split_files(cfg: EvaluateConfig) -> list[str]:
+    folder = Path(cfg.data) / cfg.split
+    files = sorted(str(p) for p in folder.glob("*.parquet"))
+    if not files:
+        raise FileNotFoundError(
+            f"{folder}: no parquet files; pass --data the folder written by `shg prepare --out` "
+            f"(it holds train/ and val/)"
+        )
+    return files
+
+
+def predict_split(cfg: EvaluateConfig, model, card) -> dict[str, np.ndarray]:
+    """Runs the Ray Data job; returns the concatenated columns of `KeypointPredictor`, rows
+    sorted by person_id (deterministic whatever the scheduling)."""
+    import ray
+
+    from pipelines.model_io import plain_state_dict
+    from pipelines.ray_runtime import connect
+
+    connect(cfg.address)
+    packed = [ray.put((card.to_dict(), plain_state_dict(model)))]
+    gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+    ds = ray.data.read_parquet(_split_files(cfg), columns=READ_COLUMNS)
+    predicted = ds.map_batches(
+        KeypointPredictor,
+        fn_constructor_kwargs={"packed": packed, "flip": cfg.flip, "threads": int(cfg.cpus_per_actor)},
+        batch_size=cfg.batch_size,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=cfg.actors),
+        num_cpus=cfg.cpus_per_actor,
+        num_gpus=gpus,
+    )
+    parts = list(predicted.iter_batches(batch_size=None, batch_format="numpy"))
+    if not parts:
+        raise ValueError(f"{Path(cfg.data) / cfg.split}: the split has no rows")
+    columns = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    order = np.argsort(columns[schema.PERSON_ID], kind="stable")
+    return {k: v[order] for k, v in columns.items()}
+
+
+def score(columns: dict[str, np.ndarray], threshold: float = 0.5) -> dict:
+    """The official PCKh table (`pipelines.pckh.pckh_table`) of predicted columns."""
+    from pipelines.pckh import pckh_table
+
+    n = len(columns["pred"])
+    pred = columns["pred"].reshape(n, -1, 2)
+    gt = columns[schema.JOINTS_IMAGE].reshape(n, -1, 2)
+    labelled = columns[schema.LABELLED] & np.isfinite(gt).all(-1)
+    return pckh_table(pred, gt, ~labelled, columns[schema.HEAD_SIZE], threshold)
+
+
+def run_evaluate(cfg: EvaluateConfig, log=print) -> dict:
+    """Loads the model, predicts the split, returns the PCKh table plus `rows`, `seconds`,
+    `model`, `split`, and the predictions (`person_id`, `pred` (N, 16, 2) image px,
+    `confidence` (N, 16)) under `predictions`."""
+    from pipelines.model_io import load_model
+
+    start = time.perf_counter()
+    model, card = load_model(cfg.model)
+    columns = predict_split(cfg, model, card)
+    table = score(columns)
+    table.update(rows=int(len(columns["pred"])), seconds=round(time.perf_counter() - start, 2),
+                 model=cfg.model, split=cfg.split)
+    log(f"evaluated {table['rows']} {cfg.split} rows of {cfg.data} in {table['seconds']} s")
+    table["predictions"] = {
+        schema.PERSON_ID: columns[schema.PERSON_ID],
+        "pred": columns["pred"].reshape(len(columns["pred"]), -1, 2),
+        "confidence": columns["confidence"],
+    }
+    return table
