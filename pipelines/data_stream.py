@@ -5,13 +5,15 @@ numeric columns the loop needs (`image` uint8 (B, S, S, 3), `heatmaps` float32 (
 `weight` float32 (B, J)). Augmentation and heatmap rendering run in Ray Data tasks, not in the
 training loop.
 
-Per-epoch reproducibility: there is one lazily built dataset per epoch (`train_epoch_<e>`),
-whose `map_batches` is bound to that epoch number. `augment_batch` seeds each sample from
-(data.seed, epoch, person_id), so epoch e shows the same augmented sample of a person whatever
-the batching, block order, worker or retry; re-running epoch e after a failure repeats it
-exactly. Ray Train builds a dataset's plan when the worker group starts and splits it across
-workers only when the loop first asks for that epoch's shard, so epochs never run are never
-read.
+Per-epoch reproducibility: `augment_batch` seeds each sample from (data.seed, epoch, person_id),
+so epoch e shows the same augmented sample of a person whatever the batching, block order,
+worker or retry. The epoch number reaches the Ray Data tasks through an `EpochClock`, a tiny
+named actor: before each pass rank 0 sets it to the loop's epoch (restored from the checkpoint
+after a failure), all ranks meet at a barrier, then iterate their shard; every augmentation task
+reads the clock once per batch. Ray Data starts executing a pass only when every rank has asked
+for it (`streaming_split(equal=True)`), so no task of a pass can see the previous epoch's
+number. One dataset and one split coordinator serve the whole run (a dataset per epoch would
+leave one ~250 MB coordinator process alive per epoch until the run ends).
 """
 
 from __future__ import annotations
@@ -38,9 +40,34 @@ class PreparedDataError(ValueError):
     """The --data folder is not a usable prepared dataset; the message says what to run."""
 
 
-def dataset_name(epoch: int) -> str:
-    """Name of epoch `epoch`'s training dataset in the trainer's `datasets`."""
-    return f"train_epoch_{epoch}"
+TRAIN_DATASET = "train"
+
+
+class EpochClock:
+    """The epoch the training loop is in, for the Ray Data tasks (use as a Ray actor)."""
+
+    def __init__(self) -> None:
+        self.epoch = 0
+
+    def set(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def get(self) -> int:
+        return self.epoch
+
+
+def start_epoch_clock(name: str):
+    """Creates (or finds) the named `EpochClock` actor of a run; returns its handle."""
+    import ray
+
+    return ray.remote(num_cpus=0)(EpochClock).options(name=name, get_if_exists=True).remote()
+
+
+def current_epoch(clock_name: str) -> int:
+    """The epoch on the named clock (called inside Ray Data tasks)."""
+    import ray
+
+    return ray.get(ray.get_actor(clock_name).get.remote())
 
 
 def split_files(data: str | Path, split: str) -> list[str]:
@@ -72,26 +99,27 @@ def read_manifest(data: str | Path) -> dict:
     return manifest
 
 
-def augment_for_training(batch: dict[str, np.ndarray], cfg: AugmentConfig, epoch: int) -> dict[str, np.ndarray]:
-    """`augment_batch`, keeping only the tensors the loop consumes (strings cannot be tensors)."""
-    out = augment_batch(batch, cfg, epoch)
+def augment_for_training(batch: dict[str, np.ndarray], cfg: AugmentConfig, clock_name: str) -> dict[str, np.ndarray]:
+    """`augment_batch` for the clock's current epoch, keeping only the tensors the loop consumes
+    (strings cannot be tensors)."""
+    out = augment_batch(batch, cfg, current_epoch(clock_name))
     return {name: out[name] for name in LOOP_COLUMNS}
 
 
-def train_dataset(data: str | Path, cfg: AugmentConfig, epoch: int, *, shuffle_seed: int,
+def train_dataset(data: str | Path, cfg: AugmentConfig, clock_name: str, *, shuffle_seed: int,
                   batch_size: int = 32, num_cpus: float = 1.0):
-    """The lazy Ray Dataset of epoch `epoch`: augmented inputs, targets and joint weights.
+    """The lazy Ray Dataset of training passes: augmented inputs, targets and joint weights.
 
-    Block order is shuffled with a seed from (`shuffle_seed`, epoch); the loop adds a local
-    shuffle buffer. Rows are the same every epoch; their augmentation is epoch-specific.
+    Each iteration is one epoch, augmented for the epoch on the `clock_name` clock. Block order
+    is shuffled (seeded); the loop adds a local shuffle buffer seeded by the epoch.
     """
     import ray
 
     ds = ray.data.read_parquet(split_files(data, "train"), columns=TRAIN_COLUMNS)
-    ds = ds.randomize_block_order(seed=_mix(shuffle_seed, epoch))
+    ds = ds.randomize_block_order(seed=_mix(shuffle_seed, 0))
     return ds.map_batches(
         augment_for_training,
-        fn_kwargs={"cfg": cfg, "epoch": epoch},
+        fn_kwargs={"cfg": cfg, "clock_name": clock_name},
         batch_size=batch_size,
         batch_format="numpy",
         num_cpus=num_cpus,

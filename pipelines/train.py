@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 from pipelines.checkpoints import check_model_config
 from pipelines.config import ExperimentConfig
-from pipelines.data_stream import dataset_name, read_manifest, split_files
+from pipelines.data_stream import TRAIN_DATASET, read_manifest, split_files
 from pipelines.pckh import TABLE_KEYS
 
 # Settings that do not change what is trained: excluded from the derived run name, so a resumed
@@ -153,25 +153,24 @@ def _fit(cfg: ExperimentConfig, data: Path, run_name: str, storage: Path, uri: s
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    from pipelines.data_stream import train_dataset
+    from pipelines.data_stream import start_epoch_clock, train_dataset
     from pipelines.ray_runtime import connect
     from pipelines.train_loop import train_worker
 
     connect(address, num_cpus=None)
     train = cfg.train
 
-    def epoch_dataset(epoch: int):
-        # Bound now, built lazily by Ray Train on the controller (see pipelines.data_stream).
-        return lambda: train_dataset(data, cfg.data, epoch, shuffle_seed=train.seed)
+    clock_name = f"shg-epoch-clock-{run_name}"
+    clock = start_epoch_clock(clock_name)  # held here: the actor lives as long as this driver
 
     trainer = TorchTrainer(
         train_worker,
         train_loop_config={"cfg": cfg, "data": str(data), "tracking_uri": uri, "run_id": run_id,
-                           "baseline": baseline},
+                           "baseline": baseline, "clock_name": clock_name},
         scaling_config=ray.train.ScalingConfig(
             num_workers=train.workers, use_gpu=train.use_gpu,
             resources_per_worker={"CPU": train.cpus_per_worker, **({"GPU": 1} if train.use_gpu else {})}),
-        datasets={dataset_name(e): epoch_dataset(e) for e in range(train.epochs)},
+        datasets={TRAIN_DATASET: lambda: train_dataset(data, cfg.data, clock_name, shuffle_seed=train.seed)},
         run_config=ray.train.RunConfig(
             name=run_name, storage_path=str(storage),
             failure_config=ray.train.FailureConfig(max_failures=train.max_failures),
@@ -179,6 +178,7 @@ def _fit(cfg: ExperimentConfig, data: Path, run_name: str, storage: Path, uri: s
         ),
     )
     result = trainer.fit()
+    del clock
     if result.checkpoint is None:
         raise RuntimeError(f"training run {run_name} ended without a checkpoint; see the log above")
     return result

@@ -22,7 +22,7 @@ import torch
 from dataprep.joints import FLIP_PERMUTATION
 from pipelines.checkpoints import load_state, restore_rng_state, rng_state, save_state
 from pipelines.config import ExperimentConfig, TrainConfig
-from pipelines.data_stream import dataset_name
+from pipelines.data_stream import TRAIN_DATASET
 from pipelines.inference import PIXEL_MEAN
 from shg_model import StackedHourglass, heatmap_loss
 
@@ -73,7 +73,9 @@ def normalise(images: torch.Tensor) -> torch.Tensor:
 
 def train_worker(loop_config: dict[str, Any]) -> None:
     """Ray Train entry point. `loop_config`: `cfg` (ExperimentConfig), `data` (prepared dataset
-    folder), `tracking_uri`, `run_id` (MLflow), `baseline` (mean-pose PCKh table or None)."""
+    folder), `tracking_uri`, `run_id` (MLflow), `baseline` (mean-pose PCKh table or None),
+    `clock_name` (the run's `EpochClock` actor, see pipelines.data_stream)."""
+    import ray
     import ray.train
     import ray.train.torch
 
@@ -109,10 +111,15 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     scaler = torch.amp.GradScaler("cuda", enabled=amp is torch.float16)
     forward = torch.compile(ddp_model) if train.compile else ddp_model
     reporter = _Rank0Reporter(loop_config, cfg) if rank == 0 else None
+    shard = ray.train.get_dataset_shard(TRAIN_DATASET)
+    clock = ray.get_actor(loop_config["clock_name"])
 
     for epoch in range(start_epoch, train.epochs):
         _set_lr(optimizer, schedule.lr)
-        shard = ray.train.get_dataset_shard(dataset_name(epoch))
+        if rank == 0:
+            ray.get(clock.set.remote(epoch))
+        if world > 1:  # nobody starts the pass before the clock shows this epoch
+            torch.distributed.barrier()
         sums = torch.zeros(2 + cfg.model.stacks, dtype=torch.float64)  # images, loss, per stack
         wait_s = compute_s = 0.0
         epoch_start = tick = time.perf_counter()
