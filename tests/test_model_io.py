@@ -101,12 +101,16 @@ def test_unknown_card_key_and_missing_files(tmp_path):
 
 
 @pytest.fixture
-def mlflow_store(tmp_path):
-    """A real MLflow sqlite tracking + registry store with artifacts under tmp_path."""
+def mlflow_store(tmp_path, monkeypatch):
+    """A real MLflow sqlite tracking + registry store with artifacts under tmp_path.
+
+    `mlflow.set_*_uri` also exports MLFLOW_*_URI; monkeypatch puts the environment back."""
     import mlflow
 
     old = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        monkeypatch.setenv(name, uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     experiment = mlflow.create_experiment("model-io", artifact_location=(tmp_path / "art").as_uri())
