@@ -1,8 +1,9 @@
-"""A real `mlflow server` over the project's store, and the reachability check runs make first.
+"""`shg tracking-server`: a real `mlflow server` over the project's local store.
 
 `shg tracking-server` serves the same sqlite store that a local `shg run` writes under its work
 dir, so runs logged locally and runs logged over HTTP land in one place and the UI shows both.
 Artifacts are proxied by the server (`--serve-artifacts`): clients need only the tracking URI.
+Runs check that a tracking server answers before they start (`pipelines.tracking.check_reachable`).
 """
 
 from __future__ import annotations
@@ -16,10 +17,6 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-
-
-class TrackingServerUnreachable(RuntimeError):
-    """The tracking URI names an HTTP server that does not answer; nothing was trained."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,10 +37,8 @@ class TrackingServerConfig:
 
 
 def backend_store_uri(workdir: str | Path) -> str:
-    """The sqlite store a local run under `workdir` uses (see `pipelines.tracking`)."""
-    from pipelines.tracking import default_tracking_uri
-
-    return default_tracking_uri(workdir)
+    """The sqlite store a local run under `workdir` uses (`pipelines.tracking`'s default)."""
+    return f"sqlite:///{Path(workdir).resolve() / 'mlflow.db'}"
 
 
 def server_command(cfg: TrackingServerConfig) -> list[str]:
@@ -107,25 +102,6 @@ def stop_server(proc: subprocess.Popen, *, timeout_s: float = 20.0) -> None:
         proc.wait(timeout_s)
     except ProcessLookupError:
         pass
-
-
-def ensure_reachable(tracking_uri: str | None, *, timeout_s: float = 5.0) -> None:
-    """Fails fast when `tracking_uri` is an HTTP(S) server that does not answer.
-
-    Local stores (sqlite, file paths, None) are always reachable. Called before any work starts
-    so that an unreachable server costs seconds, not a training run whose results are then lost.
-
-    Raises:
-        TrackingServerUnreachable: with the URI and how to fix it.
-    """
-    if not tracking_uri or not tracking_uri.startswith(("http://", "https://")):
-        return
-    if not _health_ok(tracking_uri, timeout_s=timeout_s):
-        raise TrackingServerUnreachable(
-            f"MLflow tracking server {tracking_uri} is not reachable (GET /health failed within "
-            f"{timeout_s:.0f} s); nothing was run. Start it (`shg tracking-server --port PORT`), "
-            "fix --tracking-uri, or leave --tracking-uri out to use the local store under the work dir."
-        )
 
 
 def _health_ok(url: str, *, timeout_s: float) -> bool:

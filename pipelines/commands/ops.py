@@ -58,12 +58,12 @@ def run(
 
 
 def _run_workflow_or_exit(cfg):
-    from pipelines.tracking_server import TrackingServerUnreachable
+    from pipelines.tracking import TrackingUnavailable
     from pipelines.workflow import WorkflowBusy, WorkflowError, run_workflow
 
     try:
         result = run_workflow(cfg, log=typer.echo)
-    except (TrackingServerUnreachable, WorkflowBusy, WorkflowError, ValueError) as err:
+    except (TrackingUnavailable, WorkflowBusy, WorkflowError, ValueError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(code=1 if isinstance(err, WorkflowError) else 2) from None
     steps = ", ".join(f"{s.name}={s.status} ({s.seconds:.1f} s)" for s in result.steps)

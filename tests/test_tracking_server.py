@@ -1,0 +1,78 @@
+"""`shg tracking-server`: a real `mlflow server` on 127.0.0.1; a training run logged over HTTP."""
+
+from __future__ import annotations
+
+import json
+import socket
+import urllib.request
+from pathlib import Path
+
+import pytest
+from test_workflow import TINY
+
+from pipelines.tracking_server import (
+    TrackingServerConfig,
+    backend_store_uri,
+    server_command,
+    server_env,
+    start_server,
+    stop_server,
+    wait_until_ready,
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=10) as reply:
+        return json.loads(reply.read())
+
+
+def test_server_command_serves_the_workdir_store_with_one_worker(tmp_path):
+    cmd = server_command(TrackingServerConfig(port=5123, workdir=str(tmp_path)))
+    assert cmd[1:4] == ["-m", "mlflow", "server"]
+    assert cmd[cmd.index("--workers") + 1] == "1"
+    assert cmd[cmd.index("--backend-store-uri") + 1] == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert cmd[cmd.index("--port") + 1] == "5123"
+    assert server_env()["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
+
+
+def test_the_server_serves_the_same_store_a_local_run_writes(tmp_path):
+    from pipelines.tracking import resolve_tracking_uri
+
+    assert backend_store_uri(tmp_path) == resolve_tracking_uri(None, tmp_path) or pytest.skip(
+        "MLFLOW_TRACKING_URI is set in this environment"
+    )
+
+
+@pytest.mark.slow
+def test_training_logged_over_http_reads_back_through_the_rest_api(tmp_path, ray_local):
+    from pipelines.workflow import WorkflowConfig, run_workflow
+
+    cfg = TrackingServerConfig(port=_free_port(), workdir=str(tmp_path / "server"))
+    server = start_server(cfg, log_path=tmp_path / "server.log")
+    try:
+        wait_until_ready(cfg.url, proc=server)
+        result = run_workflow(WorkflowConfig(
+            profile="smoke", workdir=str(tmp_path / "work"), tracking_uri=cfg.url, overrides=TINY))  # fmt: skip
+        assert result.step("train").status == "ran"
+
+        run = _get(f"{cfg.url}/api/2.0/mlflow/runs/get?run_id={result.train_run_id}")["run"]
+        assert run["info"]["status"] == "FINISHED"
+        tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
+        assert tags["mlflow.parentRunId"] == result.parent_run_id
+        metrics = {m["key"] for m in run["data"]["metrics"]}
+        assert "loss" in metrics
+        parent = _get(f"{cfg.url}/api/2.0/mlflow/runs/get?run_id={result.parent_run_id}")["run"]
+        parent_tags = {t["key"]: t["value"] for t in parent["data"]["tags"]}
+        assert parent_tags["step.train"] == "ran" and parent_tags["step.register"] == "ran"
+        # Stored where the server's store is, not in the client's work dir.
+        assert (Path(cfg.workdir) / "mlflow.db").is_file()
+        assert not (tmp_path / "work" / "mlflow.db").exists()
+    finally:
+        stop_server(server)
+    assert server.poll() is not None  # stopped, by its pid

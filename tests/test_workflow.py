@@ -1,0 +1,247 @@
+"""`shg run`: the workflow's pure parts, its lock, and end to end on a tiny synthetic config.
+
+The end-to-end tests share one tiny workflow run (`tiny_workflow`, ~40 s on 2 cores: 24
+synthetic people, a 1-stack 8-channel hourglass, one epoch on one deterministic worker) in a
+real local Ray cluster with a real sqlite MLflow store, and then look at what it recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pipelines.workflow import (
+    STEPS,
+    WorkflowBusy,
+    WorkflowConfig,
+    data_inputs,
+    resolve,
+    split_overrides,
+    workdir_lock,
+)
+
+# One deterministic worker and a loss logged every step: `shg rerun --check` can compare runs.
+TINY = (
+    "synth.people=24", "synth.workers=1", "model.stacks=1", "model.channels=8", "train.epochs=1",
+    "train.workers=1", "train.batch_size=7", "train.val_max_people=8", "train.log_every=1",
+    "train.deterministic=true",
+)  # fmt: skip
+VENV_BIN = Path(sys.executable).parent
+_SHARED: dict[str, tuple] = {}
+
+
+def run_tiny_once(root: Path):
+    """The shared tiny workflow run: (WorkflowConfig, WorkflowResult), made once per session.
+
+    A plain cache rather than a fixture alone, so that test_rerun.py and test_tracking_server.py
+    can use the same run without a conftest entry.
+    """
+    from pipelines.workflow import run_workflow
+
+    if "tiny" not in _SHARED:
+        cfg = WorkflowConfig(profile="smoke", workdir=str(root / "tiny-workdir"), overrides=TINY)
+        _SHARED["tiny"] = (cfg, run_workflow(cfg))
+    return _SHARED["tiny"]
+
+
+@pytest.fixture(scope="session")
+def tiny_workflow(tmp_path_factory, ray_local):
+    return run_tiny_once(tmp_path_factory.getbasetemp())
+
+
+def _client(cfg: WorkflowConfig):
+    from mlflow import MlflowClient
+
+    return MlflowClient(resolve(cfg).tracking_uri)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _hold_lock(workdir: Path) -> subprocess.Popen:
+    """Another process holding the work-dir lock (what a concurrent `shg run` does)."""
+    code = (
+        "import sys, time; from pathlib import Path; from pipelines.workflow import workdir_lock\n"
+        "with workdir_lock(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(120)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code, str(workdir)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+# --- pure parts --------------------------------------------------------------------------------
+
+
+def test_split_overrides_groups_by_destination_and_later_values_win():
+    groups = split_overrides(["synth.people=8", "train.epochs=1", "prepare.jpeg_quality=90", "synth.people=9"])
+    assert groups == {"synth": {"people": "9"}, "prepare": {"jpeg_quality": "90"}, "experiment": {"train.epochs": "1"}}
+    with pytest.raises(ValueError, match="not KEY=VALUE"):
+        split_overrides(["train.epochs"])
+
+
+def test_resolve_applies_profile_then_user_overrides_and_puts_everything_in_the_workdir(tmp_path):
+    run = resolve(WorkflowConfig(profile="smoke", workdir=str(tmp_path), overrides=("train.epochs=3", "synth.people=10")))
+    assert run.experiment.train.epochs == 3  # user wins over the profile's 2
+    assert run.experiment.model.channels == 16  # from the profile
+    assert run.data.synth.people == 10
+    assert run.experiment.train.storage == str(tmp_path)
+    assert run.tracking_uri == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert Path(run.data.prepare.out) == tmp_path / "data" / "prepared"
+    assert run.params["train.epochs"] == 3 and run.params["synth.people"] == 10
+    assert run.params["workflow.profile"] == "smoke"
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (("synth.peeple=3",), "unknown synth"),
+        (("train.epochz=3",), "unknown config key"),
+        (("prepare.annotations=/x.json",), "needs prepare.images"),
+        (("prepare.annotations=/x.json", "prepare.images=/x", "synth.people=3"), "make no sense with real data"),
+        (("train.storage=/elsewhere",), "use --workdir"),
+    ],
+)
+def test_bad_overrides_fail_before_anything_starts(tmp_path, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        resolve(WorkflowConfig(workdir=str(tmp_path), overrides=overrides))
+    assert not any(tmp_path.iterdir())
+
+
+def test_unknown_profile_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="unknown profile"):
+        resolve(WorkflowConfig(profile="huge", workdir=str(tmp_path)))
+
+
+def test_real_data_overrides_switch_off_the_synthetic_set(tmp_path):
+    inputs = data_inputs(tmp_path, split_overrides(["prepare.annotations=/d/a.json", "prepare.images=/d/img"]))
+    assert inputs.synth is None
+    assert (inputs.prepare.annotations, inputs.prepare.images) == ("/d/a.json", "/d/img")
+
+
+def test_workdir_lock_is_exclusive_across_processes_and_names_the_holder(tmp_path):
+    holder = _hold_lock(tmp_path)
+    try:
+        with pytest.raises(WorkflowBusy, match=f"pid {holder.pid}"):
+            with workdir_lock(tmp_path):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with workdir_lock(tmp_path):  # released by the kernel when the holder died
+        pass
+
+
+def test_unreachable_tracking_server_stops_the_run_before_any_work(tmp_path):
+    url = f"http://127.0.0.1:{_free_port()}"
+    started = time.monotonic()
+    result = subprocess.run(
+        [str(VENV_BIN / "shg"), "run", "--profile", "smoke", "--workdir", str(tmp_path), "--tracking-uri", url],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert f"MLflow tracking server {url} is unreachable" in result.stderr
+    assert "Nothing was trained" in result.stderr
+    assert time.monotonic() - started < 60
+    assert not (tmp_path / "data").exists()  # not even the data was made
+
+
+# --- end to end --------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_workflow_runs_every_step_and_groups_its_mlflow_runs(tiny_workflow):
+    cfg, result = tiny_workflow
+    assert [(s.name, s.status) for s in result.steps] == [(n, "ran") for n in STEPS]
+    client = _client(cfg)
+    parent = client.get_run(result.parent_run_id)
+    tags = parent.data.tags
+    assert {tags[f"step.{n}"] for n in STEPS} == {"ran"}
+    assert parent.info.status == "FINISHED"
+    for key in ("git.commit", "version.torch", "version.ray", "version.mlflow", "data.fingerprint"):
+        assert tags[key]
+    assert tags["data.fingerprint"] == result.data_fingerprint
+    assert parent.data.params["train.seed"] == "0" and parent.data.params["synth.seed"] == "0"
+    assert set(parent.data.metrics) >= {f"step.{n}.seconds" for n in STEPS}
+
+    children = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{result.parent_run_id}'"
+    )
+    assert {c.info.run_id for c in children} >= {result.train_run_id}
+    assert len(children) == 2  # train + evaluate
+    evaluation = next(c for c in children if c.data.tags.get("shg.stage") == "evaluate")
+    assert 0.0 <= evaluation.data.metrics["eval/pckh/Total"] <= 100.0
+    train = client.get_run(result.train_run_id)
+    assert train.data.tags["registry.alias"] == "champion"  # first version: through the gate
+    assert tags["registry.version"] == train.data.tags["registry.version"]
+
+    summary = json.loads(Path(result.summary_path).read_text())
+    assert [s["status"] for s in summary["steps"]] == ["ran"] * 4
+    assert all(s["seconds"] > 0 for s in summary["steps"])
+    prepared = Path(cfg.workdir) / "data" / "prepared" / "manifest.json"
+    assert json.loads(prepared.read_text())["fingerprint"] == result.data_fingerprint
+
+
+@pytest.mark.slow
+def test_second_run_reuses_every_unchanged_step(tiny_workflow):
+    from pipelines.workflow import run_workflow
+
+    cfg, first = tiny_workflow
+    again = run_workflow(cfg)
+    assert [(s.name, s.status) for s in again.steps] == [(n, "reused") for n in STEPS]
+    assert again.parent_run_id != first.parent_run_id
+    assert again.train_run_id == first.train_run_id
+    assert again.step("train").seconds < first.step("train").seconds
+    assert _client(cfg).get_run(again.parent_run_id).data.tags["step.train"] == "reused"
+
+
+@pytest.mark.slow
+def test_scheduled_firing_skips_unchanged_data_and_records_it(tiny_workflow):
+    from pipelines.workflow import run_firing
+
+    cfg, first = tiny_workflow
+    firing = run_firing(cfg)
+    assert firing.skipped == "unchanged-data"
+    assert [s.status for s in firing.steps] == ["reused", "skipped", "skipped", "skipped"]
+    run = _client(cfg).get_run(firing.parent_run_id)
+    assert run.data.tags["skipped"] == "unchanged-data"
+    assert run.data.tags["step.train"] == "skipped"
+    assert run.data.tags["data.fingerprint"] == first.data_fingerprint
+
+
+@pytest.mark.slow
+def test_a_firing_that_finds_the_workdir_busy_records_skipped_busy(tiny_workflow):
+    from pipelines.workflow import run_firing
+
+    cfg, _ = tiny_workflow
+    holder = _hold_lock(Path(cfg.workdir))
+    try:
+        firing = run_firing(cfg)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert firing.skipped == "busy"
+    run = _client(cfg).get_run(firing.parent_run_id)
+    assert run.data.tags["skipped"] == "busy"
+    assert f"pid {holder.pid}" in run.data.tags["shg.busy_reason"]
+
+
+@pytest.mark.slow
+def test_schedule_cli_once_fires_and_skips_unchanged_data(tiny_workflow):
+    cfg, _ = tiny_workflow
+    env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0")
+    result = subprocess.run(
+        [str(VENV_BIN / "shg"), "schedule", "--once", "--profile", "smoke", "--workdir", cfg.workdir, *TINY],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "schedule: unchanged-data" in result.stdout
