@@ -158,3 +158,11 @@ def test_measure_data_pipeline_tiny(ray_local):
     assert figures["stream_img_s"] > 0 and figures["train_consume_img_s"] > 0
     assert figures["stream_over_train"] == pytest.approx(
         figures["stream_img_s"] / figures["train_consume_img_s"])
+
+
+def test_profile_step_tiny_splits_the_step(capsys):
+    from benchmarks.profile_step import profile_step
+
+    split = profile_step(stacks=1, variant="baseline", rows=5, channels=8, depth=1, batch=1, size=16)
+    assert 0 < split["conv_s"] <= split["step_s"] and 0 < split["conv_share"] <= 1
+    assert "convolution" in capsys.readouterr().out
