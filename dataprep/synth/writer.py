@@ -23,6 +23,9 @@ ANNOTATIONS = "annotations.json"
 MANIFEST = "synth_manifest.json"
 IMAGES = "images"
 DATASET_NAME = "synthetic_mpii"
+# Bumped whenever the same config would render different bytes (drawing or annotation changes),
+# so a cached dataset can be told stale: compare the manifest's `generator_version` too.
+GENERATOR_VERSION = 1
 # MATLAB's JSON export writes an empty matrix like this (the real file uses it for "no others").
 EMPTY_MATRIX = {"_ArrayType_": "double", "_ArraySize_": [0, 0], "_ArrayData_": None}
 
@@ -145,8 +148,8 @@ def generate(cfg: SynthConfig, out_dir: str | Path, overwrite: bool = False) -> 
             entries = [e for part in parts for e in part]
 
     manifest = {
-        "dataset": DATASET_NAME, "config": cfg.to_dict(), "images": len(counts),
-        "people": len(entries), "val_images": int(sum(is_val)),
+        "dataset": DATASET_NAME, "generator_version": GENERATOR_VERSION, "config": cfg.to_dict(),
+        "images": len(counts), "people": len(entries), "val_images": int(sum(is_val)),
         "val_people": int(sum(c for c, v in zip(counts, is_val) if v)),
         "train_people": int(sum(c for c, v in zip(counts, is_val) if not v)),
     }
