@@ -13,6 +13,7 @@ import os
 import platform
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 
@@ -130,20 +131,29 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     figures: dict = machine()
+    failed: list[str] = []
     started = time.perf_counter()
     for section, label, measure in plan(args.quick):
         if args.only and section not in args.only:
             continue
         began = time.perf_counter()
         print(f"[{time.perf_counter() - started:6.0f} s] {section}: {label} ...", flush=True)
-        figures.update({k: float(v) for k, v in measure(figures).items()})
+        try:
+            figures.update({k: float(v) for k, v in measure(figures).items()})
+        except Exception:  # one broken measurement must not cost the others' figures
+            traceback.print_exc()
+            failed.append(f"{section}: {label}")
         print(f"         done in {time.perf_counter() - began:.0f} s", flush=True)
+        if args.json:  # written as we go, so an interrupted run still leaves its figures
+            args.json.write_text(json.dumps(figures, indent=2) + "\n")
     figures["suite_seconds"] = time.perf_counter() - started
     print(format_table(figures))
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
         print(f"wrote {args.json}")
-    return 0
+    if failed:
+        print(f"FAILED measurements (tracebacks above): {'; '.join(failed)}")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

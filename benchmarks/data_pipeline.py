@@ -7,7 +7,7 @@ cluster with 2 CPUs:
   crop, JPEG-encode, render targets, write parquet), rows over wall seconds, Ray start-up
   excluded; ``parquet_bytes_per_row``: bytes of all train + val parquet files over their rows.
 - ``stream_img_s``: the training stream exactly as training builds it
-  (``pipelines.data_stream.train_dataset``: parquet → JPEG decode → augmentation → heatmaps,
+  (``pipelines.data_stream.train_dataset`` with its epoch clock: parquet → JPEG decode → augmentation → heatmaps,
   in Ray Data tasks), consumed with ``iter_torch_batches`` like the loop does, in images/s
   after the first batch (start-up reported apart as ``stream_first_batch_s``).
 - ``train_consume_img_s``: what training consumes at the `default` profile
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 from benchmarks.timing import interleaved_medians
@@ -68,7 +69,7 @@ def measure_data_pipeline(people: int = 400, stream_epochs: int = 2, rounds: int
 
     from dataprep.prepare import PrepareConfig, run_prepare
     from dataprep.synth import SynthConfig, generate
-    from pipelines.data_stream import train_dataset
+    from pipelines.data_stream import start_epoch_clock, train_dataset
     from pipelines.ray_runtime import connect
 
     figures: dict[str, float] = {}
@@ -95,9 +96,12 @@ def measure_data_pipeline(people: int = 400, stream_epochs: int = 2, rounds: int
             figures["prepare_rows_s"] = rows / seconds
             figures["parquet_bytes_per_row"] = sum(f.stat().st_size for f in files) / rows
 
+            clock_name = f"shg-bench-clock-{uuid.uuid4().hex[:8]}"
+            clock = start_epoch_clock(clock_name)  # held here: the actor lives while we do
+            dataset = train_dataset(prepared, cfg.data, clock_name, shuffle_seed=cfg.train.seed)
             images, first, steady = 0, 0.0, 0.0
-            for epoch in range(stream_epochs):
-                dataset = train_dataset(prepared, cfg.data, epoch, shuffle_seed=cfg.train.seed)
+            for epoch in range(stream_epochs):  # one pass of the dataset per epoch, as training
+                ray.get(clock.set.remote(epoch))
                 started = time.perf_counter()
                 batches = dataset.iter_torch_batches(
                     batch_size=cfg.train.batch_size, prefetch_batches=2,
@@ -111,6 +115,7 @@ def measure_data_pipeline(people: int = 400, stream_epochs: int = 2, rounds: int
                     else:
                         images += len(batch["image"])
                 steady += time.perf_counter() - (got_first or started)
+            del clock
             figures["stream_img_s"] = images / steady
             figures["stream_first_batch_s"] = first / stream_epochs
         finally:
