@@ -7,10 +7,9 @@ Storage choices (measured with `benchmarks/prepare.py` on the real MPII images):
 - `crop_jpeg` is already entropy-coded, so it is stored uncompressed (zstd would only cost CPU)
   and without a parquet dictionary (crops never repeat; only `split` and `image` get one);
 - every other column is zstd-compressed. The uint8 heatmaps are 64 KiB raw per row but mostly
-  zeros (each joint lights up a 7x7 window of its 64x64 map): zstd shrinks them ~90x to
-  ~0.7 KB per row, ~2 % of a row, whose ~30 KB are the q95 JPEG. float32 maps would be 4x larger
-  raw and compress worse, while the 1/255 steps (error <= 1/510) are far below label noise;
-  not storing them at all would save little and lose the exact targets of the standard crop.
+  zeros (each joint lights up a 7x7 window of its 64x64 map): zstd shrinks them ~100x to
+  ~0.66 KB, ~2 % of a ~31 KB row whose ~30 KB are the q95 JPEG. float32 maps would be 4x larger
+  raw and compress worse, while 1/255 steps (error <= 1/510) are far below the label noise.
 """
 
 from __future__ import annotations

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import json
-import shutil
 
 import cv2
 import numpy as np
-import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
@@ -27,7 +24,7 @@ from dataprep.prepare import (
 from dataprep.prepare_batch import WORK_SCHEMA, prepare_batch
 from dataprep.prepared_writer import PreparedDatasetWriter, fingerprint
 from dataprep.records import PersonRecord
-from dataprep.schema import CROP_MARGIN, CROP_SIZE, PREPARED_SCHEMA, QUARANTINE_SCHEMA
+from dataprep.schema import CROP_SIZE, PREPARED_SCHEMA, QUARANTINE_SCHEMA
 
 
 def _record(**changes) -> PersonRecord:
