@@ -31,6 +31,7 @@ import albumentations as A
 import cv2
 import numpy as np
 
+from dataprep.crops import ImageDecodeError, decode_image
 from dataprep.geometry import HEATMAP_STRIDE, compose_affine, input_to_heatmap, invert_affine
 from dataprep.heatmaps import render_heatmaps, renderable
 from dataprep.joints import FLIP_PERMUTATION, NUM_JOINTS
@@ -47,8 +48,6 @@ from dataprep.schema import (
 )
 
 _FLIP = np.asarray(FLIP_PERMUTATION)
-# Annotations and crops share one pixel frame: never let OpenCV apply an EXIF rotation.
-_IMREAD_FLAGS = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
 
 
 @dataclass(frozen=True)
@@ -156,10 +155,10 @@ def _rows(batch: dict, name: str, width: int, dtype) -> np.ndarray:
 
 
 def _decode_rgb(data) -> np.ndarray:
-    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), _IMREAD_FLAGS)
-    if image is None:
-        raise ValueError("crop_jpeg cannot be decoded; re-run `shg prepare` on this dataset")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    try:
+        return cv2.cvtColor(decode_image(bytes(data)), cv2.COLOR_BGR2RGB)
+    except ImageDecodeError as exc:
+        raise ValueError(f"crop_jpeg cannot be decoded ({exc}); re-run `shg prepare` on this dataset") from exc
 
 
 def _targets(cfg: AugmentConfig, keypoints: np.ndarray, labelled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
