@@ -90,8 +90,11 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         torch.use_deterministic_algorithms(True, warn_only=True)
 
     model = StackedHourglass(cfg.model)
-    optimizer = torch.optim.RMSprop(model.parameters(), lr=train.lr, alpha=train.rmsprop_alpha,
-                                    weight_decay=train.weight_decay)
+    if train.optimizer == "adam":
+        optimizer = torch.optim.Adam(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+    else:
+        optimizer = torch.optim.RMSprop(model.parameters(), lr=train.lr, alpha=train.rmsprop_alpha,
+                                        weight_decay=train.weight_decay)
     schedule = LrSchedule(train.lr, train.lr_drop_factor, train.lr_drop_epochs, train.lr_plateau_patience)
     start_epoch, global_step = 0, 0
     checkpoint = ray.train.get_checkpoint()
