@@ -82,13 +82,13 @@ def plan(quick: bool) -> list[tuple[str, str, Callable[[dict], dict]]]:
             "training", f"{stacks}-stack fp32 fast path",
             lambda f, shape=shape: measure_training(
                 shape, SpeedConfig(), rounds=rounds if shape.stacks == 2 else 3,
-                matmul_gflop_s=f.get("matmul_fp32_gflop_s")),
+                matmul_gflop_s=f.get("matmul_fp32_gflop_s"), float64_check=shape.stacks <= 2),
         ))
         steps.append((
             "training", f"{stacks}-stack bf16 autocast",
             lambda f, shape=shape: measure_training(
                 shape, bf16, rounds=rounds if shape.stacks == 2 else 3, inference=False,
-                matmul_gflop_s=f.get("matmul_fp32_gflop_s"),
+                matmul_gflop_s=f.get("matmul_fp32_gflop_s"), float64_check=shape.stacks <= 2,
                 prefix=f"train_{shape.stacks}stack_bf16"),
         ))
     for stacks in stack_counts:
@@ -96,7 +96,7 @@ def plan(quick: bool) -> list[tuple[str, str, Callable[[dict], dict]]]:
     steps.append(("heatmaps", "render_heatmaps", lambda f: measure_heatmaps(rounds=10 if quick else 40)))
     steps.append((
         "data", "prepare + stream",
-        lambda f: measure_data_pipeline(people=200 if quick else 500, stream_epochs=1 if quick else 2),
+        lambda f: measure_data_pipeline(people=300 if quick else None, stream_epochs=1 if quick else 2),
     ))
     return steps
 

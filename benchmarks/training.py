@@ -126,11 +126,15 @@ def measure_training(
     matmul_gflop_s: float | None = None,
     inference: bool = True,
     prefix: str | None = None,
+    float64_check: bool = True,
 ) -> dict[str, float]:
     """Images/s of the fast training step and the baseline's, side by side, and their ratio.
 
     Figures (``p`` = ``prefix``, by default ``train_<S>stack``): ``p_img_s``,
-    ``p_baseline_img_s``, ``p_speedup``, ``p_loss_rel_diff`` (after one step),
+    ``p_baseline_img_s``, ``p_speedup``, ``p_loss_rel_diff`` (fast against baseline, loss after
+    one step), ``p_loss_err64`` and ``p_baseline_loss_err64`` (each against a float64 run of
+    the baseline; with ``float64_check``), ``p_loss0_rel_diff`` (first loss, before any step), ``p_grad_rel_diff``
+    (first step's gradients, relative L2 norm),
     ``p_first_call_s`` (the fast model's first step, compilation included), ``p_gflop``
     (per step), ``p_peak_fraction`` and ``p_baseline_peak_fraction`` (when
     ``matmul_gflop_s`` is given); with ``inference``, forward-only (eval mode, no grad)
@@ -141,21 +145,30 @@ def measure_training(
     baseline, fast = build_pair(shape, speed)
     base_step, fast_step = TrainStep(baseline, batch), TrainStep(fast, batch, speed)
 
-    base_losses = [base_step(), base_step()]
+    # Before the baseline takes its first step; float64 convolutions are slow and big (skip
+    # them for large models).
+    truth = _float64_losses(baseline, batch) if float64_check else None
+    base_losses = [base_step()]
     started = time.perf_counter()
     fast_losses = [fast_step()]
     first_call = time.perf_counter() - started
+    grad_diff = _relative_grad_diff(baseline, fast)
+    base_losses.append(base_step())
     fast_losses.append(fast_step())
-    rel = abs(fast_losses[1] - base_losses[1]) / abs(base_losses[1])
 
     medians = interleaved_medians({"fast": fast_step, "baseline": base_step}, rounds, warmup=0)
     figures = {
         f"{prefix}_img_s": shape.batch / medians["fast"],
         f"{prefix}_baseline_img_s": shape.batch / medians["baseline"],
         f"{prefix}_speedup": medians["baseline"] / medians["fast"],
-        f"{prefix}_loss_rel_diff": rel,
+        f"{prefix}_loss_rel_diff": _rel(fast_losses[1], base_losses[1]),
+        f"{prefix}_loss0_rel_diff": _rel(fast_losses[0], base_losses[0]),
+        f"{prefix}_grad_rel_diff": grad_diff,
         f"{prefix}_first_call_s": first_call,
     }
+    if truth is not None:
+        figures[f"{prefix}_loss_err64"] = _rel(fast_losses[1], truth[1])
+        figures[f"{prefix}_baseline_loss_err64"] = _rel(base_losses[1], truth[1])
     gflop = 3 * forward_gflop(shape)
     figures[f"{prefix}_gflop"] = gflop
     if matmul_gflop_s:
@@ -164,6 +177,35 @@ def measure_training(
     if inference:
         figures.update(_measure_inference(shape, speed, baseline, fast, batch[0], rounds))
     return figures
+
+
+def _rel(value: float, reference: float) -> float:
+    return abs(value - reference) / abs(reference)
+
+
+def _relative_grad_diff(baseline: nn.Module, fast: nn.Module) -> float:
+    """||g_fast - g_base|| / ||g_base|| over all parameters (gradients of the last step)."""
+    fast_grads = dict(fast.named_parameters())
+    diff = total = 0.0
+    for name, param in baseline.named_parameters():
+        reference = param.grad.double()
+        diff += (fast_grads[name].grad.double() - reference).square().sum().item()
+        total += reference.square().sum().item()
+    return (diff / total) ** 0.5
+
+
+def _float64_losses(baseline: nn.Module, batch) -> list[float]:
+    """Losses of the first two steps of a float64 copy of ``baseline`` (the rounding-free
+    yardstick): the RMSprop step moves every weight by about 10 x lr whatever its gradient's
+    size, so the loss after one step is sensitive to rounding, and the fp32 baseline's own
+    error against float64 shows how close "the same numerics" can be."""
+    import copy
+
+    model = copy.deepcopy(baseline).double()
+    step = TrainStep(model, tuple(t.double() for t in batch))
+    losses = [step(), step()]
+    del model, step
+    return losses
 
 
 def _measure_inference(shape, speed, baseline, fast, images, rounds) -> dict[str, float]:
