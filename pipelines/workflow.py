@@ -311,11 +311,12 @@ def synthesise(synth_cfg, out: Path, *, force: bool, log: Callable[[str], None])
     Returns True when it (re)generated, False when the existing dataset was reused.
     """
     from dataprep.synth import generate
-    from dataprep.synth.writer import ANNOTATIONS, MANIFEST
+    from dataprep.synth.writer import ANNOTATIONS, GENERATOR_VERSION, MANIFEST
 
     manifest = out / MANIFEST
     if not force and manifest.is_file() and (out / ANNOTATIONS).is_file():
-        if json.loads(manifest.read_text()).get("config") == synth_cfg.to_dict():
+        found = json.loads(manifest.read_text())
+        if found.get("config") == synth_cfg.to_dict() and found.get("generator_version") == GENERATOR_VERSION:
             log(f"prepare: synthetic dataset in {out} matches the config; reused")
             return False
     summary = generate(synth_cfg, out, overwrite=True)
@@ -333,8 +334,17 @@ def prepare_inputs_key(inputs: DataInputs) -> str:
         "prepare": settings,
         "annotations_sha256": file_digest(annotations),
         # A synthetic dataset is fixed by its config; real images by their listing.
-        "images": inputs.synth.to_dict() if inputs.synth is not None else images_listing_digest(images),
+        "images": (
+            {"synth": inputs.synth.to_dict(), "generator_version": _synth_generator_version()}
+            if inputs.synth is not None else images_listing_digest(images)
+        ),
     })  # fmt: skip
+
+
+def _synth_generator_version() -> int:
+    from dataprep.synth.writer import GENERATOR_VERSION
+
+    return GENERATOR_VERSION
 
 
 def prepare_step(inputs: DataInputs, *, force: bool, log: Callable[[str], None]) -> tuple[str, dict]:
@@ -495,7 +505,11 @@ def _run_locked(cfg: WorkflowConfig, run: ResolvedRun, log: Callable[[str], None
                 tracker.set_tags({f"step.{outcome.name}": "skipped"})
         client.set_terminated(parent_id, "FINISHED")
     except BaseException as err:
-        _attach_child(client, context.get("train_run_id"), parent_id)
+        if "train_run_dir" in context and "train_run_id" not in context:  # failed mid-training
+            record = tracking.RunRecord.read(context["train_run_dir"])
+            context["train_run_id"] = record.mlflow_run_id if record else None
+        if not context.get("train_reused"):
+            _attach_child(client, context.get("train_run_id"), parent_id)
         client.set_terminated(parent_id, "FAILED")
         failed = result.steps[-1].name if result.steps else "setup"
         tracker.set_tags({"shg.error": f"{type(err).__name__}: {err}"[:4000]})
@@ -581,8 +595,9 @@ def _step_train(cfg, run: ResolvedRun, context, result: WorkflowResult, log):
     if cfg.force:  # a new run folder: the finished one would otherwise be reported, not redone
         name = f"{name}-{_stamp()}"
     experiment = dataclasses.replace(experiment, train=dataclasses.replace(experiment.train, run_name=name))
+    context["train_run_dir"] = run.workdir / name
     record = tracking.RunRecord.read(run.workdir / name)
-    reused = record is not None and record.status == "finished"
+    reused = context["train_reused"] = record is not None and record.status == "finished"
     if record is not None:
         context["train_run_id"] = record.mlflow_run_id
     out = run_training(
@@ -593,7 +608,8 @@ def _step_train(cfg, run: ResolvedRun, context, result: WorkflowResult, log):
     context["train_run_id"] = result.train_run_id = out.mlflow_run_id
     from mlflow import MlflowClient
 
-    _attach_child(MlflowClient(run.tracking_uri), out.mlflow_run_id, result.parent_run_id)
+    if not reused:  # a reused run stays nested under the workflow run that trained it
+        _attach_child(MlflowClient(run.tracking_uri), out.mlflow_run_id, result.parent_run_id)
     tracking.Tracker(run.tracking_uri, result.parent_run_id).set_tags({"shg.train_run_id": out.mlflow_run_id})
     return ("reused" if reused else "ran"), {
         "mlflow_run_id": out.mlflow_run_id, "run_name": out.run_name, "global_step": out.global_step,

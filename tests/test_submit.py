@@ -138,3 +138,23 @@ def test_stop_a_running_job(ray_head):
         time.sleep(0.5)
     assert jobs.stop(ray_head, job_id) is True
     assert jobs.wait(ray_head, job_id, timeout_s=60) == "STOPPED"
+
+
+@pytest.mark.slow
+def test_submit_the_tiny_workflow_as_a_ray_job(ray_head, tmp_path):
+    """The whole workflow as a Ray job on the cluster (`--address auto` inside the job)."""
+    from test_workflow import TINY
+
+    workdir = tmp_path / "work"
+    cfg = jobs.SubmitConfig(address=ray_head, step="run",
+                            args=("--profile", "smoke", "--workdir", str(workdir), *TINY))  # fmt: skip
+    job_id = jobs.submit(cfg)
+    final = jobs.wait(ray_head, job_id, timeout_s=300)
+    output = jobs.logs(ray_head, job_id)
+    assert final == "SUCCEEDED", output[-3000:]
+    assert "prepare=ran" in output and "register=ran" in output
+    summaries = list((workdir / "workflow").glob("*.json"))
+    assert len(summaries) == 1
+    summary = json.loads(summaries[0].read_text())
+    assert summary["config"]["address"] == "auto"
+    assert [s["status"] for s in summary["steps"]] == ["ran"] * 4

@@ -201,7 +201,11 @@ def test_second_run_reuses_every_unchanged_step(tiny_workflow):
     assert again.parent_run_id != first.parent_run_id
     assert again.train_run_id == first.train_run_id
     assert again.step("train").seconds < first.step("train").seconds
-    assert _client(cfg).get_run(again.parent_run_id).data.tags["step.train"] == "reused"
+    client = _client(cfg)
+    assert client.get_run(again.parent_run_id).data.tags["step.train"] == "reused"
+    assert client.get_run(again.parent_run_id).data.tags["shg.train_run_id"] == first.train_run_id
+    # The reused run stays nested under the workflow run that trained it.
+    assert client.get_run(first.train_run_id).data.tags["mlflow.parentRunId"] == first.parent_run_id
 
 
 @pytest.mark.slow

@@ -157,7 +157,7 @@ def schedule(
     workdir: Workdir = "runs",
     tracking_uri: TrackingUri = "",
     address: Address = "",
-    force: Annotated[bool, typer.Option(help="Train even when the data fingerprint is unchanged since the last successful run.")] = False,
+    force: Annotated[bool, typer.Option(help="Redo every step (as `shg run --force`) even when the data fingerprint is unchanged since the last successful run.")] = False,
 ) -> None:
     """Fire the workflow on a cron schedule; unchanged data or a busy work dir skip (recorded in MLflow)."""
     from pipelines.schedule import ScheduleConfig, run_schedule
