@@ -47,8 +47,8 @@ def measure_heatmaps(people: int = 64, rounds: int = 40, seed: int = 0) -> dict[
     ``heatmap_write_us_per_person`` (allocate + zero-fill one person's (16, 64, 64) float32
     output, the memory-write bound), ``heatmap_batch_write_us_per_person`` (the same for the
     whole batch's output, per person), and the ratios ``heatmap_speedup`` (dense over
-    per-person calls), ``heatmap_batch_speedup``, ``heatmap_over_write_bound`` (per-person call over its write bound) and
-    ``heatmap_batch_over_write_bound``.
+    per-person calls), ``heatmap_batch_speedup``, ``heatmap_over_write_bound`` (per-person
+    call over its write bound) and ``heatmap_batch_over_write_bound``.
     """
     from benchmarks.timing import interleaved_medians
 

@@ -131,13 +131,13 @@ def measure_training(
     """Images/s of the fast training step and the baseline's, side by side, and their ratio.
 
     Figures (``p`` = ``prefix``, by default ``train_<S>stack``): ``p_img_s``,
-    ``p_baseline_img_s``, ``p_speedup``, ``p_loss_rel_diff`` (fast against baseline, loss after
-    one step), ``p_loss_err64`` and ``p_baseline_loss_err64`` (each against a float64 run of
-    the baseline; with ``float64_check``), ``p_loss0_rel_diff`` (first loss, before any step), ``p_grad_rel_diff``
-    (first step's gradients, relative L2 norm),
-    ``p_first_call_s`` (the fast model's first step, compilation included), ``p_gflop``
-    (per step), ``p_peak_fraction`` and ``p_baseline_peak_fraction`` (when
-    ``matmul_gflop_s`` is given); with ``inference``, forward-only (eval mode, no grad)
+    ``p_baseline_img_s``, ``p_speedup``; numerics: ``p_loss_rel_diff`` (fast against
+    baseline, the loss after one step), ``p_loss_err64`` and ``p_baseline_loss_err64`` (each
+    against a float64 run of the baseline; with ``float64_check``), ``p_loss0_rel_diff`` (the
+    first loss, before any step), ``p_grad_rel_diff`` (the first step's gradients, relative L2
+    norm over all parameters); ``p_first_call_s`` (the fast model's first step, compilation
+    included), ``p_gflop`` (per step), ``p_peak_fraction`` and ``p_baseline_peak_fraction``
+    (when ``matmul_gflop_s`` is given); with ``inference``, forward-only (eval mode, no grad)
     ``infer_<S>stack_img_s``, ``..._baseline_img_s`` and ``..._speedup``.
     """
     prefix = prefix or f"train_{shape.stacks}stack"
