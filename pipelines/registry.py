@@ -141,17 +141,14 @@ def use_tracking_uri(uri: str) -> Iterator[None]:
     back on exit."""
     import mlflow
 
-    saved_env = os.environ.get(TRACKING_ENV)
-    previous = mlflow.get_tracking_uri()
+    # set_tracking_uri keeps the environment variable in step with its own setting, so the
+    # variable tells what to go back to; None un-sets both (no default store gets pinned).
+    saved = os.environ.get(TRACKING_ENV)
     mlflow.set_tracking_uri(uri)
     try:
         yield
     finally:
-        mlflow.set_tracking_uri(previous)
-        if saved_env is None:
-            os.environ.pop(TRACKING_ENV, None)
-        else:
-            os.environ[TRACKING_ENV] = saved_env
+        mlflow.set_tracking_uri(saved)
 
 
 def _float_or_none(text: str | None) -> float | None:
