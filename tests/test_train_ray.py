@@ -23,6 +23,14 @@ TINY = ["model.stacks=2", "model.channels=16", "data.input_size=64", "train.batc
         "train.lr=1e-3"]
 
 
+@pytest.fixture(autouse=True)
+def default_tracking_store(monkeypatch):
+    """These tests use the default store (sqlite under train.storage), whatever an earlier test
+    or the shell exported."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+
+
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory, ray_local) -> Path:
     from dataprep.prepare import PrepareConfig, run_prepare
