@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
 TRACKING_ENV = "MLFLOW_TRACKING_URI"
+REGISTRY_ENV = "MLFLOW_REGISTRY_URI"
 DEFAULT_MODEL_NAME = "stacked-hourglass"
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -65,7 +66,8 @@ def promote_if_better(name: str, version: str | int, *, pckh_total: float, val_f
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    client = MlflowClient(tracking_uri)
+    # The registry is the tracking store's own (never a registry URI some other code exported).
+    client = MlflowClient(tracking_uri, registry_uri=tracking_uri) if tracking_uri else MlflowClient()
     version = str(version)
     client.set_model_version_tag(name, version, PCKH_TAG, repr(float(pckh_total)))
     client.set_model_version_tag(name, version, FINGERPRINT_TAG, val_fingerprint)
@@ -121,7 +123,7 @@ def register_model(model, card, *, tracking_uri: str, run_id: str, name: str = D
 
     from pipelines.model_io import log_model
 
-    client = mlflow.MlflowClient(tracking_uri)
+    client = mlflow.MlflowClient(tracking_uri, registry_uri=tracking_uri)
     status = client.get_run(run_id).info.status
     with use_tracking_uri(tracking_uri):
         # start_run on an existing id re-attaches to it; leaving the block marks it FINISHED,
@@ -136,19 +138,23 @@ def register_model(model, card, *, tracking_uri: str, run_id: str, name: str = D
 @contextlib.contextmanager
 def use_tracking_uri(uri: str) -> Iterator[None]:
     """MLflow's fluent API (`mlflow.start_run`, `register_model`, `models:/` URIs) talks to `uri`
-    inside the block. `mlflow.set_tracking_uri` also exports MLFLOW_TRACKING_URI to the
+    (and its model registry) inside the block. `mlflow.set_tracking_uri` also exports MLFLOW_TRACKING_URI to the
     environment, which would silently redirect every later run of this process; both are put
     back on exit."""
     import mlflow
 
     # set_tracking_uri keeps the environment variable in step with its own setting, so the
     # variable tells what to go back to; None un-sets both (no default store gets pinned).
-    saved = os.environ.get(TRACKING_ENV)
+    saved, saved_registry = os.environ.get(TRACKING_ENV), os.environ.get(REGISTRY_ENV)
     mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)  # the registry lives in the same store
     try:
         yield
     finally:
         mlflow.set_tracking_uri(saved)
+        mlflow.set_registry_uri(saved_registry)
+        if saved_registry is None:  # set_registry_uri(None) leaves the variable behind
+            os.environ.pop(REGISTRY_ENV, None)
 
 
 def _float_or_none(text: str | None) -> float | None:

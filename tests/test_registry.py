@@ -10,11 +10,14 @@ from shg_model import HourglassConfig, StackedHourglass
 
 
 @pytest.fixture()
-def store(tmp_path):
+def store(tmp_path, monkeypatch):
     from mlflow import MlflowClient
 
+    # whatever an earlier test exported, this store is the tracking server and the registry
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    client = MlflowClient(uri)
+    client = MlflowClient(uri, registry_uri=uri)
     experiment = client.create_experiment("gate", artifact_location=(tmp_path / "art").as_uri())
     return uri, client, experiment
 
