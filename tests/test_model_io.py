@@ -101,22 +101,27 @@ def test_unknown_card_key_and_missing_files(tmp_path):
 
 
 @pytest.fixture
-def mlflow_store(tmp_path, monkeypatch):
+def mlflow_store(tmp_path):
     """A real MLflow sqlite tracking + registry store with artifacts under tmp_path.
 
-    `mlflow.set_*_uri` also exports MLFLOW_*_URI; monkeypatch puts the environment back."""
+    `mlflow.set_*_uri` exports MLFLOW_*_URI, so the variables say what to go back to; None
+    un-sets the tracking URI (no default store gets pinned for later tests)."""
+    import os
+
     import mlflow
 
-    old = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    saved = os.environ.get("MLFLOW_TRACKING_URI"), os.environ.get("MLFLOW_REGISTRY_URI")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
-        monkeypatch.setenv(name, uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    experiment = mlflow.create_experiment("model-io", artifact_location=(tmp_path / "art").as_uri())
-    yield mlflow, experiment
-    mlflow.set_tracking_uri(old[0])
-    mlflow.set_registry_uri(old[1])
+    try:
+        experiment = mlflow.create_experiment("model-io", artifact_location=(tmp_path / "art").as_uri())
+        yield mlflow, experiment
+    finally:
+        mlflow.set_tracking_uri(saved[0])
+        mlflow.set_registry_uri(saved[1])
+        if saved[1] is None:  # set_registry_uri(None) leaves the variable behind
+            os.environ.pop("MLFLOW_REGISTRY_URI", None)
 
 
 def test_log_and_load_by_every_uri(mlflow_store):
