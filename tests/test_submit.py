@@ -70,9 +70,10 @@ def ray_head():
     finally:
         proc.send_signal(signal.SIGTERM)  # `ray start --block` stops its own processes on SIGTERM
         try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:  # its graceful shutdown can take ~30 s; the sweep below is enough
             proc.kill()
+            proc.wait()
         for pid in _session_pids(proc.pid):  # stragglers of this session only
             try:
                 os.kill(pid, signal.SIGKILL)
