@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import tempfile
 import time
 from dataclasses import dataclass
@@ -25,6 +26,10 @@ from pipelines.config import ExperimentConfig, TrainConfig
 from pipelines.data_stream import TRAIN_DATASET
 from pipelines.inference import PIXEL_MEAN
 from shg_model import StackedHourglass, heatmap_loss
+
+# Ray Train V2 patches print() into its logger *and* tees it to the wrapped stdout, so a print
+# shows twice on the driver; a logger line shows once.
+log = logging.getLogger("shg.train")
 
 
 @dataclass
@@ -136,6 +141,11 @@ def train_worker(loop_config: dict[str, Any]) -> None:
             got = time.perf_counter()
             wait_s += got - tick
             window["wait"] += got - tick
+            if len(batch["image"]) < 2:
+                # A one-image remainder cannot train BatchNorm where the hourglass bottom is 1x1
+                # (tiny inputs). Shards are split equally, so every rank skips the same batch.
+                tick = time.perf_counter()
+                continue
             images = normalise(batch["image"])  # (B, 3, H, W)
             if cfg.model.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
@@ -260,8 +270,8 @@ class _Rank0Reporter:
         epoch_metrics.update({f"val/loss/stack_{s}": float(v) for s, v in enumerate(result.loss_per_stack)})
         epoch_metrics["val/loss"] = float(np.mean(result.loss_per_stack))
         epoch_metrics["val/seconds"] = time.perf_counter() - start
-        print(f"epoch {epoch}: train loss {epoch_metrics['epoch/loss']:.3g}, val PCKh@0.5 Total "
-              f"{result.table['Total']:.1f} %, {epoch_metrics['epoch/images_per_s']:.1f} images/s", flush=True)
+        log.info("epoch %d: train loss %.3g, val PCKh@0.5 Total %.1f %%, %.1f images/s", epoch,
+                 epoch_metrics["epoch/loss"], result.table["Total"], epoch_metrics["epoch/images_per_s"])
         return result
 
     def artifacts(self, result) -> None:
