@@ -52,6 +52,7 @@ class TrainConfig:
     compile: bool = False
     deterministic: bool = False
     cpus_per_worker: float = 0.5  # < 1 leaves CPUs for the Ray Data augmentation tasks
+    cache_data: bool = True  # read the train split once into the object store (see data_stream)
     val_every: int = 1  # validate every N epochs (and always after the last)
     val_flip: bool = True
     val_batch_size: int = 32

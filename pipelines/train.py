@@ -170,7 +170,8 @@ def _fit(cfg: ExperimentConfig, data: Path, run_name: str, storage: Path, uri: s
         scaling_config=ray.train.ScalingConfig(
             num_workers=train.workers, use_gpu=train.use_gpu,
             resources_per_worker={"CPU": train.cpus_per_worker, **({"GPU": 1} if train.use_gpu else {})}),
-        datasets={TRAIN_DATASET: lambda: train_dataset(data, cfg.data, clock_name, shuffle_seed=train.seed)},
+        datasets={TRAIN_DATASET: lambda: train_dataset(data, cfg.data, clock_name, shuffle_seed=train.seed,
+                                                              cache=train.cache_data)},
         run_config=ray.train.RunConfig(
             name=run_name, storage_path=str(storage),
             failure_config=ray.train.FailureConfig(max_failures=train.max_failures),
