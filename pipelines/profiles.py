@@ -30,7 +30,7 @@ PROFILES: dict[str, Profile] = {
             "model.channels=16",
             "data.input_size=64",
             "train.epochs=2",
-            "train.batch_size=8",
+            "train.batch_size=4",
             "train.workers=2",
             "train.val_max_people=32",
             "train.val_grid_people=4",
@@ -39,25 +39,40 @@ PROFILES: dict[str, Profile] = {
     ),
     "default": Profile(
         name="default",
-        description=("the README main job: embedded synthetic set, reduced-width 2-stack hourglass, "
-                     "2 CPU workers on the bf16 + channels_last fast path (docs/RECIPES.md)"),
+        description=("the README main job: embedded synthetic set at moderate difficulty, reduced-width "
+                     "2-stack hourglass, 2 CPU workers on the bf16 + channels_last fast path "
+                     "(docs/RECIPES.md)"),
         overrides=(
+            # the synthetic people: 4,000 at moderate difficulty (SynthConfig's defaults are the
+            # harder, MPII-like setting: more back views, occluders, crowds and truncation)
             "synth.people=4000",
+            "synth.yaw_std_deg=20",
+            "synth.back_view_prob=0.2",
+            "synth.occluder_prob=0.05",
+            "synth.multi_person_prob=0.15",
+            "synth.truncation_prob=0.05",
+            "synth.max_clutter=8",
             "model.stacks=2",
             "model.channels=64",
             "model.channels_last=true",
             "data.input_size=128",
+            # 32 px heatmaps: sigma 2 there covers what sigma 4 does at 64 px; the wider target
+            # leaves the all-zero plateau far sooner (probe: PCKh 30.8 vs 14.5 % after 8k images)
+            "data.sigma=2",
             "data.rotation_deg=20",
             "data.scale_min=0.85",
             "data.scale_max=1.15",
             "train.amp=bf16",
-            "train.epochs=12",
-            "train.batch_size=16",
+            "train.epochs=9",
+            # 4 per worker = 8 per step: per image seen, small steps learn far faster (probe:
+            # on this set, PCKh 75.4 % after 12k images at 8 per step, 64.1 % at 16 per step)
+            "train.batch_size=4",
             "train.workers=2",
             "train.optimizer=adam",
             "train.lr=2e-3",
-            "train.lr_drop_epochs=10",
-            "train.log_every=20",
+            "train.lr_drop_epochs=7",
+            "train.val_every=3",
+            "train.log_every=80",
         ),
     ),
 }
