@@ -1,9 +1,9 @@
 """The training data stream (Ray Data) and the in-memory validation split of a prepared dataset.
 
-Training: `OUT/train/*.parquet` → (read once, held in small blocks) → shuffled block order → `map_batches(augment_batch)` → the
-numeric columns the loop needs (`image` uint8 (B, S, S, 3), `heatmaps` float32 (B, J, H, H),
-`weight` float32 (B, J)). Augmentation and heatmap rendering run in Ray Data tasks, not in the
-training loop.
+Training: `OUT/train/*.parquet` → (read once, held in small blocks) → shuffled block order →
+`map_batches(augment_batch)` → the numeric columns the loop needs (`image` uint8 (B, S, S, 3),
+`heatmaps` float32 (B, J, H, H), `weight` float32 (B, J)). Augmentation and heatmap rendering
+run in Ray Data tasks, not in the training loop.
 
 Per-epoch reproducibility: `augment_batch` seeds each sample from (data.seed, epoch, person_id),
 so epoch e shows the same augmented sample of a person whatever the batching, block order,
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,8 +114,6 @@ def train_rows(data: str | Path, *, cache: bool = True, rows_per_block: int = 12
     store (a materialized dataset; JPEG crops and keypoints, ~28 KB a person). Without it, the
     dataset is lazy: each pass re-reads the parquet files, a whole file being one block.
     """
-    import math
-
     import ray
 
     files = split_files(data, "train")

@@ -28,19 +28,24 @@ class TrackingUnavailable(RuntimeError):
     """The MLflow tracking store cannot be reached; nothing was trained."""
 
 
+def default_tracking_uri(storage: str | Path) -> str:
+    """The local store of a run directory (or work dir): `sqlite:///<storage>/mlflow.db`."""
+    return f"sqlite:///{Path(storage).resolve() / 'mlflow.db'}"
+
+
 def resolve_tracking_uri(uri: str | None, storage: str | Path) -> str:
     """`uri`, else `$MLFLOW_TRACKING_URI`, else the sqlite store under `storage`."""
     if uri:
         return uri
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
-    return f"sqlite:///{Path(storage).resolve() / 'mlflow.db'}"
+    return default_tracking_uri(storage)
 
 
 def default_artifact_root(uri: str, storage: str | Path) -> str | None:
     """Artifact folder for a new experiment: `<storage>/mlartifacts` for the local sqlite store
     (keeps the run directory self-contained); None (the server's choice) otherwise."""
-    if uri == f"sqlite:///{Path(storage).resolve() / 'mlflow.db'}":
+    if uri == default_tracking_uri(storage):
         return (Path(storage).resolve() / "mlartifacts").as_uri()
     return None
 

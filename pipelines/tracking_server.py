@@ -38,7 +38,9 @@ class TrackingServerConfig:
 
 def backend_store_uri(workdir: str | Path) -> str:
     """The sqlite store a local run under `workdir` uses (`pipelines.tracking`'s default)."""
-    return f"sqlite:///{Path(workdir).resolve() / 'mlflow.db'}"
+    from pipelines.tracking import default_tracking_uri
+
+    return default_tracking_uri(workdir)
 
 
 def server_command(cfg: TrackingServerConfig) -> list[str]:
