@@ -8,8 +8,8 @@ cluster with 2 CPUs:
   excluded; ``parquet_bytes_per_row``: bytes of all train + val parquet files over their rows.
 - ``stream_img_s``: the training stream exactly as training builds it
   (``pipelines.data_stream.train_dataset`` with its epoch clock: parquet → JPEG decode →
-  augmentation → heatmaps, in Ray Data tasks), consumed with ``iter_torch_batches`` like the loop does: images over the
-  epochs' wall time, start-up included (the first epoch's wait for its first batch is
+  augmentation → heatmaps, in Ray Data tasks), consumed with ``iter_torch_batches`` like the
+  loop does: images over the epochs' wall time, start-up included (the first epoch's wait for its first batch is
   ``stream_first_batch_s``). Nothing else runs meanwhile; in training the stream shares the
   CPUs with the workers, which is why the target asks for 2x.
 - ``train_consume_img_s``: what training consumes at the `default` profile

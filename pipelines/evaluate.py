@@ -95,29 +95,19 @@ class KeypointPredictor:
         }
 
 
-def _split_files(cfg: EvaluateConfig) -> list[str]:
-    folder = Path(cfg.data) / cfg.split
-    files = sorted(str(p) for p in folder.glob("*.parquet"))
-    if not files:
-        raise FileNotFoundError(
-            f"{folder}: no parquet files; pass --data the folder written by `shg prepare --out` "
-            f"(it holds train/ and val/)"
-        )
-    return files
-
-
 def predict_split(cfg: EvaluateConfig, model, card) -> dict[str, np.ndarray]:
     """Runs the Ray Data job; returns the concatenated columns of `KeypointPredictor`, rows
     sorted by person_id (deterministic whatever the scheduling)."""
     import ray
 
+    from pipelines.data_stream import split_files
     from pipelines.model_io import plain_state_dict
     from pipelines.ray_runtime import connect
 
     connect(cfg.address)
     packed = [ray.put((card.to_dict(), plain_state_dict(model)))]
     gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
-    ds = ray.data.read_parquet(_split_files(cfg), columns=READ_COLUMNS)
+    ds = ray.data.read_parquet(split_files(cfg.data, cfg.split), columns=READ_COLUMNS)
     predicted = ds.map_batches(
         KeypointPredictor,
         fn_constructor_kwargs={"packed": packed, "flip": cfg.flip, "threads": int(cfg.cpus_per_actor)},
