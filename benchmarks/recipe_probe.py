@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     from pipelines.config import load_config
     from pipelines.data_stream import TRAIN_COLUMNS, load_validation, split_files
     from pipelines.profiles import profile_overrides
-    from pipelines.train_loop import autocast_dtype, normalise
+    from pipelines.train_loop import autocast_dtype, build_optimizer, normalise
     from pipelines.validation import validate
     from shg_model import StackedHourglass, heatmap_loss
 
@@ -51,10 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = {name: table.column(name).to_numpy(zero_copy_only=False) for name in TRAIN_COLUMNS}
     val = load_validation(args.prepared, dataclasses.replace(cfg.data, enabled=False), args.val_people)
     model = StackedHourglass(cfg.model)
-    if cfg.train.optimizer == "adam":
-        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
-    else:
-        optimizer = torch.optim.RMSprop(model.parameters(), lr=cfg.train.lr, alpha=cfg.train.rmsprop_alpha)
+    optimizer = build_optimizer(model, cfg.train)
     amp = autocast_dtype(cfg.train, on_gpu=False)
     rng = np.random.default_rng(cfg.train.seed)
     print(f"probe: {table.num_rows} train rows, {len(val)} val people, batch {args.batch}, "

@@ -71,6 +71,14 @@ def autocast_dtype(train: TrainConfig, on_gpu: bool) -> torch.dtype | None:
     return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[mode]
 
 
+def build_optimizer(model: torch.nn.Module, train: TrainConfig) -> torch.optim.Optimizer:
+    """`train.optimizer` over the model's parameters: RMSprop (the paper's) or Adam."""
+    if train.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+    return torch.optim.RMSprop(model.parameters(), lr=train.lr, alpha=train.rmsprop_alpha,
+                               weight_decay=train.weight_decay)
+
+
 def normalise(images: torch.Tensor) -> torch.Tensor:
     """uint8 (B, H, W, 3) RGB → float (B, 3, H, W) in [-0.5, 0.5] (`x / 255 - 0.5`, the card's)."""
     return images.permute(0, 3, 1, 2).float().div_(255.0).sub_(PIXEL_MEAN)
@@ -95,11 +103,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         torch.use_deterministic_algorithms(True, warn_only=True)
 
     model = StackedHourglass(cfg.model)
-    if train.optimizer == "adam":
-        optimizer = torch.optim.Adam(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
-    else:
-        optimizer = torch.optim.RMSprop(model.parameters(), lr=train.lr, alpha=train.rmsprop_alpha,
-                                        weight_decay=train.weight_decay)
+    optimizer = build_optimizer(model, train)
     schedule = LrSchedule(train.lr, train.lr_drop_factor, train.lr_drop_epochs, train.lr_plateau_patience)
     start_epoch, global_step = 0, 0
     checkpoint = ray.train.get_checkpoint()
