@@ -7,13 +7,13 @@ cluster with 2 CPUs:
   crop, JPEG-encode, render targets, write parquet), rows over wall seconds, Ray start-up
   excluded; ``parquet_bytes_per_row``: bytes of all train + val parquet files over their rows.
 - ``stream_img_s``: the training stream exactly as training builds it
-  (``pipelines.data_stream.train_dataset`` with its epoch clock: parquet → JPEG decode →
+  (``pipelines.training.data_stream.train_dataset`` with its epoch clock: parquet → JPEG decode →
   augmentation → heatmaps, in Ray Data tasks), consumed with ``iter_torch_batches`` like the
   loop does: images over the epochs' wall time, start-up included (the first epoch's wait for its first batch is
   ``stream_first_batch_s``). Nothing else runs meanwhile; in training the stream shares the
   CPUs with the workers, which is why the target asks for 2x.
 - ``train_consume_img_s``: what training consumes at the `default` profile
-  (``pipelines.profiles``): the profile's model, input size and batch, one training step per
+  (``pipelines.config.profiles``): the profile's model, input size and batch, one training step per
   worker with one thread each (a Ray Train worker gets one CPU here), times the number of
   workers. ``stream_over_train`` is the ratio (target >= 2).
 """
@@ -32,8 +32,8 @@ PROFILE = "default"
 
 def profile_config():
     """The ExperimentConfig the `default` profile trains (its `synth.*` keys dropped)."""
-    from pipelines.config import load_config
-    from pipelines.profiles import profile_overrides
+    from pipelines.config.experiment import load_config
+    from pipelines.config.profiles import profile_overrides
 
     overrides = [item for item in profile_overrides(PROFILE) if not item.startswith("synth.")]
     return load_config(overrides=overrides)
@@ -67,7 +67,7 @@ def measure_train_consumption(rounds: int = 3) -> dict[str, float]:
 
 def profile_people() -> int:
     """People in the `default` profile's synthetic set (its `synth.people`)."""
-    from pipelines.profiles import profile_overrides
+    from pipelines.config.profiles import profile_overrides
 
     for item in profile_overrides(PROFILE):
         if item.startswith("synth.people="):
@@ -86,8 +86,8 @@ def measure_data_pipeline(
 
     from dataprep.prepare import PrepareConfig, run_prepare
     from dataprep.synth import SynthConfig, generate
-    from pipelines.data_stream import start_epoch_clock, train_dataset
-    from pipelines.ray_runtime import connect
+    from pipelines.training.data_stream import start_epoch_clock, train_dataset
+    from pipelines.runtime.ray_cluster import connect
 
     people = people or profile_people()
     figures: dict[str, float] = {}

@@ -27,7 +27,7 @@ def profile_step(
     from torch.profiler import ProfilerActivity, profile
 
     from benchmarks.training import StepShape, TrainStep, build_pair, forward_gflop, make_batch
-    from shg_model.speed import SpeedConfig
+    from pipelines.training.speed import SpeedConfig
 
     shape = StepShape(stacks=stacks, channels=channels, depth=depth, batch=batch, size=size)
     speed = {"bf16": SpeedConfig(compile=False, autocast_bf16=True)}.get(variant, SpeedConfig())

@@ -36,11 +36,12 @@ def main(argv: list[str] | None = None) -> None:
 
     from dataprep.augment import augment_batch
     from dataprep.joints import FLIP_PERMUTATION
-    from pipelines.config import load_config
-    from pipelines.data_stream import TRAIN_COLUMNS, load_validation, split_files
-    from pipelines.profiles import profile_overrides
-    from pipelines.train_loop import autocast_dtype, build_optimizer, normalise
-    from pipelines.validation import validate
+    from pipelines.config.experiment import load_config
+    from pipelines.training.data_stream import TRAIN_COLUMNS, load_validation
+    from pipelines.runtime.prepared import split_files
+    from pipelines.config.profiles import profile_overrides
+    from pipelines.training.worker import autocast_dtype, build_optimizer, normalise
+    from pipelines.training.validation import validate
     from shg_model import StackedHourglass, heatmap_loss
 
     profile = [o for o in profile_overrides("default") if not o.startswith("synth.")]

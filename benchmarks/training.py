@@ -24,7 +24,7 @@ from benchmarks.reference import ReferenceStackedHourglass, copy_weights, parame
 from benchmarks.timing import interleaved_medians
 from dataprep.heatmaps import render_heatmaps
 from shg_model import HourglassConfig, heatmap_loss, parameter_count
-from shg_model.speed import SpeedConfig, autocast, build_fast
+from pipelines.training.speed import SpeedConfig, autocast, build_fast
 
 LOSS_TOLERANCE = 1e-3  # relative, after one step, fp32 fast path against the baseline
 

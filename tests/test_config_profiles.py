@@ -1,4 +1,4 @@
-"""pipelines.profiles: every named profile is a valid override set for the workflow."""
+"""pipelines.config.profiles: every named profile is a valid override set for the workflow."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import dataclasses
 import pytest
 
 from dataprep.synth import SynthConfig
-from pipelines.config import load_config
-from pipelines.profiles import PROFILES, get_profile, profile_overrides
+from pipelines.config.experiment import load_config
+from pipelines.config.profiles import PROFILES, get_profile, profile_overrides
 
 
 @pytest.mark.parametrize("name", sorted(PROFILES))

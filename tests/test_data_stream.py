@@ -40,7 +40,8 @@ def _pass(dataset) -> list[str]:
 
 
 def test_cached_stream_matches_uncached_for_each_epoch(prepared):
-    from pipelines.data_stream import split_files, start_epoch_clock, train_dataset, train_rows
+    from pipelines.runtime.prepared import split_files
+    from pipelines.training.data_stream import start_epoch_clock, train_dataset, train_rows
 
     rows = sum(pq.ParquetFile(f).metadata.num_rows for f in split_files(prepared, "train"))
     cfg = AugmentConfig(input_size=64, heatmap_size=16)

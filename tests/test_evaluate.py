@@ -16,9 +16,11 @@ from dataprep.augment import AugmentConfig, center_batch
 from dataprep.mpii import read_annotations
 from dataprep.prepare import records_table
 from dataprep.prepare_batch import prepare_batch
-from pipelines import evaluate, model_io, pckh
-from pipelines.cli import build_app
-from pipelines.inference import predict_keypoints, to_image_px
+from pipelines.evaluation import evaluate
+from pipelines.inference import model_dir as model_io
+from pipelines.evaluation import pckh
+from pipelines.cli.app import build_app
+from pipelines.inference.keypoints import predict_keypoints, to_image_px
 from shg_model import HourglassConfig, StackedHourglass
 
 

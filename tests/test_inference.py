@@ -12,7 +12,7 @@ from dataprep.geometry import apply_affine, crop_transform, input_to_heatmap, in
 from dataprep.heatmaps import render_heatmaps
 from dataprep.joints import FLIP_PERMUTATION
 from dataprep.schema import CROP_JPEG, CROP_TO_IMAGE, KEYPOINTS, LABELLED, PERSON_ID
-from pipelines import inference
+from pipelines.inference import keypoints as inference
 from shg_model import HourglassConfig, StackedHourglass
 
 

@@ -69,7 +69,7 @@ def _parse_with_cli(command_line: str) -> click.Context:
     """Parses `shg SUBCOMMAND ARGS` with the real typer app without running it."""
     argv = shlex.split(command_line)
     assert argv[0] == "shg", f"entrypoint {command_line!r} should start with the `shg` script"
-    from pipelines.cli import build_app
+    from pipelines.cli.app import build_app
 
     group = typer.main.get_command(build_app())
     name, *args = argv[1:]
@@ -97,7 +97,7 @@ def test_dockerfile_installs_with_constraints_and_runs_shg():
     assert re.search(r"pip install [^\n]*-c constraints\.txt \.", text)
     assert 'ENTRYPOINT ["shg"]' in text
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts["shg"] == "pipelines.cli:main"
+    assert scripts["shg"] == "pipelines.cli.app:main"
     # Every package pyproject installs is copied into the image before `pip install .`.
     packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
     for pattern in packages:

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipelines import model_io
-from pipelines.inference import predict_keypoints
+from pipelines.inference import model_dir as model_io
+from pipelines.inference.keypoints import predict_keypoints
 from shg_model import HourglassConfig, StackedHourglass
 
 TINY = HourglassConfig(stacks=2, channels=8, depth=2)  # 64 px input (4 * 2**2 = 16 multiple)

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from pipelines import pckh
-from pipelines.cli import build_app
+from pipelines.evaluation import pckh
+from pipelines.cli.app import build_app
 
 
 @pytest.fixture(scope="module")

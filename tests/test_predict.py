@@ -13,9 +13,10 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from dataprep.geometry import apply_affine
-from pipelines import model_io, predict
-from pipelines.cli import build_app
-from pipelines.inference import predict_keypoints
+from pipelines.inference import model_dir as model_io
+from pipelines.evaluation import predict
+from pipelines.cli.app import build_app
+from pipelines.inference.keypoints import predict_keypoints
 from shg_model import HourglassConfig, StackedHourglass
 
 PHOTOS = predict.Path(__file__).resolve().parents[2] / "shared" / "data" / "photos"

@@ -18,7 +18,7 @@ from dataprep.geometry import apply_affine, heatmap_to_input, input_to_heatmap
 from dataprep.joints import NUM_JOINTS
 from dataprep.prepare import PrepareConfig, run_prepare
 from dataprep.schema import CROP_MARGIN, PREPARED_SCHEMA, describe
-from pipelines.cli import build_app
+from pipelines.cli.app import build_app
 
 
 @pytest.fixture(scope="module")

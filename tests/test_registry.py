@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.model_io import ModelCard
-from pipelines.registry import CHALLENGER, CHAMPION, promote_if_better, register_model
+from pipelines.inference.model_dir import ModelCard
+from pipelines.tracking.registry import CHALLENGER, CHAMPION, promote_if_better, register_model
 from shg_model import HourglassConfig, StackedHourglass
 
 
@@ -63,8 +63,8 @@ def test_champion_gate_promotes_better_and_refuses_worse(store):
 def test_registered_model_loads_back(store):
     import os
 
-    from pipelines.model_io import load_model
-    from pipelines.registry import use_tracking_uri
+    from pipelines.tracking.model_io import load_model
+    from pipelines.tracking.registry import use_tracking_uri
 
     uri, client, experiment = store
     before = os.environ.get("MLFLOW_TRACKING_URI")

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 from test_workflow import run_tiny_once
 
-from pipelines.rerun import RerunConfig, RerunMismatch, compare_losses, read_recorded_run, rerun_run
+from pipelines.orchestration.rerun import (
+    RerunConfig,
+    RerunMismatch,
+    compare_losses,
+    read_recorded_run,
+    rerun_run,
+)
 
 
 @pytest.fixture(scope="session")
@@ -54,7 +60,7 @@ def test_a_run_no_workflow_made_cannot_be_rerun(tmp_path):
 def test_rerun_repeats_the_losses_step_for_step(tiny_workflow):
     from mlflow import MlflowClient
 
-    from pipelines.workflow import resolve
+    from pipelines.orchestration.workflow import resolve
 
     cfg, original = tiny_workflow
     client = MlflowClient(resolve(cfg).tracking_uri)

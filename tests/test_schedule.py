@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from pipelines.schedule import ScheduleConfig, next_firing, run_schedule, validate_cron
+from pipelines.orchestration.schedule import ScheduleConfig, next_firing, run_schedule, validate_cron
 
 UTC = timezone.utc
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import submit as jobs
+from pipelines.orchestration import submit as jobs
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -84,7 +84,7 @@ def ray_head():
 
 def test_entrypoint_and_runtime_env_ship_the_project_without_outputs():
     cfg = jobs.SubmitConfig(address="http://x:8265", step="run", args=("--profile", "smoke", "train.epochs=1"))
-    assert jobs.entrypoint(cfg) == "python -m pipelines.cli run --address auto --profile smoke train.epochs=1"
+    assert jobs.entrypoint(cfg) == "python -m pipelines.cli.app run --address auto --profile smoke train.epochs=1"
     env = jobs.runtime_env(cfg)
     assert Path(env["working_dir"]) == ROOT
     assert {".venv", ".git", "runs"} <= set(env["excludes"])

@@ -220,7 +220,7 @@ def test_generate_refuses_a_non_empty_directory(tmp_path):
 
 
 def test_cli_writes_the_dataset_and_reports(tmp_path):
-    from pipelines.cli import build_app
+    from pipelines.cli.app import build_app
 
     runner = CliRunner()
     out = tmp_path / "cli"
@@ -237,7 +237,7 @@ def test_cli_writes_the_dataset_and_reports(tmp_path):
 def test_cli_options_are_the_config_fields_with_its_defaults():
     from typing import get_type_hints
 
-    from pipelines.commands.synth import synth
+    from pipelines.cli.synth import synth
 
     params = get_type_hints(synth, include_extras=True)
     params.pop("return")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from test_workflow import TINY
 
-from pipelines.tracking_server import (
+from pipelines.tracking.server import (
     TrackingServerConfig,
     backend_store_uri,
     server_command,
@@ -42,7 +42,7 @@ def test_server_command_serves_the_workdir_store_with_one_worker(tmp_path):
 
 
 def test_the_server_serves_the_same_store_a_local_run_writes(tmp_path):
-    from pipelines.tracking import resolve_tracking_uri
+    from pipelines.tracking.store import resolve_tracking_uri
 
     assert backend_store_uri(tmp_path) == resolve_tracking_uri(None, tmp_path) or pytest.skip(
         "MLFLOW_TRACKING_URI is set in this environment"
@@ -51,7 +51,7 @@ def test_the_server_serves_the_same_store_a_local_run_writes(tmp_path):
 
 @pytest.mark.slow
 def test_training_logged_over_http_reads_back_through_the_rest_api(tmp_path, ray_local):
-    from pipelines.workflow import WorkflowConfig, run_workflow
+    from pipelines.orchestration.workflow import WorkflowConfig, run_workflow
 
     cfg = TrackingServerConfig(port=_free_port(), workdir=str(tmp_path / "server"))
     server = start_server(cfg, log_path=tmp_path / "server.log")

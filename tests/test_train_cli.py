@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typer.testing import CliRunner
 
-from pipelines.cli import build_app
+from pipelines.cli.app import build_app
 
 
 def test_not_a_prepared_dataset(tmp_path):

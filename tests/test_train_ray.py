@@ -1,4 +1,4 @@
-"""`pipelines.train` end to end on a real local Ray cluster and a real sqlite MLflow store.
+"""`pipelines.training.driver` end to end on a real local Ray cluster and a real sqlite MLflow store.
 
 One tiny synthetic dataset (prepared once per module) and a tiny model (2 stacks, 16 channels,
 64 px input) keep each training run to seconds of compute.
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.config import load_config
+from pipelines.config.experiment import load_config
 
 TINY = ["model.stacks=2", "model.channels=16", "data.input_size=64", "train.batch_size=8",
         "train.workers=2", "train.log_every=2", "train.val_max_people=16", "train.val_grid_people=4",
@@ -59,7 +59,7 @@ def _runs(uri: str):
 def test_unreachable_tracking_server_stops_before_training(prepared, tmp_path):
     from typer.testing import CliRunner
 
-    from pipelines.cli import build_app
+    from pipelines.cli.app import build_app
 
     result = CliRunner().invoke(build_app(), [
         "train", "--data", str(prepared), "--tracking-uri", "http://127.0.0.1:9", *TINY,
@@ -70,7 +70,7 @@ def test_unreachable_tracking_server_stops_before_training(prepared, tmp_path):
 
 
 def test_two_workers_few_steps_make_one_tracked_run(prepared, tmp_path):
-    from pipelines.train import run_training
+    from pipelines.training.driver import run_training
 
     cfg = _cfg(tmp_path, "train.epochs=2", "train.max_steps=5")
     result = run_training(cfg, prepared, log=lambda _: None)
@@ -105,7 +105,7 @@ def _wait_for(path_glob, folder: Path, timeout_s: float = 240.0) -> None:
 def test_killed_worker_is_replaced_and_training_finishes(prepared, tmp_path):
     from ray.util.state import list_actors
 
-    from pipelines.train import run_training
+    from pipelines.training.driver import run_training
 
     cfg = _cfg(tmp_path, "train.epochs=3", "train.run_name=kill", "train.max_failures=2")
     killed: list[int] = []
@@ -130,10 +130,10 @@ def test_killed_worker_is_replaced_and_training_finishes(prepared, tmp_path):
 
 
 def test_rerun_after_driver_death_resumes_same_run(prepared, tmp_path):
-    from pipelines.train import run_training
+    from pipelines.training.driver import run_training
 
     args = [*TINY, f"train.storage={tmp_path / 'runs'}", "train.epochs=3", "train.run_name=resume"]
-    driver = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "train", "--data", str(prepared),
+    driver = subprocess.Popen([sys.executable, "-m", "pipelines.cli.app", "train", "--data", str(prepared),
                                "--no-register", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               start_new_session=True)
     try:
@@ -154,8 +154,8 @@ def test_rerun_after_driver_death_resumes_same_run(prepared, tmp_path):
 
 
 def test_checkpoint_of_another_model_is_refused(prepared, tmp_path):
-    from pipelines.checkpoints import CheckpointMismatchError, load_state
-    from pipelines.train import run_training
+    from pipelines.training.checkpoints import CheckpointMismatchError, load_state
+    from pipelines.training.driver import run_training
 
     cfg = _cfg(tmp_path, "train.epochs=1", "train.max_steps=1", "train.run_name=shared")
     result = run_training(cfg, prepared, register=False, log=lambda _: None)

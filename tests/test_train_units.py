@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from pipelines.checkpoints import CheckpointMismatchError, load_state, save_state
-from pipelines.config import TrainConfig
-from pipelines.train_loop import LrSchedule, autocast_dtype, normalise
-from pipelines.validation import mean_pose
+from pipelines.training.checkpoints import CheckpointMismatchError, load_state, save_state
+from pipelines.config.experiment import TrainConfig
+from pipelines.training.worker import LrSchedule, autocast_dtype, normalise
+from pipelines.training.validation import mean_pose
 from shg_model import HourglassConfig, StackedHourglass
 
 

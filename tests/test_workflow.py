@@ -17,15 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.workflow import (
-    STEPS,
-    WorkflowBusy,
-    WorkflowConfig,
-    data_inputs,
-    resolve,
-    split_overrides,
-    workdir_lock,
-)
+from pipelines.orchestration.workflow import STEPS, WorkflowConfig, data_inputs, resolve, split_overrides
+from pipelines.orchestration.lock import WorkflowBusy, workdir_lock
 
 # One deterministic worker and a loss logged every step: `shg rerun --check` can compare runs.
 TINY = (
@@ -43,7 +36,7 @@ def run_tiny_once(root: Path):
     A plain cache rather than a fixture alone, so that test_rerun.py and test_tracking_server.py
     can use the same run without a conftest entry.
     """
-    from pipelines.workflow import run_workflow
+    from pipelines.orchestration.workflow import run_workflow
 
     if "tiny" not in _SHARED:
         cfg = WorkflowConfig(profile="smoke", workdir=str(root / "tiny-workdir"), overrides=TINY)
@@ -193,7 +186,7 @@ def test_workflow_runs_every_step_and_groups_its_mlflow_runs(tiny_workflow):
 
 @pytest.mark.slow
 def test_second_run_reuses_every_unchanged_step(tiny_workflow):
-    from pipelines.workflow import run_workflow
+    from pipelines.orchestration.workflow import run_workflow
 
     cfg, first = tiny_workflow
     again = run_workflow(cfg)
@@ -210,7 +203,7 @@ def test_second_run_reuses_every_unchanged_step(tiny_workflow):
 
 @pytest.mark.slow
 def test_scheduled_firing_skips_unchanged_data_and_records_it(tiny_workflow):
-    from pipelines.workflow import run_firing
+    from pipelines.orchestration.workflow import run_firing
 
     cfg, first = tiny_workflow
     firing = run_firing(cfg)
@@ -224,7 +217,7 @@ def test_scheduled_firing_skips_unchanged_data_and_records_it(tiny_workflow):
 
 @pytest.mark.slow
 def test_a_firing_that_finds_the_workdir_busy_records_skipped_busy(tiny_workflow):
-    from pipelines.workflow import run_firing
+    from pipelines.orchestration.workflow import run_firing
 
     cfg, _ = tiny_workflow
     holder = _hold_lock(Path(cfg.workdir))

@@ -22,13 +22,13 @@ class PosePyfunc(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         import torch
 
-        from pipelines.model_io import load_model_dir
+        from pipelines.inference.model_dir import load_model_dir
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model, self.card = load_model_dir(Path(context.artifacts["card"]).parent, device)
 
     def predict(self, context, model_input, params=None):
-        from pipelines.inference import predict_keypoints
+        from pipelines.inference.keypoints import predict_keypoints
 
         flip = bool((params or {}).get("flip", True))
         coords, confidence = predict_keypoints(

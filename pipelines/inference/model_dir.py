@@ -2,7 +2,7 @@
 
 A model directory holds `card.json` and `weights.pt`; `weights.pt` loads with
 `torch.load(..., weights_only=True)`. In MLflow the same two files are the `artifacts` of a
-"models from code" pyfunc (`pipelines/pose_pyfunc.py`), so loading never unpickles code.
+"models from code" pyfunc (`pipelines/tracking/pyfunc.py`), so loading never unpickles code.
 
 The card carries what a user of the weights needs: the `HourglassConfig` that rebuilds the
 network, input and heatmap sizes, joint names, the flip permutation, the input normalisation
@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -28,7 +26,6 @@ from shg_model import HourglassConfig, StackedHourglass, check_flip_pairs
 CARD_FILE = "card.json"
 WEIGHTS_FILE = "weights.pt"
 FORMAT_VERSION = 1
-PYFUNC_CODE = Path(__file__).with_name("pose_pyfunc.py")
 NORMALISATION = {"scale": 1.0 / 255.0, "mean": 0.5, "channels": "RGB"}  # x * scale - mean
 
 
@@ -169,7 +166,7 @@ def load_model_dir(directory: str | Path, map_location: str | torch.device = "cp
         if not path.is_file():
             raise FileNotFoundError(
                 f"{path} not found: a model directory needs {CARD_FILE} and {WEIGHTS_FILE} "
-                "(written by pipelines.model_io.save_model_dir or log_model)"
+                "(written by pipelines.inference.model_dir.save_model_dir or log_model)"
             )
     try:
         card = ModelCard.from_dict(json.loads(card_path.read_text()))
@@ -182,71 +179,3 @@ def load_model_dir(directory: str | Path, map_location: str | torch.device = "cp
     return model.to(map_location).eval(), card
 
 
-def load_model(uri_or_dir: str | Path, map_location: str | torch.device = "cpu"):
-    """`(model in eval mode, card)` from a local directory or an MLflow model URI.
-
-    Accepts a directory from `save_model_dir`, a downloaded MLflow model directory, or any URI
-    MLflow resolves: `runs:/<run_id>/<name>`, `models:/<name>@<alias>`, `models:/<name>/<version>`,
-    `models:/<model_id>`. MLflow URIs use the current tracking/registry URI.
-    """
-    local = Path(str(uri_or_dir))
-    if "://" not in str(uri_or_dir) and ":/" not in str(uri_or_dir):
-        if not local.is_dir():
-            raise FileNotFoundError(
-                f"{local}: no such model directory; pass a directory from save_model_dir or an "
-                "MLflow URI such as runs:/<run_id>/model or models:/<name>@champion"
-            )
-        return load_model_dir(local, map_location)
-    import mlflow
-
-    with tempfile.TemporaryDirectory(prefix="shg-model-") as tmp:
-        try:
-            path = mlflow.artifacts.download_artifacts(artifact_uri=str(uri_or_dir), dst_path=tmp)
-        except Exception as err:  # MLflow raises several types for unknown runs/models/aliases
-            raise ValueError(f"cannot download model {uri_or_dir}: {err}") from err
-        return load_model_dir(path, map_location)
-
-
-def _signature(card: ModelCard):
-    from mlflow.models import ModelSignature
-    from mlflow.types import ParamSchema, ParamSpec, Schema, TensorSpec
-
-    joints = len(card.joint_names)
-    return ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, card.input_size, card.input_size, 3))]),
-        outputs=Schema([
-            TensorSpec(np.dtype(np.float32), (-1, joints, 2), "keypoints"),
-            TensorSpec(np.dtype(np.float32), (-1, joints), "confidence"),
-        ]),
-        params=ParamSchema([ParamSpec("flip", "boolean", True)]),
-    )
-
-
-def log_model(model: nn.Module, card: ModelCard, name: str = "model",
-              registered_model_name: str | None = None) -> str:
-    """Logs the model to the active MLflow run as a pyfunc; returns its model URI.
-
-    The pyfunc ("models from code", `pose_pyfunc.py`) takes uint8 RGB images (B, S, S, 3),
-    S = card.input_size, each the standard person box, and returns `keypoints` (B, J, 2)
-    float32 in input px and `confidence` (B, J) float32; param `flip` (default True). The
-    input example is one uint8 mid-grey image. The environment must have `shg` installed (the
-    project image does). Also registers it under `registered_model_name` when given.
-    """
-    import mlflow
-
-    if mlflow.active_run() is None:
-        raise RuntimeError("log_model needs an active MLflow run: call it inside mlflow.start_run()")
-    example = np.full((1, card.input_size, card.input_size, 3), 128, dtype=np.uint8)
-    with tempfile.TemporaryDirectory(prefix="shg-model-") as tmp:
-        save_model_dir(model, card, tmp)
-        info = mlflow.pyfunc.log_model(
-            name=name,
-            python_model=str(PYFUNC_CODE),
-            artifacts={"card": str(Path(tmp) / CARD_FILE), "weights": str(Path(tmp) / WEIGHTS_FILE)},
-            signature=_signature(card),
-            input_example=example,
-            registered_model_name=registered_model_name,
-            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}",
-                              f"mlflow=={mlflow.__version__}"],
-        )
-    return info.model_uri

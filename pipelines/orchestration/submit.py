@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # What never travels: environments, history, outputs, caches. Ray's limit on the packed
 # working_dir is 500 MiB, and runs/ alone can exceed it.
@@ -77,17 +77,17 @@ def entrypoint(cfg: SubmitConfig) -> str:
     args = list(cfg.args)
     if cfg.step in ("run", "schedule", "rerun") and not any(a.startswith("--address") for a in args):
         args = ["--address", "auto", *args]
-    return shlex.join(["python", "-m", "pipelines.cli", cfg.step, *args])
+    return shlex.join(["python", "-m", "pipelines.cli.app", cfg.step, *args])
 
 
 def runtime_env(cfg: SubmitConfig) -> dict[str, Any]:
     """The job's runtime environment: the project as working_dir, and its tracking settings."""
     working_dir = Path(cfg.working_dir)
-    if not (working_dir / "pipelines" / "cli.py").is_file():
+    if not (working_dir / "pipelines" / "cli" / "app.py").is_file():
         raise FileNotFoundError(
-            f"{working_dir} is not the shg project root (no pipelines/cli.py); pass working_dir="
+            f"{working_dir} is not the shg project root (no pipelines/cli/app.py); pass working_dir="
         )
-    from pipelines.workflow import git_revision
+    from pipelines.tracking.provenance import git_revision
 
     # The shipped copy has no .git: the job records the submitter's revision instead.
     revision = git_revision(working_dir)

@@ -3,7 +3,7 @@
 `shg tracking-server` serves the same sqlite store that a local `shg run` writes under its work
 dir, so runs logged locally and runs logged over HTTP land in one place and the UI shows both.
 Artifacts are proxied by the server (`--serve-artifacts`): clients need only the tracking URI.
-Runs check that a tracking server answers before they start (`pipelines.tracking.check_reachable`).
+Runs check that a tracking server answers before they start (`pipelines.tracking.store.check_reachable`).
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ class TrackingServerConfig:
 
 
 def backend_store_uri(workdir: str | Path) -> str:
-    """The sqlite store a local run under `workdir` uses (`pipelines.tracking`'s default)."""
-    from pipelines.tracking import default_tracking_uri
+    """The sqlite store a local run under `workdir` uses (`pipelines.tracking.store`'s default)."""
+    from pipelines.tracking.store import default_tracking_uri
 
     return default_tracking_uri(workdir)
 

@@ -3,7 +3,7 @@
 Why plain Python and not `ray.workflow`: Ray's workflow library (durable DAGs of tasks) was
 deprecated in Ray 2.7 and is gone from Ray 2.60. What it offered is covered here more simply:
 each step is an ordinary function that drives Ray Data (`dataprep.prepare`) or Ray Train
-(`pipelines.train`) on whatever cluster this process is connected to; durability comes from the
+(`pipelines.training.driver`) on whatever cluster this process is connected to; durability comes from the
 steps' own outputs (a prepared dataset with a manifest and fingerprint, MLflow runs and logged
 models), so a step whose inputs have not changed is *reused* rather than redone. To run on a
 cluster, the same driver is submitted as a Ray job (`shg submit`, a KubeRay RayJob), which gives
@@ -24,25 +24,21 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import fcntl
-import hashlib
 import json
-import os
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from pipelines.orchestration.lock import WorkflowBusy, workdir_lock
+from pipelines.orchestration.reuse import file_digest, images_listing_digest, input_key
+from pipelines.tracking.provenance import provenance
 
 STEPS: tuple[str, ...] = ("prepare", "train", "evaluate", "register")
 EXPERIMENT = "shg"
 WORKFLOW_TAG = "shg.workflow"  # "parent" on workflow runs, so they are easy to search for
 SKIPPED_TAG = "skipped"  # unchanged-data | busy (scheduler firings that did no training)
 FINGERPRINT_TAG = "data.fingerprint"
-
-
-class WorkflowBusy(RuntimeError):
-    """Another workflow holds the work-dir lock; this one did nothing."""
 
 
 class WorkflowError(RuntimeError):
@@ -54,7 +50,7 @@ class WorkflowConfig:
     """One `shg run` (CLI options carry these names).
 
     Args:
-        profile: named override set (`pipelines.profiles`): `default` or `smoke`.
+        profile: named override set (`pipelines.config.profiles`): `default` or `smoke`.
         workdir: everything the workflow writes goes under it (see module docstring).
         tracking_uri: MLflow tracking URI; "" = the sqlite store under `workdir`.
         address: Ray cluster; "" = an embedded local Ray started for this run, "auto" or
@@ -106,39 +102,6 @@ class WorkflowResult:
 # --- the work-dir lock -------------------------------------------------------------------------
 
 
-@contextmanager
-def workdir_lock(workdir: Path) -> Iterator[None]:
-    """Holds `workdir/.workflow.lock` (flock, non-blocking) for the duration of the block.
-
-    flock is released by the kernel when the holder dies, so a crashed run never leaves a stale
-    lock. The file records the holder (pid, host, start time) for the busy message.
-
-    Raises:
-        WorkflowBusy: another process holds it; names the holder and the lock file.
-    """
-    workdir.mkdir(parents=True, exist_ok=True)
-    path = workdir / ".workflow.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = path.read_text().strip() or "unknown holder"
-            raise WorkflowBusy(
-                f"another shg workflow is running in {workdir} ({holder}); two runs never train "
-                f"at once on one work dir. Wait for it, or use another --workdir. Lock: {path}"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()} on {os.uname().nodename} since {_utc_now()}".encode())
-        try:
-            yield
-        finally:
-            os.ftruncate(fd, 0)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
-
-
 # --- configuration -----------------------------------------------------------------------------
 
 
@@ -146,7 +109,7 @@ def split_overrides(items: Sequence[str]) -> dict[str, dict[str, str]]:
     """`["synth.people=8", "train.epochs=1"]` → `{"synth": {"people": "8"}, "experiment": {...}}`.
 
     Keys are grouped by where they go: `synth`, `prepare`, or `experiment` (everything else,
-    checked later by `pipelines.config`). A later value for the same key wins.
+    checked later by `pipelines.config.experiment`). A later value for the same key wins.
     """
     groups: dict[str, dict[str, str]] = {"synth": {}, "prepare": {}, "experiment": {}}
     for item in items:
@@ -180,7 +143,7 @@ def build_prepare_config(values: Mapping[str, Any], *, annotations: str, images:
 def _build_dataclass(cls, values: Mapping[str, Any], prefix: str):
     import typing
 
-    from pipelines.config import parse_value
+    from pipelines.config.experiment import parse_value
 
     hints = typing.get_type_hints(cls)
     unknown = sorted(set(values) - set(hints))
@@ -198,77 +161,7 @@ def _build_dataclass(cls, values: Mapping[str, Any], prefix: str):
     return cls(**parsed)
 
 
-def input_key(payload: Mapping[str, Any]) -> str:
-    """A short stable hash of a JSON-able description of a step's inputs."""
-    text = json.dumps(payload, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def file_digest(path: Path) -> str:
-    """sha256 of a file's bytes (annotation files: what the prepared rows derive from)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def images_listing_digest(root: Path) -> str:
-    """sha256 over (relative path, size, mtime) of every file under `root`: cheap change check."""
-    h = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        stat = path.stat()
-        h.update(f"{path.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-    return h.hexdigest()
-
-
 # --- provenance --------------------------------------------------------------------------------
-
-
-def provenance(repo_root: Path | None = None) -> dict[str, str]:
-    """Tags that let a run be repeated: git revision (and dirty flag), versions, host, time."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    tags: dict[str, str] = {"shg.started_utc": _utc_now(), "shg.host": os.uname().nodename}
-    root = repo_root or Path(__file__).resolve().parents[1]
-    tags.update(git_revision(root))
-    for name in ("shg", "torch", "ray", "mlflow", "numpy", "pyarrow", "albumentations", "opencv-python-headless"):
-        try:
-            tags[f"version.{name}"] = version(name)
-        except PackageNotFoundError:
-            tags[f"version.{name}"] = "not installed"
-    import platform
-
-    tags["version.python"] = platform.python_version()
-    return tags
-
-
-def git_revision(root: Path) -> dict[str, str]:
-    """`git.commit` and `git.dirty` of the checkout at `root`, or `git.commit=unknown`.
-
-    A Ray job's working_dir carries no .git; the submitter records `SHG_GIT_COMMIT` for it.
-    """
-    import subprocess
-
-    def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10, check=True
-        ).stdout.strip()
-
-    try:
-        # Only this checkout counts, not a repository that happens to enclose a job's copy of it.
-        if Path(git("rev-parse", "--show-toplevel")).resolve() != root.resolve():
-            raise OSError("not the root of a git checkout")
-        commit = git("rev-parse", "HEAD")
-        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
-        return {"git.commit": commit, "git.dirty": str(dirty).lower()}
-    except (OSError, subprocess.SubprocessError):
-        commit = os.environ.get("SHG_GIT_COMMIT", "unknown")
-        return {"git.commit": commit, "git.dirty": os.environ.get("SHG_GIT_DIRTY", "unknown")}
-
-
-def _utc_now() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # --- step: prepare (synthesise when no real data is named) -------------------------------------
@@ -387,9 +280,9 @@ class ResolvedRun:
 
 def resolve(cfg: WorkflowConfig) -> ResolvedRun:
     """Applies the profile, then the user's overrides; raises ValueError on any bad key/value."""
-    from pipelines import tracking
-    from pipelines.config import load_config
-    from pipelines.profiles import profile_overrides
+    from pipelines.tracking import store as tracking
+    from pipelines.config.experiment import load_config
+    from pipelines.config.profiles import profile_overrides
 
     workdir = Path(cfg.workdir).resolve()
     groups = split_overrides([*profile_overrides(cfg.profile), *cfg.overrides])
@@ -420,7 +313,7 @@ def run_workflow(cfg: WorkflowConfig, *, log: Callable[[str], None] = print) -> 
         WorkflowBusy: another workflow holds the work-dir lock (nothing was done).
         WorkflowError: a step failed (recorded on the parent run as `step.<name>=failed`).
     """
-    from pipelines import tracking
+    from pipelines.tracking import store as tracking
 
     run = resolve(cfg)
     tracking.check_reachable(run.tracking_uri)
@@ -434,7 +327,7 @@ def run_firing(cfg: WorkflowConfig, *, log: Callable[[str], None] = print) -> Wo
     A firing that finds the lock held records an MLflow run tagged `skipped=busy`; a failed
     firing is logged and returned (the scheduler goes on to the next firing).
     """
-    from pipelines import tracking
+    from pipelines.tracking import store as tracking
 
     cfg = dataclasses.replace(cfg, skip_unchanged=not cfg.force)
     try:
@@ -456,7 +349,7 @@ def run_firing(cfg: WorkflowConfig, *, log: Callable[[str], None] = print) -> Wo
 def _experiment(run: ResolvedRun):
     from mlflow import MlflowClient
 
-    from pipelines import tracking
+    from pipelines.tracking import store as tracking
 
     client = MlflowClient(run.tracking_uri)
     found = client.get_experiment_by_name(EXPERIMENT)
@@ -469,7 +362,7 @@ def _experiment(run: ResolvedRun):
 def _run_locked(cfg: WorkflowConfig, run: ResolvedRun, log: Callable[[str], None]) -> WorkflowResult:
     import ray
 
-    from pipelines import tracking
+    from pipelines.tracking import store as tracking
 
     client, experiment_id = _experiment(run)
     parent = client.create_run(experiment_id, run_name=f"workflow-{cfg.profile}-{_stamp()}", tags={
@@ -547,7 +440,7 @@ def _stamp() -> str:
 
 
 def _step_prepare(cfg, run: ResolvedRun, context, result: WorkflowResult, log):
-    from pipelines import tracking
+    from pipelines.tracking import store as tracking
 
     status, manifest = prepare_step(run.data, force=cfg.force, log=log)
     fingerprint = manifest["fingerprint"]
@@ -587,8 +480,8 @@ def last_successful_fingerprint(run: ResolvedRun, *, exclude: str = "") -> str |
 
 
 def _step_train(cfg, run: ResolvedRun, context, result: WorkflowResult, log):
-    from pipelines import tracking
-    from pipelines.train import run_name_for, run_training
+    from pipelines.tracking import store as tracking
+    from pipelines.training.driver import run_name_for, run_training
 
     experiment = run.experiment
     name = run_name_for(experiment, context["manifest"]["fingerprint"])
@@ -618,12 +511,10 @@ def _step_train(cfg, run: ResolvedRun, context, result: WorkflowResult, log):
 
 def _step_evaluate(cfg, run: ResolvedRun, context, result: WorkflowResult, log):
     """Saves the final model as a model dir and scores the whole val split (official PCKh)."""
-    from mlflow import MlflowClient
-
-    from pipelines import tracking
-    from pipelines.checkpoints import load_state
-    from pipelines.evaluate import EvaluateConfig, run_evaluate
-    from pipelines.model_io import ModelCard, model_from_state, save_model_dir
+    from pipelines.tracking import store as tracking
+    from pipelines.training.checkpoints import load_state
+    from pipelines.evaluation.evaluate import EvaluateConfig, run_evaluate
+    from pipelines.inference.model_dir import ModelCard, model_from_state, save_model_dir
 
     train = context["train"]
     folder = run.workdir / "models" / train.run_name
@@ -666,9 +557,9 @@ def _step_register(cfg, run: ResolvedRun, context, result: WorkflowResult, log):
     """Registers the evaluated model and moves `champion` only through the gate."""
     from mlflow import MlflowClient
 
-    from pipelines import tracking
-    from pipelines.model_io import load_model_dir
-    from pipelines.registry import DEFAULT_MODEL_NAME, promote_if_better, register_model
+    from pipelines.tracking import store as tracking
+    from pipelines.inference.model_dir import load_model_dir
+    from pipelines.tracking.registry import DEFAULT_MODEL_NAME, promote_if_better, register_model
 
     train, evaluation = context["train"], context["evaluation"]
     client = MlflowClient(run.tracking_uri)

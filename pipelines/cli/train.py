@@ -26,11 +26,11 @@ def train(
     address: Annotated[Optional[str], typer.Option(help="Ray address ('auto', HOST:PORT); default: a local cluster.")] = None,
 ) -> None:
     """Train the Stacked Hourglass; re-running the same command resumes an interrupted run."""
-    from pipelines.checkpoints import CheckpointMismatchError
-    from pipelines.config import ConfigError, load_config
-    from pipelines.data_stream import PreparedDataError
-    from pipelines.tracking import TrackingUnavailable
-    from pipelines.train import run_training
+    from pipelines.training.checkpoints import CheckpointMismatchError
+    from pipelines.config.experiment import ConfigError, load_config
+    from pipelines.runtime.prepared import PreparedDataError
+    from pipelines.tracking.store import TrackingUnavailable
+    from pipelines.training.driver import run_training
 
     try:
         cfg = load_config(config, overrides or [])
@@ -43,7 +43,7 @@ def train(
     except (PreparedDataError, TrackingUnavailable, CheckpointMismatchError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
-    from pipelines.pckh import TABLE_KEYS
+    from pipelines.evaluation.pckh import TABLE_KEYS
 
     typer.echo(f"run {result.run_name}: {result.epochs_completed} epochs, {result.global_step} steps, "
                f"{result.seconds:.0f} s; MLflow run {result.mlflow_run_id} ({result.tracking_uri})")

@@ -2,7 +2,7 @@
 
 Every worker builds the model, resumes from `ray.train.get_checkpoint()` when there is one,
 wraps the model for DDP (`ray.train.torch.prepare_model`: NCCL on GPU, gloo on CPU) and streams
-its shard of each epoch's dataset (`pipelines.data_stream`). Rank 0 alone validates, writes the
+its shard of each epoch's dataset (`pipelines.training.data_stream`). Rank 0 alone validates, writes the
 checkpoint and logs to MLflow; every rank calls `ray.train.report` once per epoch (a barrier).
 """
 
@@ -14,17 +14,16 @@ import logging
 import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from dataprep.joints import FLIP_PERMUTATION
-from pipelines.checkpoints import load_state, restore_rng_state, rng_state, save_state
-from pipelines.config import ExperimentConfig, TrainConfig
-from pipelines.data_stream import TRAIN_DATASET
-from pipelines.inference import PIXEL_MEAN
+from pipelines.training.checkpoints import load_state, restore_rng_state, rng_state, save_state
+from pipelines.config.experiment import ExperimentConfig, TrainConfig
+from pipelines.training.data_stream import TRAIN_DATASET
+from pipelines.inference.keypoints import PIXEL_MEAN
 from shg_model import StackedHourglass, heatmap_loss
 
 # Ray Train V2 patches print() into its logger *and* tees it to the wrapped stdout, so a print
@@ -87,7 +86,7 @@ def normalise(images: torch.Tensor) -> torch.Tensor:
 def train_worker(loop_config: dict[str, Any]) -> None:
     """Ray Train entry point. `loop_config`: `cfg` (ExperimentConfig), `data` (prepared dataset
     folder), `tracking_uri`, `run_id` (MLflow), `baseline` (mean-pose PCKh table or None),
-    `clock_name` (the run's `EpochClock` actor, see pipelines.data_stream)."""
+    `clock_name` (the run's `EpochClock` actor, see pipelines.training.data_stream)."""
     import ray
     import ray.train
     import ray.train.torch
@@ -224,7 +223,7 @@ def _report(metrics, model, optimizer, schedule, cfg, epoch, global_step, stoppe
     with tempfile.TemporaryDirectory(prefix="shg-ckpt-") as folder:
         checkpoint = None
         if rank == 0:
-            from pipelines.model_io import plain_state_dict
+            from pipelines.inference.model_dir import plain_state_dict
 
             save_state(folder, {
                 "model_config": dataclasses.asdict(cfg.model),
@@ -246,8 +245,8 @@ class _Rank0Reporter:
     the end-of-run artifacts (loss plot, PCKh curve, skeleton grid, per-joint table)."""
 
     def __init__(self, loop_config: dict[str, Any], cfg: ExperimentConfig) -> None:
-        from pipelines.data_stream import load_validation
-        from pipelines.tracking import Tracker
+        from pipelines.training.data_stream import load_validation
+        from pipelines.tracking.store import Tracker
 
         self.cfg = cfg
         self.tracker = Tracker(loop_config["tracking_uri"], loop_config["run_id"])
@@ -264,8 +263,8 @@ class _Rank0Reporter:
 
     def validate(self, model, epoch: int, epoch_metrics: dict, amp):
         """Validates, adds `pckh/*` and `val/*` to `epoch_metrics`; returns the ValidationResult."""
-        from pipelines.pckh import TABLE_KEYS
-        from pipelines.validation import validate
+        from pipelines.evaluation.pckh import TABLE_KEYS
+        from pipelines.training.validation import validate
 
         start = time.perf_counter()
         result = validate(model, self.val, FLIP_PERMUTATION, flip=self.cfg.train.val_flip,
@@ -281,7 +280,7 @@ class _Rank0Reporter:
     def artifacts(self, result) -> None:
         """End-of-run plots and tables (the epoch metrics of this epoch are already logged)."""
         from dataprep.geometry import apply_affine, invert_affine
-        from pipelines import plots
+        from pipelines.evaluation import plots
 
         per_stack, xs = {}, {}
         for split, prefix in (("train", "epoch/loss"), ("val", "val/loss")):

@@ -1,6 +1,6 @@
 """`shg run`, `shg submit`, `shg rerun`, `shg schedule`, `shg tracking-server`: operating the pipeline.
 
-The logic lives in `pipelines.workflow`, `.submit`, `.rerun`, `.schedule` and
+The logic lives in `pipelines.orchestration.workflow`, `.submit`, `.rerun`, `.schedule` and
 `.tracking_server`; these functions only turn options into their config dataclasses and print.
 """
 
@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 # Options shared by `run` and `schedule` (names = `WorkflowConfig` fields).
-Profile = Annotated[str, typer.Option(help="Override set from pipelines.profiles: default | smoke.")]
+Profile = Annotated[str, typer.Option(help="Override set from pipelines.config.profiles: default | smoke.")]
 Workdir = Annotated[str, typer.Option(help="Work dir: data, checkpoints, local MLflow store, lock.")]
 TrackingUri = Annotated[
     str, typer.Option(help="MLflow tracking URI (e.g. http://127.0.0.1:5000); default: sqlite under --workdir.")
@@ -48,7 +48,7 @@ def run(
     force: Force = False,
 ) -> None:
     """Run the workflow: prepare → train → evaluate → register (unchanged steps are reused)."""
-    from pipelines.workflow import WorkflowConfig
+    from pipelines.orchestration.workflow import WorkflowConfig
 
     cfg = WorkflowConfig(
         profile=profile, workdir=workdir, tracking_uri=tracking_uri, address=address, force=force,
@@ -58,8 +58,9 @@ def run(
 
 
 def _run_workflow_or_exit(cfg):
-    from pipelines.tracking import TrackingUnavailable
-    from pipelines.workflow import WorkflowBusy, WorkflowError, run_workflow
+    from pipelines.tracking.store import TrackingUnavailable
+    from pipelines.orchestration.lock import WorkflowBusy
+    from pipelines.orchestration.workflow import WorkflowError, run_workflow
 
     try:
         result = run_workflow(cfg, log=typer.echo)
@@ -83,7 +84,7 @@ def submit(
 
     Everything after `--` goes to the step, e.g. `shg submit --follow -- --profile smoke train.epochs=1`.
     """
-    from pipelines import submit as jobs
+    from pipelines.orchestration import submit as jobs
 
     address = address or jobs.default_address()
     args = list(ctx.args)
@@ -134,7 +135,7 @@ def rerun(
     check: Annotated[bool, typer.Option(help="Compare the new run's per-step losses with the original's; exit 1 if they differ.")] = False,
 ) -> None:
     """Repeat a recorded run from MLflow alone: same config, seeds and data (checked by fingerprint)."""
-    from pipelines.rerun import RerunConfig, RerunMismatch, rerun_run
+    from pipelines.orchestration.rerun import RerunConfig, RerunMismatch, rerun_run
 
     cfg = RerunConfig(run_id=run_id, workdir=workdir, tracking_uri=tracking_uri, address=address, check=check)
     try:
@@ -160,8 +161,8 @@ def schedule(
     force: Annotated[bool, typer.Option(help="Redo every step (as `shg run --force`) even when the data fingerprint is unchanged since the last successful run.")] = False,
 ) -> None:
     """Fire the workflow on a cron schedule; unchanged data or a busy work dir skip (recorded in MLflow)."""
-    from pipelines.schedule import ScheduleConfig, run_schedule
-    from pipelines.workflow import WorkflowConfig, run_firing
+    from pipelines.orchestration.schedule import ScheduleConfig, run_schedule
+    from pipelines.orchestration.workflow import WorkflowConfig, run_firing
 
     try:
         sched = ScheduleConfig(cron=cron, once=once, max_firings=max_firings)
@@ -188,7 +189,13 @@ def tracking_server(
     workdir: Workdir = "runs",
 ) -> None:
     """Serve the work dir's MLflow store over HTTP (`mlflow server`, 1 worker); Ctrl-C stops it."""
-    from pipelines.tracking_server import TrackingServerConfig, server_command, start_server, stop_server, wait_until_ready
+    from pipelines.tracking.server import (
+        TrackingServerConfig,
+        server_command,
+        start_server,
+        stop_server,
+        wait_until_ready,
+    )
 
     cfg = TrackingServerConfig(host=host, port=port, workdir=workdir)
     typer.echo(" ".join(server_command(cfg)))

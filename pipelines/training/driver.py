@@ -2,8 +2,8 @@
 
 The driver (this module) checks the data and the tracking store, creates or resumes the MLflow
 run, computes the mean-pose baseline, and runs a `TorchTrainer` whose workers execute
-`pipelines.train_loop.train_worker`. Afterwards it logs and registers the final model and
-applies the champion gate (`pipelines.registry`).
+`pipelines.training.worker.train_worker`. Afterwards it logs and registers the final model and
+applies the champion gate (`pipelines.tracking.registry`).
 
 Durability:
 - a worker that dies is replaced and training continues from the last checkpoint
@@ -24,10 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from pipelines.checkpoints import check_model_config
-from pipelines.config import ExperimentConfig
-from pipelines.data_stream import TRAIN_DATASET, read_manifest, split_files
-from pipelines.pckh import TABLE_KEYS
+from pipelines.training.checkpoints import check_model_config
+from pipelines.config.experiment import ExperimentConfig
+from pipelines.training.data_stream import TRAIN_DATASET
+from pipelines.runtime.prepared import read_manifest, split_files
+from pipelines.evaluation.pckh import TABLE_KEYS
 
 # Settings that do not change what is trained: excluded from the derived run name, so a resumed
 # run may use another storage folder layout or retry budget.
@@ -77,8 +78,8 @@ def run_training(cfg: ExperimentConfig, data: str | Path, *, tracking_uri: str |
         PreparedDataError: `data` is not a prepared dataset.
         TrackingUnavailable: the store cannot be reached (raised before any training).
     """
-    from pipelines import tracking
-    from pipelines.registry import DEFAULT_MODEL_NAME
+    from pipelines.tracking import store as tracking
+    from pipelines.tracking.registry import DEFAULT_MODEL_NAME
 
     started = time.perf_counter()
     data = Path(data).resolve()
@@ -100,8 +101,8 @@ def run_training(cfg: ExperimentConfig, data: str | Path, *, tracking_uri: str |
         return TrainResult(**{**record.result, "resumed": True})
 
     val_cfg = dataclasses.replace(cfg.data, enabled=False)
-    from pipelines.data_stream import load_validation, train_keypoints_input_px
-    from pipelines.validation import mean_pose, mean_pose_baseline
+    from pipelines.training.data_stream import load_validation, train_keypoints_input_px
+    from pipelines.training.validation import mean_pose, mean_pose_baseline
 
     val = load_validation(data, val_cfg, cfg.train.val_max_people)
     baseline = mean_pose_baseline(mean_pose(*train_keypoints_input_px(data, val_cfg)), val)
@@ -153,9 +154,9 @@ def _fit(cfg: ExperimentConfig, data: Path, run_name: str, storage: Path, uri: s
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    from pipelines.data_stream import start_epoch_clock, train_dataset
-    from pipelines.ray_runtime import connect
-    from pipelines.train_loop import train_worker
+    from pipelines.training.data_stream import start_epoch_clock, train_dataset
+    from pipelines.runtime.ray_cluster import connect
+    from pipelines.training.worker import train_worker
 
     connect(address, num_cpus=None)
     train = cfg.train
@@ -186,7 +187,7 @@ def _fit(cfg: ExperimentConfig, data: Path, run_name: str, storage: Path, uri: s
 
 
 def _final_state(checkpoint) -> dict:
-    from pipelines.checkpoints import load_state
+    from pipelines.training.checkpoints import load_state
 
     with checkpoint.as_directory() as folder:
         return load_state(folder)
@@ -194,8 +195,8 @@ def _final_state(checkpoint) -> dict:
 
 def _register(cfg: ExperimentConfig, state: dict, pckh: dict, val_fingerprint: str, uri: str,
               run_id: str, name: str) -> dict:
-    from pipelines.model_io import ModelCard, model_from_state
-    from pipelines.registry import promote_if_better, register_model
+    from pipelines.inference.model_dir import ModelCard, model_from_state
+    from pipelines.tracking.registry import promote_if_better, register_model
 
     card = ModelCard.for_config(cfg.model, input_size=cfg.data.input_size,
                                 heatmap_size=cfg.data.heatmap_size, val_fingerprint=val_fingerprint,

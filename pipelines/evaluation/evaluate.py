@@ -65,7 +65,7 @@ class KeypointPredictor:
         import torch
 
         from dataprep.augment import AugmentConfig
-        from pipelines.model_io import ModelCard, model_from_state
+        from pipelines.inference.model_dir import ModelCard, model_from_state
 
         torch.set_num_threads(max(1, threads))
         card_dict, state = ray.get(packed[0]) if isinstance(packed[0], ray.ObjectRef) else packed[0]
@@ -78,7 +78,7 @@ class KeypointPredictor:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from dataprep.augment import center_batch
-        from pipelines.inference import predict_keypoints, to_image_px
+        from pipelines.inference.keypoints import predict_keypoints, to_image_px
 
         centred = center_batch(batch, self.crop_cfg)
         coords, confidence = predict_keypoints(self.model, centred["image"], self.card.flip_pairs,
@@ -100,9 +100,9 @@ def predict_split(cfg: EvaluateConfig, model, card) -> dict[str, np.ndarray]:
     sorted by person_id (deterministic whatever the scheduling)."""
     import ray
 
-    from pipelines.data_stream import split_files
-    from pipelines.model_io import plain_state_dict
-    from pipelines.ray_runtime import connect
+    from pipelines.runtime.prepared import split_files
+    from pipelines.inference.model_dir import plain_state_dict
+    from pipelines.runtime.ray_cluster import connect
 
     connect(cfg.address)
     packed = [ray.put((card.to_dict(), plain_state_dict(model)))]
@@ -126,8 +126,8 @@ def predict_split(cfg: EvaluateConfig, model, card) -> dict[str, np.ndarray]:
 
 
 def score(columns: dict[str, np.ndarray], threshold: float = 0.5) -> dict:
-    """The official PCKh table (`pipelines.pckh.pckh_table`) of predicted columns."""
-    from pipelines.pckh import pckh_table
+    """The official PCKh table (`pipelines.evaluation.pckh.pckh_table`) of predicted columns."""
+    from pipelines.evaluation.pckh import pckh_table
 
     n = len(columns["pred"])
     pred = columns["pred"].reshape(n, -1, 2)
@@ -140,7 +140,7 @@ def run_evaluate(cfg: EvaluateConfig, log=print) -> dict:
     """Loads the model, predicts the split, returns the PCKh table plus `rows`, `seconds`,
     `model`, `split`, and the predictions (`person_id`, `pred` (N, 16, 2) image px,
     `confidence` (N, 16)) under `predictions`."""
-    from pipelines.model_io import load_model
+    from pipelines.tracking.model_io import load_model
 
     start = time.perf_counter()
     model, card = load_model(cfg.model)

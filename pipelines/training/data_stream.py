@@ -19,7 +19,6 @@ leave one ~250 MB coordinator process alive per epoch until the run ends).
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,16 +28,12 @@ import pyarrow.parquet as pq
 
 from dataprep import schema
 from dataprep.augment import AugmentConfig, augment_batch, center_batch
+from pipelines.runtime.prepared import PreparedDataError, split_files
 
-MANIFEST = "manifest.json"
 TRAIN_COLUMNS = [schema.PERSON_ID, schema.CROP_JPEG, schema.KEYPOINTS, schema.LABELLED]
 VAL_COLUMNS = [schema.PERSON_ID, schema.IMAGE, schema.CROP_JPEG, schema.KEYPOINTS, schema.LABELLED,
                schema.CROP_TO_IMAGE, schema.JOINTS_IMAGE, schema.HEAD_SIZE]
 LOOP_COLUMNS = ("image", "heatmaps", "weight")
-
-
-class PreparedDataError(ValueError):
-    """The --data folder is not a usable prepared dataset; the message says what to run."""
 
 
 TRAIN_DATASET = "train"
@@ -69,35 +64,6 @@ def current_epoch(clock_name: str) -> int:
     import ray
 
     return ray.get(ray.get_actor(clock_name).get.remote())
-
-
-def split_files(data: str | Path, split: str) -> list[str]:
-    """The parquet files of one split, sorted; a clear error when there are none."""
-    folder = Path(data) / split
-    files = sorted(str(p) for p in folder.glob("*.parquet"))
-    if not files:
-        raise PreparedDataError(
-            f"{folder}: no parquet files. Pass --data the folder written by `shg prepare --out` "
-            "(it holds train/, val/ and manifest.json)."
-        )
-    return files
-
-
-def read_manifest(data: str | Path) -> dict:
-    """`OUT/manifest.json` of a prepared dataset (counts, fingerprint, config)."""
-    path = Path(data) / MANIFEST
-    if not path.is_file():
-        raise PreparedDataError(
-            f"{path} not found: {data} is not a prepared dataset. Run `shg prepare --out {data}` "
-            "first (or `shg synth` then `shg prepare` for the synthetic data)."
-        )
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise PreparedDataError(f"{path} is not valid JSON ({err}); re-run `shg prepare`") from None
-    if "fingerprint" not in manifest:
-        raise PreparedDataError(f"{path} has no 'fingerprint'; re-run `shg prepare`")
-    return manifest
 
 
 def augment_for_training(batch: dict[str, np.ndarray], cfg: AugmentConfig, clock_name: str) -> dict[str, np.ndarray]:

@@ -16,7 +16,8 @@ import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
-from pipelines.workflow import FINGERPRINT_TAG, WORKFLOW_TAG, WorkflowConfig, WorkflowResult, provenance
+from pipelines.orchestration.workflow import FINGERPRINT_TAG, WORKFLOW_TAG, WorkflowConfig, WorkflowResult
+from pipelines.tracking.provenance import provenance
 
 # Params that are settings of a run (turned back into overrides); the rest describe it.
 OVERRIDE_PREFIXES = ("synth.", "prepare.", "model.", "data.", "train.")
@@ -89,8 +90,8 @@ def rerun_run(cfg: RerunConfig, *, log: Callable[[str], None] = print) -> Workfl
     """Repeats the run (see the module docstring); returns the new workflow's result."""
     from mlflow import MlflowClient
 
-    from pipelines import tracking
-    from pipelines.workflow import run_workflow
+    from pipelines.tracking import store as tracking
+    from pipelines.orchestration.workflow import run_workflow
 
     uri = tracking.resolve_tracking_uri(cfg.tracking_uri or None, Path(cfg.workdir).resolve())
     tracking.check_reachable(uri)

@@ -97,7 +97,7 @@ def crop_input(image: np.ndarray, center, scale: float, input_size: int) -> tupl
 def predict_people(model, card, images: list[np.ndarray], boxes: list[tuple[np.ndarray, float]],
                    flip: bool = True, batch_size: int = 8) -> list[tuple[np.ndarray, np.ndarray]]:
     """Keypoints per image in its own px: list of (keypoints (J, 2) float64, confidence (J,))."""
-    from pipelines.inference import predict_keypoints
+    from pipelines.inference.keypoints import predict_keypoints
 
     results = []
     for start in range(0, len(images), batch_size):
@@ -133,8 +133,8 @@ def run_predict(cfg: PredictConfig, log=print) -> list[dict]:
     `cfg.out`; returns the JSON documents."""
     import torch
 
-    from pipelines.model_io import load_model
-    from pipelines.plots import draw_skeleton
+    from pipelines.tracking.model_io import load_model
+    from pipelines.evaluation.plots import draw_skeleton
 
     images = [read_image_rgb(p) for p in cfg.images]  # fail on a bad file before any work
     boxes = []

@@ -1,10 +1,14 @@
-"""The `shg` command line: one typer app, commands registered by `pipelines.commands.*`."""
+"""The `shg` command line: one typer app, commands registered by `pipelines.cli.*`."""
 
 from __future__ import annotations
 
 import typer
 
-from pipelines.commands import evaluate, ops, prepare, synth, train
+from pipelines.cli import evaluate
+from pipelines.cli import ops
+from pipelines.cli import prepare
+from pipelines.cli import synth
+from pipelines.cli import train
 
 
 def build_app() -> typer.Typer:

@@ -6,8 +6,8 @@ the Ray Train run folder). Rank 0 of the worker group logs metrics and artifacts
 through a `Tracker`; the other ranks log nothing.
 
 Default store: `sqlite:///<storage>/mlflow.db` with artifacts under `<storage>/mlartifacts`;
-`--tracking-uri` or `MLFLOW_TRACKING_URI` overrides it. With `pipelines.registry` and
-`pipelines.model_io` this is the only code that imports mlflow.
+`--tracking-uri` or `MLFLOW_TRACKING_URI` overrides it. With `pipelines.tracking.registry` and
+`pipelines.tracking.model_io` this is the only code that imports mlflow.
 """
 
 from __future__ import annotations
@@ -222,7 +222,7 @@ def log_dataset(tracker: Tracker, manifest: dict, data: str | Path, val_fingerpr
 
 def system_tags(*, workers: int, use_gpu: bool) -> dict[str, str]:
     """Workers, devices, library versions and the git revision, as run tags."""
-    from pipelines.workflow import provenance  # one definition of "what makes a run repeatable"
+    from pipelines.tracking.provenance import provenance# one definition of "what makes a run repeatable"
 
     import torch
 

@@ -47,7 +47,7 @@ def prepare(
         typer.echo(f"Error: {exc}", err=True)
         raise typer.Exit(2) from exc
 
-    from pipelines.ray_runtime import connect
+    from pipelines.runtime.ray_cluster import connect
 
     connect(address)
     try:

@@ -34,7 +34,7 @@ def _json_safe(value):
 
 
 def _emit_table(table: dict, as_json: bool) -> None:
-    from pipelines import pckh as pckh_lib
+    from pipelines.evaluation import pckh as pckh_lib
 
     if as_json:
         typer.echo(json.dumps(_json_safe(table), indent=2))
@@ -72,7 +72,7 @@ def pckh(
     json_output: Annotated[bool, typer.Option("--json", help="Emit the table as a JSON object.")] = False,
 ) -> None:
     """Score predictions with the official MPII PCKh (Total = all 14 scored joints pooled, <=)."""
-    from pipelines import pckh as pckh_lib
+    from pipelines.evaluation import pckh as pckh_lib
 
     if not gt.is_file():
         _fail(f"{gt}: no such file; pass --gt /path/to/detections_our_format.mat")
@@ -101,7 +101,7 @@ def evaluate(
     json_output: Annotated[bool, typer.Option("--json", help="Emit the table as a JSON object.")] = False,
 ) -> None:
     """Batch inference over a prepared split with Ray Data; prints the official PCKh table."""
-    from pipelines.evaluate import EvaluateConfig, run_evaluate
+    from pipelines.evaluation.evaluate import EvaluateConfig, run_evaluate
 
     try:
         cfg = EvaluateConfig(model=model, data=str(data), split=split, address=address,
@@ -124,7 +124,7 @@ def predict(
     batch_size: Annotated[int, typer.Option(help="Crops per forward pass.")] = 8,
 ) -> None:
     """Keypoints of one person per image: writes JSON (image px, names, confidences) and an overlay."""
-    from pipelines.predict import PredictConfig, run_predict
+    from pipelines.evaluation.predict import PredictConfig, run_predict
 
     missing = [str(p) for p in images if not p.is_file()]
     if missing:

@@ -1,6 +1,6 @@
 """The model registry and its champion gate.
 
-A trained model is logged to its run (`pipelines.model_io.log_model`) and registered under one
+A trained model is logged to its run (`pipelines.tracking.model_io.log_model`) and registered under one
 name (default `stacked-hourglass`). The alias `champion` moves to the new version only when its
 validation PCKh Total beats the current champion's measured on the same validation data
 (same validation fingerprint); the first version becomes champion. Otherwise the new version
@@ -56,7 +56,7 @@ def promote_if_better(name: str, version: str | int, *, pckh_total: float, val_f
     Args:
         pckh_total: the new version's validation PCKh@0.5 Total (official, percent).
         val_fingerprint: fingerprint of the validation rows it was measured on
-            (`pipelines.data_stream.validation_fingerprint`).
+            (`pipelines.training.data_stream.validation_fingerprint`).
         tracking_uri: the MLflow store holding the registry (default: the current one).
         run_id: when given, the decision is recorded as `registry.*` tags on this run.
     Returns:
@@ -116,12 +116,12 @@ def promote_if_better(name: str, version: str | int, *, pckh_total: float, val_f
 def register_model(model, card, *, tracking_uri: str, run_id: str, name: str = DEFAULT_MODEL_NAME) -> str:
     """Logs `model` with its card to run `run_id` and registers it under `name`; returns the version.
 
-    The model is logged by `pipelines.model_io.log_model` (signature, input example, config,
+    The model is logged by `pipelines.tracking.model_io.log_model` (signature, input example, config,
     joint names, flip pairs, input size; weights-only format). The run keeps its status.
     """
     import mlflow
 
-    from pipelines.model_io import log_model
+    from pipelines.tracking.model_io import log_model
 
     client = mlflow.MlflowClient(tracking_uri, registry_uri=tracking_uri)
     status = client.get_run(run_id).info.status

@@ -1,0 +1,1 @@
+"""The `shg` command line: parse, call, print. No logic lives here."""

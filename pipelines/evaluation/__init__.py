@@ -1,0 +1,1 @@
+"""PCKh, batch evaluation of a saved model, prediction on images, plots."""

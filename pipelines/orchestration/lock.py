@@ -1,0 +1,47 @@
+"""The work-dir lock: two workflows never train at once on one work dir."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from pipelines.tracking.provenance import utc_now
+
+class WorkflowBusy(RuntimeError):
+    """Another workflow holds the work-dir lock; this one did nothing."""
+
+
+@contextmanager
+def workdir_lock(workdir: Path) -> Iterator[None]:
+    """Holds `workdir/.workflow.lock` (flock, non-blocking) for the duration of the block.
+
+    flock is released by the kernel when the holder dies, so a crashed run never leaves a stale
+    lock. The file records the holder (pid, host, start time) for the busy message.
+
+    Raises:
+        WorkflowBusy: another process holds it; names the holder and the lock file.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / ".workflow.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = path.read_text().strip() or "unknown holder"
+            raise WorkflowBusy(
+                f"another shg workflow is running in {workdir} ({holder}); two runs never train "
+                f"at once on one work dir. Wait for it, or use another --workdir. Lock: {path}"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {os.uname().nodename} since {utc_now()}".encode())
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
