@@ -27,20 +27,18 @@ from pathlib import Path
 
 from benchmarks.timing import interleaved_medians
 
-PROFILE = "default"
+PROFILE = "synthetic"
 
 
 def profile_config():
-    """The ExperimentConfig the `default` profile trains (its `synth.*` keys dropped)."""
-    from pipelines.config.experiment import load_config
-    from pipelines.config.profiles import profile_overrides
+    """The ExperimentConfig the `synthetic` profile (the README main job) trains."""
+    from pipelines.config.run import resolve_run_config
 
-    overrides = [item for item in profile_overrides(PROFILE) if not item.startswith("synth.")]
-    return load_config(overrides=overrides)
+    return resolve_run_config(PROFILE).experiment()
 
 
 def measure_train_consumption(rounds: int = 3) -> dict[str, float]:
-    """Images/s the `default` profile's training consumes: workers x batch / 1-thread step time."""
+    """Images/s the `synthetic` profile's training consumes: workers x batch / 1-thread step time."""
     import torch
 
     from benchmarks.training import TrainStep
@@ -66,13 +64,10 @@ def measure_train_consumption(rounds: int = 3) -> dict[str, float]:
 
 
 def profile_people() -> int:
-    """People in the `default` profile's synthetic set (its `synth.people`)."""
-    from pipelines.config.profiles import profile_overrides
+    """People in the `synthetic` profile's synthetic set (its `synth.people`)."""
+    from pipelines.config.run import resolve_run_config
 
-    for item in profile_overrides(PROFILE):
-        if item.startswith("synth.people="):
-            return int(item.split("=", 1)[1])
-    return 4000  # SynthConfig's default, which the profile then uses
+    return resolve_run_config(PROFILE).synth.people
 
 
 def measure_data_pipeline(

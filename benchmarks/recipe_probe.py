@@ -3,12 +3,12 @@
     .venv/bin/python -m benchmarks.recipe_probe PREPARED --images 28000 --every 4000 \
         [--batch 16] [--val-people 400] [KEY=VALUE ...]
 
-Trains the model of an `ExperimentConfig` (the `default` profile's model/data/optimiser keys,
+Trains the model of an `ExperimentConfig` (the `synthetic` profile's model/data/optimiser keys,
 then the given overrides) on a prepared dataset in this process, with the same augmentation
 (`augment_batch`), loss, bf16/channels_last path and flip-tested PCKh validation as
 `shg train`, and prints PCKh@0.5 every `--every` images. Learning per image seen is what the
 probe compares; its images/s is that of one process with all cores, not of 2 Ray workers.
-This is how the `default` profile was chosen (docs/RECIPES.md); it is not part of the test run.
+This is how the `synthetic` profile (the README main job) was chosen (docs/RECIPES.md); it is not part of the test run.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=16, help="images per optimiser step")
     parser.add_argument("--val-people", type=int, default=400, help="first N val people by id")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--profile", default="synthetic", help="recipe file the overrides apply to")
     parser.add_argument("overrides", nargs="*", help="ExperimentConfig KEY=VALUE, after the profile")
     args = parser.parse_intermixed_args(argv)
 
@@ -36,16 +37,14 @@ def main(argv: list[str] | None = None) -> None:
 
     from dataprep.augment import augment_batch
     from dataprep.joints import FLIP_PERMUTATION
-    from pipelines.config.experiment import load_config
     from pipelines.training.data_stream import TRAIN_COLUMNS, load_validation
     from pipelines.runtime.prepared import split_files
-    from pipelines.config.profiles import profile_overrides
+    from pipelines.config.run import resolve_run_config
     from pipelines.training.worker import autocast_dtype, build_optimizer, normalise
     from pipelines.training.validation import validate
     from shg_model import StackedHourglass, heatmap_loss
 
-    profile = [o for o in profile_overrides("default") if not o.startswith("synth.")]
-    cfg = load_config(None, [*profile, *args.overrides])
+    cfg = resolve_run_config(args.profile, None, args.overrides).experiment()
     torch.set_num_threads(args.threads)
     torch.manual_seed(cfg.train.seed)
     table = pq.ParquetDataset(split_files(args.prepared, "train")).read(columns=TRAIN_COLUMNS)

@@ -62,7 +62,8 @@ class PrepareConfig:
     """Everything `shg prepare` needs (CLI options carry these names).
 
     Attributes:
-        annotations: annotation file, any form `dataprep.mpii.load_annotations` reads.
+        annotations: annotation file, any form `dataprep.mpii.load_annotations` reads ("" = none:
+            the workflow then uses its embedded synthetic dataset).
         images: image root; record image paths are relative to it.
         out: output folder (created or replaced as a whole; see module docstring).
         address: Ray address for the CLI (None/"local": a private local cluster).
@@ -75,9 +76,9 @@ class PrepareConfig:
         progress_every: print a progress line every this many people.
     """
 
-    annotations: str
-    images: str
-    out: str
+    annotations: str = ""
+    images: str = ""
+    out: str = ""
     address: str | None = None
     format: str | None = None
     split: str | None = None

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.config.experiment import ConfigError, ExperimentConfig, TrainConfig, load_config, parse_value
+from pipelines.config.experiment import ConfigError, ExperimentConfig, TrainConfig, load_config
+from pipelines.config.overrides import parse_value
 
 
 def test_dotted_overrides_are_parsed_by_field_type():

@@ -17,7 +17,8 @@ from dataprep.mpii import read_annotations
 from dataprep.prepare import records_table
 from dataprep.prepare_batch import prepare_batch
 from pipelines.evaluation import evaluate
-from pipelines.inference import model_dir as model_io
+from pipelines.inference import model_dir as saved_model
+from pipelines.tracking import model_io
 from pipelines.evaluation import pckh
 from pipelines.cli.app import build_app
 from pipelines.inference.keypoints import predict_keypoints, to_image_px
@@ -43,7 +44,7 @@ def prepared(mpii_dir, tmp_path_factory):
 def model_dir(tmp_path_factory):
     torch.manual_seed(0)
     cfg = HourglassConfig(stacks=1, channels=8, depth=4)  # the real 256 px input, tiny width
-    return model_io.save_model_dir(StackedHourglass(cfg), model_io.ModelCard.for_config(cfg),
+    return saved_model.save_model_dir(StackedHourglass(cfg), saved_model.ModelCard.for_config(cfg),
                                    tmp_path_factory.mktemp("m") / "tiny")
 
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipelines.inference import model_dir as model_io
+from pipelines.inference import model_dir
+from pipelines.tracking import model_io
 from pipelines.inference.keypoints import predict_keypoints
 from shg_model import HourglassConfig, StackedHourglass
 
@@ -26,8 +27,8 @@ def tiny_model(seed: int = 0) -> StackedHourglass:
     return model.eval()
 
 
-def tiny_card(**kwargs) -> model_io.ModelCard:
-    return model_io.ModelCard.for_config(TINY, input_size=64, heatmap_size=16, **kwargs)
+def tiny_card(**kwargs) -> model_dir.ModelCard:
+    return model_dir.ModelCard.for_config(TINY, input_size=64, heatmap_size=16, **kwargs)
 
 
 def images(n: int = 3) -> np.ndarray:
@@ -37,7 +38,7 @@ def images(n: int = 3) -> np.ndarray:
 def test_directory_round_trip_gives_identical_outputs(tmp_path):
     model = tiny_model()
     card = tiny_card(val_fingerprint="abc123", val_metrics={"Total": 12.5})
-    model_io.save_model_dir(model, card, tmp_path / "m")
+    model_dir.save_model_dir(model, card, tmp_path / "m")
     # Plain tensors only: loadable without unpickling arbitrary objects.
     state = torch.load(tmp_path / "m" / "weights.pt", weights_only=True)
     assert all(isinstance(v, torch.Tensor) for v in state.values())
@@ -54,13 +55,13 @@ def test_directory_round_trip_gives_identical_outputs(tmp_path):
 def test_compiled_or_wrapped_prefixes_are_stripped(tmp_path):
     wrapper = torch.nn.Module()
     wrapper.module = tiny_model()  # what DistributedDataParallel's state_dict looks like
-    model_io.save_model_dir(wrapper, tiny_card(), tmp_path)
-    loaded, _ = model_io.load_model_dir(tmp_path)
+    model_dir.save_model_dir(wrapper, tiny_card(), tmp_path)
+    loaded, _ = model_dir.load_model_dir(tmp_path)
     torch.testing.assert_close(loaded.state_dict(), wrapper.module.state_dict())
 
 
 def test_card_weights_mismatch_is_refused(tmp_path):
-    model_io.save_model_dir(tiny_model(), tiny_card(), tmp_path)
+    model_dir.save_model_dir(tiny_model(), tiny_card(), tmp_path)
     card = json.loads((tmp_path / "card.json").read_text())
     card["model_config"]["channels"] = 16
     (tmp_path / "card.json").write_text(json.dumps(card))
@@ -71,7 +72,7 @@ def test_card_weights_mismatch_is_refused(tmp_path):
     with pytest.raises(ValueError, match="unexpected"):
         model_io.load_model(tmp_path)
     with pytest.raises(ValueError, match="saving to"):
-        model_io.save_model_dir(tiny_model(), model_io.ModelCard.for_config(
+        model_dir.save_model_dir(tiny_model(), model_dir.ModelCard.for_config(
             HourglassConfig(stacks=1, channels=8, depth=2), input_size=64, heatmap_size=16), tmp_path / "x")
 
 
@@ -88,12 +89,12 @@ def test_card_weights_mismatch_is_refused(tmp_path):
 def test_inconsistent_cards_are_refused(change, message):
     values = tiny_card().to_dict() | change
     with pytest.raises(ValueError, match=message):
-        model_io.ModelCard.from_dict(values)
+        model_dir.ModelCard.from_dict(values)
 
 
 def test_unknown_card_key_and_missing_files(tmp_path):
     with pytest.raises(ValueError, match="unknown model card keys"):
-        model_io.ModelCard.from_dict(tiny_card().to_dict() | {"colour": "red"})
+        model_dir.ModelCard.from_dict(tiny_card().to_dict() | {"colour": "red"})
     with pytest.raises(FileNotFoundError, match="card.json"):
         model_io.load_model(tmp_path)
     with pytest.raises(FileNotFoundError, match="no such model directory"):

@@ -13,7 +13,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from dataprep.geometry import apply_affine
-from pipelines.inference import model_dir as model_io
+from pipelines.inference import model_dir as saved_model
+from pipelines.tracking import model_io
 from pipelines.evaluation import predict
 from pipelines.cli.app import build_app
 from pipelines.inference.keypoints import predict_keypoints
@@ -26,8 +27,8 @@ PHOTOS = predict.Path(__file__).resolve().parents[2] / "shared" / "data" / "phot
 def model_dir(tmp_path_factory):
     torch.manual_seed(0)
     cfg = HourglassConfig(stacks=1, channels=8, depth=2)
-    card = model_io.ModelCard.for_config(cfg, input_size=64, heatmap_size=16)
-    return model_io.save_model_dir(StackedHourglass(cfg), card, tmp_path_factory.mktemp("m") / "tiny")
+    card = saved_model.ModelCard.for_config(cfg, input_size=64, heatmap_size=16)
+    return saved_model.save_model_dir(StackedHourglass(cfg), card, tmp_path_factory.mktemp("m") / "tiny")
 
 
 @pytest.fixture(scope="module")

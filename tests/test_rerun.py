@@ -20,17 +20,16 @@ def tiny_workflow(tmp_path_factory, ray_local):
 
 
 def _store(tmp_path):
-    from mlflow import MlflowClient
+    from pipelines.tracking.workflow_runs import WorkflowRuns
 
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    experiment = client.create_experiment("t", artifact_location=(tmp_path / "a").as_uri())
-    return client, experiment
+    runs = WorkflowRuns(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path)
+    return runs, runs.experiment_id
 
 
-def _run_with_losses(client, experiment, losses, tags=None):
-    run = client.create_run(experiment, tags=tags or {})
+def _run_with_losses(runs, experiment, losses, tags=None):
+    run = runs.client.create_run(experiment, tags=tags or {})
     for step, value in enumerate(losses):
-        client.log_metric(run.info.run_id, "loss", value, step=step)
+        runs.client.log_metric(run.info.run_id, "loss", value, step=step)
     return run.info.run_id
 
 
@@ -58,15 +57,15 @@ def test_a_run_no_workflow_made_cannot_be_rerun(tmp_path):
 
 @pytest.mark.slow
 def test_rerun_repeats_the_losses_step_for_step(tiny_workflow):
-    from mlflow import MlflowClient
-
-    from pipelines.orchestration.workflow import resolve
+    from pipelines.orchestration.plan import resolve
+    from pipelines.tracking.workflow_runs import WorkflowRuns
 
     cfg, original = tiny_workflow
-    client = MlflowClient(resolve(cfg).tracking_uri)
-    recorded = read_recorded_run(client, original.train_run_id)  # a child id finds its parent
+    runs = WorkflowRuns(resolve(cfg).tracking_uri, cfg.workdir)
+    client = runs.client
+    recorded = read_recorded_run(runs, original.train_run_id)  # a child id finds its parent
     assert recorded.parent_run_id == original.parent_run_id
-    assert "train.seed=0" in recorded.overrides and "synth.seed=0" in recorded.overrides
+    assert "seed: 0" in recorded.config_yaml  # the saved config.yaml, not stringified params
 
     repeated = rerun_run(RerunConfig(run_id=original.parent_run_id, workdir=cfg.workdir, check=True))
     assert repeated.train_run_id != original.train_run_id  # really trained again

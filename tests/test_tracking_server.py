@@ -51,7 +51,8 @@ def test_the_server_serves_the_same_store_a_local_run_writes(tmp_path):
 
 @pytest.mark.slow
 def test_training_logged_over_http_reads_back_through_the_rest_api(tmp_path, ray_local):
-    from pipelines.orchestration.workflow import WorkflowConfig, run_workflow
+    from pipelines.orchestration.plan import WorkflowConfig
+    from pipelines.orchestration.workflow import run_workflow
 
     cfg = TrackingServerConfig(port=_free_port(), workdir=str(tmp_path / "server"))
     server = start_server(cfg, log_path=tmp_path / "server.log")

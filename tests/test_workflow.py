@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.orchestration.workflow import STEPS, WorkflowConfig, data_inputs, resolve, split_overrides
+from pipelines.orchestration.plan import WorkflowConfig, resolve
+from pipelines.orchestration.workflow import STEPS
 from pipelines.orchestration.lock import WorkflowBusy, workdir_lock
 
 # One deterministic worker and a loss logged every step: `shg rerun --check` can compare runs.
@@ -64,7 +65,7 @@ def _free_port() -> int:
 def _hold_lock(workdir: Path) -> subprocess.Popen:
     """Another process holding the work-dir lock (what a concurrent `shg run` does)."""
     code = (
-        "import sys, time; from pathlib import Path; from pipelines.workflow import workdir_lock\n"
+        "import sys, time; from pathlib import Path; from pipelines.orchestration.lock import workdir_lock\n"
         "with workdir_lock(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(120)\n"
     )
     proc = subprocess.Popen([sys.executable, "-c", code, str(workdir)], stdout=subprocess.PIPE, text=True)
@@ -73,13 +74,6 @@ def _hold_lock(workdir: Path) -> subprocess.Popen:
 
 
 # --- pure parts --------------------------------------------------------------------------------
-
-
-def test_split_overrides_groups_by_destination_and_later_values_win():
-    groups = split_overrides(["synth.people=8", "train.epochs=1", "prepare.jpeg_quality=90", "synth.people=9"])
-    assert groups == {"synth": {"people": "9"}, "prepare": {"jpeg_quality": "90"}, "experiment": {"train.epochs": "1"}}
-    with pytest.raises(ValueError, match="not KEY=VALUE"):
-        split_overrides(["train.epochs"])
 
 
 def test_resolve_applies_profile_then_user_overrides_and_puts_everything_in_the_workdir(tmp_path):
@@ -92,22 +86,23 @@ def test_resolve_applies_profile_then_user_overrides_and_puts_everything_in_the_
     assert Path(run.data.prepare.out) == tmp_path / "data" / "prepared"
     assert run.params["train.epochs"] == 3 and run.params["synth.people"] == 10
     assert run.params["workflow.profile"] == "smoke"
+    assert run.data.synth.people == 10 and Path(run.data.prepare.annotations).parent == tmp_path / "data" / "synth"
 
 
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (("synth.peeple=3",), "unknown synth"),
+        (("synth.peeple=3",), "unknown config key"),
         (("train.epochz=3",), "unknown config key"),
-        (("prepare.annotations=/x.json",), "needs prepare.images"),
+        (("prepare.annotations=/x.json",), "needs both"),
         (("prepare.annotations=/x.json", "prepare.images=/x", "synth.people=3"), "make no sense with real data"),
-        (("train.storage=/elsewhere",), "use --workdir"),
+        (("train.storage=/elsewhere",), "cannot be set here"),
     ],
 )
 def test_bad_overrides_fail_before_anything_starts(tmp_path, overrides, message):
     with pytest.raises(ValueError, match=message):
-        resolve(WorkflowConfig(workdir=str(tmp_path), overrides=overrides))
-    assert not any(tmp_path.iterdir())
+        resolve(WorkflowConfig(workdir=str(tmp_path / "w"), overrides=overrides))
+    assert not (tmp_path / "w").exists()
 
 
 def test_unknown_profile_is_an_error(tmp_path):
@@ -116,9 +111,20 @@ def test_unknown_profile_is_an_error(tmp_path):
 
 
 def test_real_data_overrides_switch_off_the_synthetic_set(tmp_path):
-    inputs = data_inputs(tmp_path, split_overrides(["prepare.annotations=/d/a.json", "prepare.images=/d/img"]))
-    assert inputs.synth is None
-    assert (inputs.prepare.annotations, inputs.prepare.images) == ("/d/a.json", "/d/img")
+    run = resolve(WorkflowConfig(profile="smoke", workdir=str(tmp_path),
+                                 overrides=("prepare.annotations=/d/a.json", "prepare.images=/d/img")))
+    assert run.data.synth is None
+    assert (run.data.prepare.annotations, run.data.prepare.images) == ("/d/a.json", "/d/img")
+    assert not any(k.startswith("synth.") for k in run.params)
+
+
+def test_print_config_shows_the_resolved_tree_and_runs_nothing(tmp_path):
+    result = subprocess.run(
+        [str(VENV_BIN / "shg"), "run", "--profile", "smoke", "--workdir", str(tmp_path / "w"),
+         "--print-config", "train.epochs=5"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "epochs: 5" in result.stdout and "channels: 16" in result.stdout
+    assert not (tmp_path / "w").exists()
 
 
 def test_workdir_lock_is_exclusive_across_processes_and_names_the_holder(tmp_path):
@@ -164,6 +170,8 @@ def test_workflow_runs_every_step_and_groups_its_mlflow_runs(tiny_workflow):
         assert tags[key]
     assert tags["data.fingerprint"] == result.data_fingerprint
     assert parent.data.params["train.seed"] == "0" and parent.data.params["synth.seed"] == "0"
+    saved = client.download_artifacts(result.parent_run_id, "config.yaml", str(Path(cfg.workdir) / "dl"))
+    assert resolve(WorkflowConfig(profile="", config=saved, workdir=cfg.workdir)).config == resolve(cfg).config
     assert set(parent.data.metrics) >= {f"step.{n}.seconds" for n in STEPS}
 
     children = client.search_runs(

@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 
@@ -85,9 +84,3 @@ def head_size_from_segment(joints: np.ndarray, labelled: np.ndarray) -> float:
         return math.nan
     length = float(np.hypot(*(joints[HEAD_TOP] - joints[UPPER_NECK])))
     return HEAD_SEGMENT_TO_HEAD_SIZE * length if length > 0 else math.nan
-
-
-def expect(condition: bool, path: str | Path, what: str) -> None:
-    """Raises AnnotationFormatError naming `path` unless `condition`."""
-    if not condition:
-        raise AnnotationFormatError(f"{path}: {what}")

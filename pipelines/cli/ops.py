@@ -11,7 +11,9 @@ from typing import Annotated, Optional
 import typer
 
 # Options shared by `run` and `schedule` (names = `WorkflowConfig` fields).
-Profile = Annotated[str, typer.Option(help="Override set from pipelines.config.profiles: default | smoke.")]
+Profile = Annotated[str, typer.Option(help="Recipe file from pipelines/config/profiles/ (synthetic | smoke | mpii); '' = dataclass defaults.")]
+ConfigFile = Annotated[str, typer.Option("--config", help="YAML/TOML config file applied after the profile (e.g. a copied profile or a run's config.yaml).")]
+PrintConfig = Annotated[bool, typer.Option(help="Print the resolved configuration as YAML and exit without running.")]
 Workdir = Annotated[str, typer.Option(help="Work dir: data, checkpoints, local MLflow store, lock.")]
 TrackingUri = Annotated[
     str, typer.Option(help="MLflow tracking URI (e.g. http://127.0.0.1:5000); default: sqlite under --workdir.")
@@ -41,20 +43,36 @@ def register(app: typer.Typer) -> None:
 
 def run(
     overrides: Overrides = None,
-    profile: Profile = "default",
+    profile: Profile = "synthetic",
+    config: ConfigFile = "",
     workdir: Workdir = "runs",
     tracking_uri: TrackingUri = "",
     address: Address = "",
     force: Force = False,
+    print_config: PrintConfig = False,
 ) -> None:
     """Run the workflow: prepare → train → evaluate → register (unchanged steps are reused)."""
-    from pipelines.orchestration.workflow import WorkflowConfig
+    from pipelines.orchestration.plan import WorkflowConfig
 
     cfg = WorkflowConfig(
-        profile=profile, workdir=workdir, tracking_uri=tracking_uri, address=address, force=force,
-        overrides=tuple(overrides or ()),
+        profile=profile, config=config, workdir=workdir, tracking_uri=tracking_uri, address=address,
+        force=force, overrides=tuple(overrides or ()),
     )  # fmt: skip
+    if print_config:
+        _print_config(cfg)
+        return
     _run_workflow_or_exit(cfg)
+
+
+def _print_config(cfg) -> None:
+    from pipelines.orchestration.plan import resolve
+
+    try:
+        run = resolve(cfg)
+    except ValueError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(code=2) from None
+    typer.echo(run.config.to_yaml(header=f"shg run --profile {cfg.profile!r}: resolved configuration"), nl=False)
 
 
 def _run_workflow_or_exit(cfg):
@@ -154,7 +172,8 @@ def schedule(
     cron: Annotated[str, typer.Option(help="Five-field cron expression, UTC (e.g. '0 3 * * 1' = Mondays 03:00).")] = "0 3 * * 1",
     once: Annotated[bool, typer.Option(help="Fire once now and exit (what a cluster CronJob runs).")] = False,
     max_firings: Annotated[int, typer.Option(help="Stop after this many firings (0: run until interrupted).")] = 0,
-    profile: Profile = "default",
+    profile: Profile = "synthetic",
+    config: ConfigFile = "",
     workdir: Workdir = "runs",
     tracking_uri: TrackingUri = "",
     address: Address = "",
@@ -162,7 +181,8 @@ def schedule(
 ) -> None:
     """Fire the workflow on a cron schedule; unchanged data or a busy work dir skip (recorded in MLflow)."""
     from pipelines.orchestration.schedule import ScheduleConfig, run_schedule
-    from pipelines.orchestration.workflow import WorkflowConfig, run_firing
+    from pipelines.orchestration.plan import WorkflowConfig
+    from pipelines.orchestration.workflow import run_firing
 
     try:
         sched = ScheduleConfig(cron=cron, once=once, max_firings=max_firings)
@@ -170,8 +190,8 @@ def schedule(
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(code=2) from None
     cfg = WorkflowConfig(
-        profile=profile, workdir=workdir, tracking_uri=tracking_uri, address=address, force=force,
-        overrides=tuple(overrides or ()), skip_unchanged=not force,
+        profile=profile, config=config, workdir=workdir, tracking_uri=tracking_uri, address=address,
+        force=force, overrides=tuple(overrides or ()), skip_unchanged=not force,
     )  # fmt: skip
 
     def fire(at):

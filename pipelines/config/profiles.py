@@ -1,91 +1,46 @@
-"""Named override sets for `shg run` (the workflow): `smoke` and `default`.
+"""Profiles: named recipes as YAML files beside this module (`profiles/<name>.yaml`).
 
-A profile is a tuple of `KEY=VALUE` strings in the workflow's override language: `synth.*` keys
-configure the embedded synthetic dataset (`dataprep.synth.SynthConfig`), everything else is an
-`ExperimentConfig` key (`model.*`, `data.*`, `train.*`). The workflow applies the profile first
-and the user's own overrides after it, so a user value always wins.
+A profile file holds a one-line `description` and the sections of `RunConfig` it changes
+(`synth`, `prepare`, `model`, `data`, `train`), each a mapping of field names to values, with a
+comment saying why. Copy one, edit it, and pass it with `shg run --config FILE`; a user's own
+`KEY=VALUE` overrides always win over both. The files are validated by `pipelines.config.run`
+like any other config layer: an unknown key or a bad value is an error naming the file.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipelines.config.overrides import ConfigError, read_config_file
+
+PROFILE_DIR = Path(__file__).with_name("profiles")
 
 
 @dataclass(frozen=True)
 class Profile:
-    """A named recipe: what it is for, and the overrides that make it."""
+    """A named recipe: what it is for, and the dotted values it sets."""
 
     name: str
     description: str
-    overrides: tuple[str, ...]
+    values: dict[str, Any]
+    path: Path
 
 
-PROFILES: dict[str, Profile] = {
-    "smoke": Profile(
-        name="smoke",
-        description="tiny synthetic set and tiny model: checks the whole pipeline in ~2 minutes on 2 cores",
-        overrides=(
-            "synth.people=160",
-            "model.stacks=2",
-            "model.channels=16",
-            "data.input_size=64",
-            "train.epochs=2",
-            "train.batch_size=4",
-            "train.workers=2",
-            "train.val_max_people=32",
-            "train.val_grid_people=4",
-            "train.log_every=5",
-        ),
-    ),
-    "default": Profile(
-        name="default",
-        description=("the README main job: embedded synthetic set at moderate difficulty, reduced-width "
-                     "2-stack hourglass, 2 CPU workers on the bf16 + channels_last fast path "
-                     "(docs/RECIPES.md)"),
-        overrides=(
-            # the synthetic people: 4,000 at moderate difficulty (SynthConfig's defaults are the
-            # harder, MPII-like setting: more back views, occluders, crowds and truncation)
-            "synth.people=4000",
-            "synth.yaw_std_deg=20",
-            "synth.back_view_prob=0.2",
-            "synth.occluder_prob=0.05",
-            "synth.multi_person_prob=0.15",
-            "synth.truncation_prob=0.05",
-            "synth.max_clutter=8",
-            "model.stacks=2",
-            "model.channels=64",
-            "model.channels_last=true",
-            "data.input_size=128",
-            # 32 px heatmaps: sigma 2 there covers what sigma 4 does at 64 px; the wider target
-            # leaves the all-zero plateau far sooner (probe: PCKh 30.8 vs 14.5 % after 8k images)
-            "data.sigma=2",
-            "data.rotation_deg=20",
-            "data.scale_min=0.85",
-            "data.scale_max=1.15",
-            "train.amp=bf16",
-            "train.epochs=9",
-            # 4 per worker = 8 per step: per image seen, small steps learn far faster (probe:
-            # on this set, PCKh 75.4 % after 12k images at 8 per step, 64.1 % at 16 per step)
-            "train.batch_size=4",
-            "train.workers=2",
-            "train.optimizer=adam",
-            "train.lr=2e-3",
-            "train.lr_drop_epochs=7",
-            "train.val_every=3",
-            "train.log_every=80",
-        ),
-    ),
-}
+def profile_names() -> list[str]:
+    """The shipped profiles, sorted by name."""
+    return sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
 
 
 def get_profile(name: str) -> Profile:
     """The profile called `name`; an unknown name is an error listing the known ones."""
-    try:
-        return PROFILES[name]
-    except KeyError:
-        raise ValueError(f"unknown profile {name!r}; known profiles: {', '.join(PROFILES)}") from None
-
-
-def profile_overrides(name: str) -> list[str]:
-    """`KEY=VALUE` strings of profile `name` (apply the user's overrides after these)."""
-    return list(get_profile(name).overrides)
+    path = PROFILE_DIR / f"{name}.yaml"
+    if not name or "/" in name or not path.is_file():
+        raise ConfigError(f"unknown profile {name!r}; known profiles: {', '.join(profile_names())} "
+                          "(or pass your own file with --config FILE)")
+    values = read_config_file(path)
+    description = values.pop("description", "")
+    if not isinstance(description, str) or not description:
+        raise ConfigError(f"{path}: a profile needs a one-line `description:`")
+    return Profile(name=name, description=description, values=values, path=path)

@@ -1,26 +1,33 @@
 """`shg rerun RUN_ID`: repeat a recorded workflow run from what MLflow holds about it.
 
-The workflow parent run records every setting that decides the result as params (`synth.*`,
-`prepare.*`, `model.*`, `data.*`, `train.*`, seeds included), the data fingerprint and the
-provenance tags (git revision, package versions). A rerun turns the params back into overrides,
-runs the workflow under a new training-run name (so the finished original is not just reported
-back), requires the prepared data to have the recorded fingerprint, and with `check` compares
-the per-step training losses with the original's. With `train.workers=1` and
-`train.deterministic=true` they are equal step for step; a different git revision or package
-version is reported, since it can change the numbers.
+Every workflow parent run carries its resolved configuration as the artifact `config.yaml`
+(`RunConfig.to_yaml`: every setting that decides the result, seeds included), the data
+fingerprint and the provenance tags (git revision, package versions). A rerun reads that file
+back as its `--config` (so nothing is rebuilt from stringified params), trains under a new run
+name (so the finished original is not just reported back), requires the prepared data to have
+the recorded fingerprint, and with `check` compares the per-step training losses with the
+original's. With `train.workers=1` and `train.deterministic=true` they are equal step for step;
+a different git revision or package version is reported, since it can change the numbers.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from pipelines.orchestration.workflow import FINGERPRINT_TAG, WORKFLOW_TAG, WorkflowConfig, WorkflowResult
+from pipelines.orchestration.plan import WorkflowConfig
+from pipelines.orchestration.workflow import WorkflowResult
 from pipelines.tracking.provenance import provenance
+from pipelines.tracking.workflow_runs import (
+    CONFIG_ARTIFACT,
+    DATA_FINGERPRINT_TAG,
+    SKIPPED_TAG,
+    WORKFLOW_TAG,
+    WorkflowRuns,
+)
 
-# Params that are settings of a run (turned back into overrides); the rest describe it.
-OVERRIDE_PREFIXES = ("synth.", "prepare.", "model.", "data.", "train.")
 LOSS_METRIC = "loss"  # per-step training loss, logged every train.log_every steps
 
 
@@ -51,86 +58,75 @@ class RecordedRun:
 
     parent_run_id: str
     train_run_id: str
-    profile: str
-    overrides: tuple[str, ...]
+    config_yaml: str  # the resolved RunConfig, as saved with the run
     fingerprint: str
     tags: dict[str, str]
 
 
-def read_recorded_run(client, run_id: str) -> RecordedRun:
-    """Finds the workflow parent run of `run_id` and turns its params back into overrides.
+def read_recorded_run(runs: WorkflowRuns, run_id: str) -> RecordedRun:
+    """Finds the workflow parent run of `run_id` and reads its saved configuration.
 
     Raises:
-        LookupError: no such run, or a run that no workflow made (e.g. a plain `shg train`).
+        LookupError: no such run, a run that no workflow made (e.g. a plain `shg train`), or a
+            workflow run that skipped its training.
     """
-    run = _get_run(client, run_id)
-    if run.data.tags.get(WORKFLOW_TAG) != "parent":
-        parent_id = run.data.tags.get("mlflow.parentRunId")
+    run = runs.get(run_id)
+    if run.tags.get(WORKFLOW_TAG) != "parent":
+        parent_id = run.tags.get("mlflow.parentRunId")
         if not parent_id:
             raise LookupError(
                 f"run {run_id} was not made by `shg run` (no {WORKFLOW_TAG} tag, no parent run); "
                 "rerun needs the workflow run, which records the data settings too"
             )
-        run = _get_run(client, parent_id)
-    params, tags = run.data.params, run.data.tags
-    if "skipped" in tags:
-        raise LookupError(f"workflow run {run.info.run_id} skipped its training ({tags['skipped']}); nothing to repeat")
-    overrides = tuple(f"{k}={v}" for k, v in sorted(params.items()) if k.startswith(OVERRIDE_PREFIXES))
+        run = runs.get(parent_id)
+    if SKIPPED_TAG in run.tags:
+        raise LookupError(f"workflow run {run.run_id} skipped its training ({run.tags[SKIPPED_TAG]}); nothing to repeat")
     return RecordedRun(
-        parent_run_id=run.info.run_id,
-        train_run_id=tags.get("shg.train_run_id", ""),
-        profile=params.get("workflow.profile", "default"),
-        overrides=overrides,
-        fingerprint=tags.get(FINGERPRINT_TAG, ""),
-        tags=dict(tags),
+        parent_run_id=run.run_id,
+        train_run_id=run.tags.get("shg.train_run_id", ""),
+        config_yaml=runs.read_text(run.run_id, CONFIG_ARTIFACT),
+        fingerprint=run.tags.get(DATA_FINGERPRINT_TAG, ""),
+        tags=run.tags,
     )
 
 
 def rerun_run(cfg: RerunConfig, *, log: Callable[[str], None] = print) -> WorkflowResult:
     """Repeats the run (see the module docstring); returns the new workflow's result."""
-    from mlflow import MlflowClient
-
-    from pipelines.tracking import store as tracking
     from pipelines.orchestration.workflow import run_workflow
+    from pipelines.tracking.store import check_reachable, resolve_tracking_uri
 
-    uri = tracking.resolve_tracking_uri(cfg.tracking_uri or None, Path(cfg.workdir).resolve())
-    tracking.check_reachable(uri)
-    client = MlflowClient(uri)
-    recorded = read_recorded_run(client, cfg.run_id)
+    workdir = Path(cfg.workdir).resolve()
+    uri = resolve_tracking_uri(cfg.tracking_uri or None, workdir)
+    check_reachable(uri)
+    runs = WorkflowRuns(uri, workdir)
+    recorded = read_recorded_run(runs, cfg.run_id)
     for key, now in provenance().items():
         was = recorded.tags.get(key)
         if key.startswith(("version.", "git.commit")) and was is not None and was != now:
             log(f"rerun: {key} was {was}, is {now} now; results may differ")
-    original_name = client.get_run(recorded.train_run_id).info.run_name if recorded.train_run_id else "run"
+    original_name = runs.get(recorded.train_run_id).run_name if recorded.train_run_id else "run"
     new_name = f"{original_name}-rerun-{recorded.parent_run_id[:8]}-{_short_stamp()}"
-    workflow = WorkflowConfig(
-        profile=recorded.profile, workdir=cfg.workdir, tracking_uri=cfg.tracking_uri, address=cfg.address,
-        overrides=(*recorded.overrides, f"train.run_name={new_name}"),
-        expect_fingerprint=recorded.fingerprint,
-        tags=(("shg.rerun_of", recorded.parent_run_id),),
-    )  # fmt: skip
-    log(f"rerun: repeating workflow run {recorded.parent_run_id} ({len(recorded.overrides)} settings)")
-    result = run_workflow(workflow, log=log)
+    with tempfile.TemporaryDirectory(prefix="shg-rerun-") as tmp:
+        config_file = Path(tmp) / CONFIG_ARTIFACT
+        config_file.write_text(recorded.config_yaml)
+        workflow = WorkflowConfig(
+            profile="", config=str(config_file), workdir=cfg.workdir, tracking_uri=cfg.tracking_uri,
+            address=cfg.address, run_name=new_name, expect_fingerprint=recorded.fingerprint,
+            tags=(("shg.rerun_of", recorded.parent_run_id),),
+        )  # fmt: skip
+        log(f"rerun: repeating workflow run {recorded.parent_run_id} from its {CONFIG_ARTIFACT}")
+        result = run_workflow(workflow, log=log)
     if cfg.check:
         if not recorded.train_run_id:
             raise LookupError(f"workflow run {recorded.parent_run_id} names no train run to compare with")
-        compare_losses(client, recorded.train_run_id, result.train_run_id)
+        compare_losses(runs, recorded.train_run_id, result.train_run_id)
         log(f"rerun: per-step losses equal the original's ({recorded.train_run_id})")
     return result
 
 
-def loss_history(client, run_id: str, key: str = LOSS_METRIC) -> list[tuple[int, float]]:
-    """`(step, value)` of a metric, one value per step (the last logged), in step order."""
-    latest: dict[int, tuple[int, float]] = {}
-    for m in client.get_metric_history(run_id, key):
-        if m.step not in latest or m.timestamp >= latest[m.step][0]:
-            latest[m.step] = (m.timestamp, m.value)
-    return [(step, value) for step, (_, value) in sorted(latest.items())]
-
-
-def compare_losses(client, original_id: str, repeated_id: str, key: str = LOSS_METRIC) -> None:
+def compare_losses(runs: WorkflowRuns, original_id: str, repeated_id: str, key: str = LOSS_METRIC) -> None:
     """Raises RerunMismatch unless both runs logged the same `key` values at the same steps."""
-    original, repeated = loss_history(client, original_id, key), loss_history(client, repeated_id, key)
+    original, repeated = runs.metric_history(original_id, key), runs.metric_history(repeated_id, key)
     if not original:
         raise RerunMismatch(f"original run {original_id} logged no {key!r} metric to compare")
     if [s for s, _ in original] != [s for s, _ in repeated]:
@@ -141,15 +137,6 @@ def compare_losses(client, original_id: str, repeated_id: str, key: str = LOSS_M
     for (step, a), (_, b) in zip(original, repeated):
         if a != b:
             raise RerunMismatch(f"{key!r} differs at step {step}: {a!r} (original {original_id}) vs {b!r} ({repeated_id})")
-
-
-def _get_run(client, run_id: str):
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return client.get_run(run_id)
-    except MlflowException as err:
-        raise LookupError(f"MLflow run {run_id} not found in {client.tracking_uri}: {err.message}") from None
 
 
 def _short_stamp() -> str:

@@ -1,12 +1,23 @@
-"""Reuse keys: short stable hashes of what a step's output was made from."""
+"""Reuse: a step whose inputs did not change is not redone.
+
+Keys are short stable hashes of what a step's output was made from. The prepared dataset's key
+covers the prepare settings and the content of its inputs (the annotation file's bytes, the
+images' listing, or for the synthetic set its config and generator version); it is stored beside
+the prepared dataset (`prepared.inputs.json`) with the fingerprint it produced.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+
+from dataprep.prepare import PrepareConfig
+from dataprep.synth import SynthConfig
+
 
 def input_key(payload: Mapping[str, Any]) -> str:
     """A short stable hash of a JSON-able description of a step's inputs."""
@@ -30,3 +41,40 @@ def images_listing_digest(root: Path) -> str:
         stat = path.stat()
         h.update(f"{path.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
     return h.hexdigest()
+
+
+def prepare_inputs_key(prepare: PrepareConfig, synth: SynthConfig | None) -> str:
+    """The reuse key of a prepared dataset: prepare settings + the content of its inputs."""
+    from dataprep.synth.writer import GENERATOR_VERSION
+
+    settings = dataclasses.asdict(prepare)
+    for field in ("out", "address", "progress_every", "annotations", "images"):
+        settings.pop(field)  # where things are and how progress is shown change no row
+    return input_key({
+        "prepare": settings,
+        "annotations_sha256": file_digest(Path(prepare.annotations)),
+        # A synthetic dataset is fixed by its config; real images by their listing.
+        "images": (
+            {"synth": synth.to_dict(), "generator_version": GENERATOR_VERSION}
+            if synth is not None else images_listing_digest(Path(prepare.images))
+        ),
+    })  # fmt: skip
+
+
+def synthesise(synth: SynthConfig, out: Path, *, force: bool, log: Callable[[str], None]) -> bool:
+    """Writes the synthetic dataset into `out` unless the same config is already there.
+
+    Returns True when it (re)generated, False when the existing dataset was reused.
+    """
+    from dataprep.synth import generate
+    from dataprep.synth.writer import ANNOTATIONS, GENERATOR_VERSION, MANIFEST
+
+    manifest = out / MANIFEST
+    if not force and manifest.is_file() and (out / ANNOTATIONS).is_file():
+        found = json.loads(manifest.read_text())
+        if found.get("config") == synth.to_dict() and found.get("generator_version") == GENERATOR_VERSION:
+            log(f"prepare: synthetic dataset in {out} matches the config; reused")
+            return False
+    summary = generate(synth, out, overwrite=True)
+    log(f"prepare: synthesised {summary['people']} people in {summary['images']} images ({summary['seconds']:.1f} s)")
+    return True

@@ -21,7 +21,7 @@ DEFAULT_MODEL_NAME = "stacked-hourglass"
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 PCKH_TAG = "val.pckh_total"
-FINGERPRINT_TAG = "val.fingerprint"
+VERSION_VAL_FINGERPRINT_TAG = "val.fingerprint"  # model-version tag: the rows PCKh was measured on
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ def promote_if_better(name: str, version: str | int, *, pckh_total: float, val_f
     client = MlflowClient(tracking_uri, registry_uri=tracking_uri) if tracking_uri else MlflowClient()
     version = str(version)
     client.set_model_version_tag(name, version, PCKH_TAG, repr(float(pckh_total)))
-    client.set_model_version_tag(name, version, FINGERPRINT_TAG, val_fingerprint)
+    client.set_model_version_tag(name, version, VERSION_VAL_FINGERPRINT_TAG, val_fingerprint)
     try:
         champion = client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException:  # no champion yet (the alias does not exist)
@@ -84,10 +84,10 @@ def promote_if_better(name: str, version: str | int, *, pckh_total: float, val_f
         promoted, reason = True, "already champion"
     else:
         champion_total = _float_or_none(champion.tags.get(PCKH_TAG))
-        if champion.tags.get(FINGERPRINT_TAG) != val_fingerprint or champion_total is None:
+        if champion.tags.get(VERSION_VAL_FINGERPRINT_TAG) != val_fingerprint or champion_total is None:
             promoted = False
             reason = (f"champion v{champion.version} was validated on other data "
-                      f"({champion.tags.get(FINGERPRINT_TAG)} vs {val_fingerprint}); not comparable")
+                      f"({champion.tags.get(VERSION_VAL_FINGERPRINT_TAG)} vs {val_fingerprint}); not comparable")
         elif pckh_total > champion_total:
             promoted = True
             reason = f"PCKh Total {pckh_total:.2f} beats champion v{champion.version}'s {champion_total:.2f}"

@@ -6,8 +6,8 @@ the Ray Train run folder). Rank 0 of the worker group logs metrics and artifacts
 through a `Tracker`; the other ranks log nothing.
 
 Default store: `sqlite:///<storage>/mlflow.db` with artifacts under `<storage>/mlartifacts`;
-`--tracking-uri` or `MLFLOW_TRACKING_URI` overrides it. With `pipelines.tracking.registry` and
-`pipelines.tracking.model_io` this is the only code that imports mlflow.
+`--tracking-uri` or `MLFLOW_TRACKING_URI` overrides it. Every function takes the store's URI
+explicitly and builds its own client: no process-wide MLflow state.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 RUN_RECORD = "shg_run.json"
+DATA_FINGERPRINT_TAG = "data.fingerprint"  # a prepared dataset's fingerprint (train + val)
+VAL_FINGERPRINT_TAG = "data.val_fingerprint"  # the validation rows a run was scored on
 DEFAULT_EXPERIMENT = "shg-train"
 
 
@@ -189,15 +191,18 @@ def start_or_resume_run(*, tracking_uri: str, experiment: str, run_name: str, ru
             ) from None
         client.update_run(record.mlflow_run_id, status="RUNNING")
         return record.mlflow_run_id, True
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        experiment_id = client.create_experiment(
-            experiment, artifact_location=default_artifact_root(tracking_uri, storage))
-    else:
-        experiment_id = found.experiment_id
+    experiment_id = ensure_experiment(client, experiment, default_artifact_root(tracking_uri, storage))
     run = client.create_run(experiment_id, run_name=run_name)
     RunRecord(run.info.run_id, tracking_uri, experiment, model_config).write(run_dir)
     return run.info.run_id, False
+
+
+def ensure_experiment(client, name: str, artifact_location: str | None) -> str:
+    """The id of experiment `name`, created (with `artifact_location`) when the store lacks it."""
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    return client.create_experiment(name, artifact_location=artifact_location)
 
 
 def log_dataset(tracker: Tracker, manifest: dict, data: str | Path, val_fingerprint: str) -> None:
@@ -216,15 +221,15 @@ def log_dataset(tracker: Tracker, manifest: dict, data: str | Path, val_fingerpr
     )
     tracker.client.log_inputs(tracker.run_id, datasets=[
         DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "training")])])
-    tracker.set_tags({"data.fingerprint": manifest["fingerprint"], "data.val_fingerprint": val_fingerprint,
+    tracker.set_tags({DATA_FINGERPRINT_TAG: manifest["fingerprint"], VAL_FINGERPRINT_TAG: val_fingerprint,
                       "data.path": str(Path(data).resolve())})
 
 
 def system_tags(*, workers: int, use_gpu: bool) -> dict[str, str]:
     """Workers, devices, library versions and the git revision, as run tags."""
-    from pipelines.tracking.provenance import provenance# one definition of "what makes a run repeatable"
-
     import torch
+
+    from pipelines.tracking.provenance import provenance  # one definition of a repeatable run
 
     tags = provenance()
     tags.update({

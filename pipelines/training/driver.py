@@ -62,34 +62,70 @@ def run_name_for(cfg: ExperimentConfig, data_fingerprint: str) -> str:
     return f"shg-{cfg.fingerprint(exclude=NOT_IN_RUN_NAME)}-{data_hex[:8]}"
 
 
+@dataclass(frozen=True)
+class TrainInputs:
+    """What a training run works from, resolved once by its caller.
+
+    Attributes:
+        data: the prepared dataset folder; manifest: its `manifest.json`.
+        tracking_uri: the MLflow store (already checked reachable).
+        run_name: the Ray Train run folder's name under `train.storage` (and the MLflow run name).
+        experiment: the MLflow experiment of the run.
+    """
+
+    data: Path
+    manifest: dict[str, Any]
+    tracking_uri: str
+    run_name: str
+    experiment: str
+
+
+def resolve_train_inputs(cfg: ExperimentConfig, data: str | Path, *, tracking_uri: str | None = None,
+                         experiment: str | None = None) -> TrainInputs:
+    """Reads the manifest, checks both splits and the store, derives the run name (`shg train`).
+
+    Raises:
+        PreparedDataError: `data` is not a prepared dataset.
+        TrackingUnavailable: the store cannot be reached (before any training).
+    """
+    from pipelines.tracking import store as tracking
+
+    data = Path(data).resolve()
+    manifest = read_manifest(data)
+    split_files(data, "train"), split_files(data, "val")  # fail now if a split is missing
+    uri = tracking.resolve_tracking_uri(tracking_uri, Path(cfg.train.storage).resolve())
+    tracking.check_reachable(uri)
+    return TrainInputs(data=data, manifest=manifest, tracking_uri=uri,
+                       run_name=run_name_for(cfg, manifest["fingerprint"]),
+                       experiment=experiment or tracking.DEFAULT_EXPERIMENT)
+
+
 def run_training(cfg: ExperimentConfig, data: str | Path, *, tracking_uri: str | None = None,
                  experiment: str | None = None, register: bool = True,
                  registered_name: str | None = None, address: str | None = None,
                  log: Callable[[str], None] = print) -> TrainResult:
-    """Trains `cfg` on the prepared dataset `data` (see the module docstring).
+    """`shg train`: resolves the inputs (`resolve_train_inputs`), then `train_resolved`."""
+    inputs = resolve_train_inputs(cfg, data, tracking_uri=tracking_uri, experiment=experiment)
+    return train_resolved(cfg, inputs, register=register, registered_name=registered_name,
+                          address=address, log=log)
+
+
+def train_resolved(cfg: ExperimentConfig, inputs: TrainInputs, *, register: bool = True,
+                   registered_name: str | None = None, address: str | None = None,
+                   log: Callable[[str], None] = print) -> TrainResult:
+    """Trains `cfg` on `inputs.data` (see the module docstring); the caller resolved the inputs.
 
     Args:
-        tracking_uri: MLflow store; default `$MLFLOW_TRACKING_URI`, else sqlite under
-            `train.storage`.
-        experiment: MLflow experiment name (default `shg-train`).
         register: log, register and gate the final model.
         address: Ray cluster address (None: a local cluster for this process).
-    Raises:
-        PreparedDataError: `data` is not a prepared dataset.
-        TrackingUnavailable: the store cannot be reached (raised before any training).
     """
     from pipelines.tracking import store as tracking
     from pipelines.tracking.registry import DEFAULT_MODEL_NAME
 
     started = time.perf_counter()
-    data = Path(data).resolve()
-    manifest = read_manifest(data)
-    split_files(data, "train"), split_files(data, "val")  # fail now if a split is missing
+    data, manifest, uri, run_name = inputs.data, inputs.manifest, inputs.tracking_uri, inputs.run_name
+    experiment = inputs.experiment
     storage = Path(cfg.train.storage).resolve()
-    uri = tracking.resolve_tracking_uri(tracking_uri, storage)
-    tracking.check_reachable(uri)
-
-    run_name = run_name_for(cfg, manifest["fingerprint"])
     run_dir = storage / run_name
     record = tracking.RunRecord.read(run_dir)
     if record is not None and record.model_config is not None:
@@ -107,7 +143,7 @@ def run_training(cfg: ExperimentConfig, data: str | Path, *, tracking_uri: str |
     val = load_validation(data, val_cfg, cfg.train.val_max_people)
     baseline = mean_pose_baseline(mean_pose(*train_keypoints_input_px(data, val_cfg)), val)
     run_id, resumed = tracking.start_or_resume_run(
-        tracking_uri=uri, experiment=experiment or tracking.DEFAULT_EXPERIMENT, run_name=run_name,
+        tracking_uri=uri, experiment=experiment, run_name=run_name,
         run_dir=run_dir, storage=storage, model_config=dataclasses.asdict(cfg.model))
     tracker = tracking.Tracker(uri, run_id)
     if not resumed:
@@ -143,7 +179,7 @@ def run_training(cfg: ExperimentConfig, data: str | Path, *, tracking_uri: str |
         registry=registry, seconds=round(time.perf_counter() - started, 1))
     tracker.log_metrics({"run/seconds": out.seconds}, step=out.epochs_completed)
     tracking.finish_run(uri, run_id)
-    tracking.RunRecord(run_id, uri, experiment or tracking.DEFAULT_EXPERIMENT,
+    tracking.RunRecord(run_id, uri, experiment,
                        dataclasses.asdict(cfg.model), "finished", dataclasses.asdict(out)).write(run_dir)
     return out
 

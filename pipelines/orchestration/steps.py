@@ -1,0 +1,217 @@
+"""The workflow's four steps, each a function from typed inputs to a typed result.
+
+    prepare(run)                                  -> Prepared
+    train(run, prepared, parent)                  -> Trained
+    evaluate(run, trained, parent)                -> Evaluated
+    register(run, prepared, trained, evaluated, parent) -> Registered
+
+Every result says whether the step `ran` or was `reused` (its inputs had not changed) and
+carries what later steps need. `parent` is the workflow's MLflow parent run; stage runs are
+nested under it. The runner (`pipelines.orchestration.workflow`) composes them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipelines.orchestration.plan import ResolvedRun
+from pipelines.orchestration.reuse import prepare_inputs_key, synthesise
+from pipelines.runtime.json_files import json_ready, write_json_atomic
+from pipelines.tracking.workflow_runs import DATA_FINGERPRINT_TAG, EXPERIMENT, WorkflowRuns
+from pipelines.training.driver import TrainInputs, TrainResult, run_name_for
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ParentRun:
+    """The workflow's MLflow parent run, and the store it lives in."""
+
+    runs: WorkflowRuns
+    run_id: str
+
+
+@dataclass(frozen=True)
+class Prepared:
+    status: str  # ran | reused
+    path: Path  # the prepared dataset folder
+    manifest: dict[str, Any]
+
+    @property
+    def fingerprint(self) -> str:
+        return self.manifest["fingerprint"]
+
+    def detail(self) -> dict[str, Any]:
+        return {"fingerprint": self.fingerprint, "rows": self.manifest["rows"],
+                "quarantined": self.manifest["quarantined"]}
+
+
+@dataclass(frozen=True)
+class Trained:
+    status: str
+    result: TrainResult
+
+    def detail(self) -> dict[str, Any]:
+        r = self.result
+        return {"mlflow_run_id": r.mlflow_run_id, "run_name": r.run_name, "global_step": r.global_step,
+                "val_pckh_total": r.pckh.get("Total")}
+
+
+@dataclass(frozen=True)
+class Evaluated:
+    status: str
+    mlflow_run_id: str
+    model_dir: Path
+    table: dict[str, Any]  # the official PCKh table of the whole val split (strict JSON)
+
+    def detail(self) -> dict[str, Any]:
+        return {"mlflow_run_id": self.mlflow_run_id, "pckh_total": self.table["Total"], "rows": self.table.get("rows")}
+
+
+@dataclass(frozen=True)
+class Registered:
+    status: str
+    decision: dict[str, Any]  # name, version, alias, promoted, both numbers, reason
+
+    def detail(self) -> dict[str, Any]:
+        return dict(self.decision)
+
+
+def prepare(run: ResolvedRun, *, force: bool, log: Log) -> Prepared:
+    """Synthesises (for the embedded dataset) and prepares the data, or reuses the prepared set.
+
+    Reuse needs the same inputs key and a manifest whose fingerprint is the one recorded with
+    that key (so a hand-edited dataset is redone).
+    """
+    from dataprep.prepare import MANIFEST, run_prepare
+
+    inputs = run.data
+    synthesised = False
+    if inputs.synth is not None:
+        synthesised = synthesise(inputs.synth, Path(inputs.prepare.annotations).parent, force=force, log=log)
+    key = prepare_inputs_key(inputs.prepare, inputs.synth)
+    out = Path(inputs.prepare.out)
+    manifest_path = out / MANIFEST
+    if not force and not synthesised and inputs.marker.is_file() and manifest_path.is_file():
+        marker = _read_json(inputs.marker)
+        manifest = _read_json(manifest_path)
+        if marker.get("key") == key and marker.get("fingerprint") == manifest.get("fingerprint"):
+            log(f"prepare: {out} is up to date (fingerprint {manifest['fingerprint']}); reused")
+            return Prepared("reused", out, manifest)
+    manifest = run_prepare(inputs.prepare, log=log)
+    write_json_atomic(inputs.marker, {"key": key, "fingerprint": manifest["fingerprint"]})
+    return Prepared("ran", out, manifest)
+
+
+def train(run: ResolvedRun, prepared: Prepared, parent: ParentRun, *, force: bool, address: str,
+          log: Log) -> Trained:
+    """Trains (or reports the finished run of the same config and data), nested under `parent`."""
+    from pipelines.tracking.store import RunRecord
+    from pipelines.training.driver import train_resolved
+
+    experiment = run.experiment
+    name = run_name_for(experiment, prepared.fingerprint)
+    if force and not experiment.train.run_name:  # a new folder: the finished one would be reported
+        name = f"{name}-{_stamp()}"
+    record = RunRecord.read(run.workdir / name)
+    reused = record is not None and record.status == "finished"
+    inputs = TrainInputs(data=prepared.path, manifest=prepared.manifest, tracking_uri=run.tracking_uri,
+                         run_name=name, experiment=EXPERIMENT)
+    try:
+        out = train_resolved(experiment, inputs, register=False, address=address or None, log=log)
+    except BaseException:
+        failed = RunRecord.read(run.workdir / name)  # the run a failure left behind, if any
+        parent.runs.attach(failed.mlflow_run_id if failed else None, parent.run_id)
+        raise
+    if not reused:  # a reused run stays nested under the workflow run that trained it
+        parent.runs.attach(out.mlflow_run_id, parent.run_id)
+    parent.runs.tracker(parent.run_id).set_tags({"shg.train_run_id": out.mlflow_run_id})
+    return Trained("reused" if reused else "ran", out)
+
+
+def evaluate(run: ResolvedRun, prepared: Prepared, trained: Trained, parent: ParentRun, *,
+             force: bool, address: str, log: Log) -> Evaluated:
+    """Saves the trained model as a model directory and scores the whole val split (official PCKh)."""
+    from pipelines.evaluation.evaluate import EvaluateConfig, run_evaluate
+    from pipelines.inference.model_dir import ModelCard, model_from_state, save_model_dir
+    from pipelines.training.checkpoints import load_state
+
+    result = trained.result
+    folder = run.workdir / "models" / result.run_name
+    record_path = folder / "evaluation.json"
+    if not force and record_path.is_file():
+        record = _read_json(record_path)
+        if record.get("train_run_id") == result.mlflow_run_id:
+            log(f"evaluate: {result.run_name} was evaluated before (run {record['mlflow_run_id']}); reused")
+            return Evaluated("reused", record["mlflow_run_id"], Path(record["model_dir"]), record["table"])
+
+    experiment = run.experiment
+    state = load_state(result.checkpoint, experiment.model)
+    card = ModelCard.for_config(experiment.model, input_size=experiment.data.input_size,
+                                heatmap_size=experiment.data.heatmap_size,
+                                val_fingerprint=result.val_fingerprint, val_metrics=result.pckh)
+    model = model_from_state(state["model"], card, f"final checkpoint {result.checkpoint}")
+    save_model_dir(model, card, folder / "model")
+    table = run_evaluate(EvaluateConfig(model=str(folder / "model"), data=str(prepared.path), split="val",
+                                        address=address or None), log=log)
+    table.pop("predictions")
+    table = json_ready(table)
+    evaluation_id = parent.runs.start_child(parent.run_id, f"evaluate-{result.run_name}", {
+        "shg.stage": "evaluate", "shg.train_run_id": result.mlflow_run_id,
+        DATA_FINGERPRINT_TAG: prepared.fingerprint})
+    tracker = parent.runs.tracker(evaluation_id)
+    tracker.log_params({"model": str(folder / "model"), "split": "val", "flip": True, "rows": table["rows"]})
+    tracker.log_metrics({f"eval/pckh/{k}": v for k, v in table.items() if isinstance(v, float)}, step=0)
+    tracker.log_dict(table, "evaluation/pckh_val.json")
+    parent.runs.finish(evaluation_id)
+    write_json_atomic(record_path, {"train_run_id": result.mlflow_run_id, "mlflow_run_id": evaluation_id,
+                                    "model_dir": str(folder / "model"), "table": table})
+    return Evaluated("ran", evaluation_id, folder / "model", table)
+
+
+def register(run: ResolvedRun, prepared: Prepared, trained: Trained, evaluated: Evaluated,
+             parent: ParentRun, *, force: bool, log: Log) -> Registered:
+    """Registers the evaluated model and moves `champion` only through the gate."""
+    from pipelines.inference.model_dir import load_model_dir
+    from pipelines.tracking.registry import DEFAULT_MODEL_NAME, promote_if_better, register_model
+
+    train_run_id = trained.result.mlflow_run_id
+    tags = parent.runs.get(train_run_id).tags
+    if not force and tags.get("registry.version"):
+        decision = {k[len("registry."):]: v for k, v in tags.items() if k.startswith("registry.")}
+        log(f"register: {decision['name']} v{decision['version']} was registered from this run before; reused")
+        status = "reused"
+    else:
+        model, card = load_model_dir(evaluated.model_dir)
+        version = register_model(model, card, tracking_uri=run.tracking_uri, run_id=train_run_id,
+                                 name=DEFAULT_MODEL_NAME)
+        # Compared only with champions scored on the same validation rows (same prepared data).
+        gate = promote_if_better(DEFAULT_MODEL_NAME, version, pckh_total=evaluated.table["Total"],
+                                 val_fingerprint=f"{prepared.fingerprint}/val",
+                                 tracking_uri=run.tracking_uri, run_id=train_run_id)
+        decision = dataclasses.asdict(gate)
+        log(f"register: {gate.name} v{gate.version} -> {gate.alias} ({gate.reason})")
+        status = "ran"
+    parent.runs.tracker(parent.run_id).set_tags(
+        {f"registry.{k}": "" if v is None else str(v) for k, v in decision.items()})
+    return Registered(status, decision)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    """A JSON file written by an earlier run; an unreadable one counts as absent (redo the step)."""
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _stamp() -> str:
+    import datetime as dt
+
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
