@@ -74,3 +74,32 @@ def test_once_fires_immediately_without_sleeping():
     clock = FakeClock(datetime(2026, 11, 25, 8, 15, tzinfo=UTC))
     fired = run_schedule(ScheduleConfig(cron="0 3 * * 1", once=True), clock.fire, now=clock.now, sleep=clock.sleep)
     assert fired == [datetime(2026, 11, 25, 8, 15, tzinfo=UTC)] and clock.slept == []
+
+
+def test_a_clock_that_steps_back_never_fires_the_same_slot_twice():
+    clock = FakeClock(datetime(2026, 1, 1, 0, 0, 30, tzinfo=UTC))
+
+    def fire_then_step_back(at):
+        clock.t = at - timedelta(seconds=50)  # NTP steps the clock back below the fired slot
+        return at
+
+    fired = run_schedule(ScheduleConfig(cron="* * * * *", max_firings=3), fire_then_step_back,
+                         now=clock.now, sleep=clock.sleep)
+    assert fired == [datetime(2026, 1, 1, 0, m, tzinfo=UTC) for m in (1, 2, 3)]
+
+
+def test_a_failing_firing_is_recorded_and_the_schedule_goes_on():
+    from pipelines.orchestration.schedule import FiringFailed
+
+    clock = FakeClock(datetime(2026, 1, 1, 0, 0, 30, tzinfo=UTC))
+    calls = []
+
+    def flaky(at):
+        calls.append(at)
+        if len(calls) == 2:
+            raise ConnectionError("tracking server hiccup")
+        return at
+
+    fired = run_schedule(ScheduleConfig(cron="* * * * *", max_firings=3), flaky, now=clock.now, sleep=clock.sleep)
+    assert fired[0] == datetime(2026, 1, 1, 0, 1, tzinfo=UTC) and fired[2] == datetime(2026, 1, 1, 0, 3, tzinfo=UTC)
+    assert fired[1] == FiringFailed(datetime(2026, 1, 1, 0, 2, tzinfo=UTC), "ConnectionError: tracking server hiccup")

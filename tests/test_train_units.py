@@ -72,3 +72,26 @@ def test_checkpoint_round_trip_and_mismatch(tmp_path):
     assert "model.stacks: checkpoint 1 vs config 2" in str(err.value)
     with pytest.raises(FileNotFoundError, match="not a shg training checkpoint"):
         load_state(tmp_path / "nowhere")
+
+
+def test_a_run_folder_of_another_store_is_not_resumed(tmp_path):
+    """The same `shg train` with another --tracking-uri trains in its own folder, and says so."""
+    from mlflow import MlflowClient
+
+    from pipelines.tracking.store import RunRecord
+    from pipelines.training.driver import run_name_in_store
+
+    first, second = (f"sqlite:///{tmp_path / name}.db" for name in ("first", "second"))
+    experiment = MlflowClient(first).create_experiment("e", artifact_location=(tmp_path / "a").as_uri())
+    run_id = MlflowClient(first).create_run(experiment).info.run_id
+    RunRecord(run_id, first, "e", status="finished", result={"x": 1}).write(tmp_path / "shg-abc")
+    said = []
+    assert run_name_in_store(tmp_path, "shg-abc", first, said.append) == "shg-abc"  # its own store: resume
+    assert said == []
+    other = run_name_in_store(tmp_path, "shg-abc", second, said.append)
+    assert other.startswith("shg-abc-") and other != "shg-abc"
+    assert "not a run of" in said[0] and second in said[0]
+    assert run_name_in_store(tmp_path, "shg-abc", second, said.append) == other  # deterministic
+    # A record naming a run its own store no longer has is not trusted either.
+    RunRecord("0" * 32, first, "e", status="finished").write(tmp_path / "shg-gone")
+    assert run_name_in_store(tmp_path, "shg-gone", first, said.append) != "shg-gone"

@@ -154,6 +154,19 @@ def test_unreachable_tracking_server_stops_the_run_before_any_work(tmp_path):
     assert not (tmp_path / "data").exists()  # not even the data was made
 
 
+def test_a_failed_scheduled_firing_exits_non_zero_with_the_step_and_cause(tmp_path):
+    url = f"http://127.0.0.1:{_free_port()}"
+    result = subprocess.run(
+        [str(VENV_BIN / "shg"), "schedule", "--once", "--profile", "smoke", "--workdir", str(tmp_path),
+         "--tracking-uri", url], capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "failed in step setup: TrackingUnavailable" in result.stderr
+    assert "trained" not in result.stdout
+    [record] = (tmp_path / "workflow").glob("*-failed.json")  # MLflow was what failed: recorded locally
+    assert json.loads(record.read_text())["failed_step"] == "setup"
+
+
 # --- end to end --------------------------------------------------------------------------------
 
 

@@ -180,7 +180,7 @@ def schedule(
     force: Annotated[bool, typer.Option(help="Redo every step (as `shg run --force`) even when the data fingerprint is unchanged since the last successful run.")] = False,
 ) -> None:
     """Fire the workflow on a cron schedule; unchanged data or a busy work dir skip (recorded in MLflow)."""
-    from pipelines.orchestration.schedule import ScheduleConfig, run_schedule
+    from pipelines.orchestration.schedule import FiringFailed, ScheduleConfig, run_schedule
     from pipelines.orchestration.plan import WorkflowConfig
     from pipelines.orchestration.workflow import run_firing
 
@@ -197,10 +197,17 @@ def schedule(
     def fire(at):
         typer.echo(f"schedule: firing at {at:%Y-%m-%d %H:%M:%S} UTC")
         result = run_firing(cfg, log=typer.echo)
-        typer.echo(f"schedule: {result.skipped or 'trained'} (workflow run {result.parent_run_id})")
+        if result.error:
+            typer.echo(f"schedule: failed in step {result.failed_step}: {result.error}", err=True)
+        else:
+            typer.echo(f"schedule: {result.outcome} (workflow run {result.parent_run_id})")
         return result
 
-    run_schedule(sched, fire, on_wait=lambda at: typer.echo(f"schedule: next firing {at:%Y-%m-%d %H:%M} UTC"))
+    outcomes = run_schedule(sched, fire, on_wait=lambda at: typer.echo(f"schedule: next firing {at:%Y-%m-%d %H:%M} UTC"))
+    failed = [o for o in outcomes if isinstance(o, FiringFailed) or getattr(o, "error", "")]
+    if failed:  # a CronJob / RayJob must show the failure
+        typer.echo(f"schedule: {len(failed)} of {len(outcomes)} firing(s) failed", err=True)
+        raise typer.Exit(code=1)
 
 
 def tracking_server(

@@ -9,6 +9,10 @@ When to use which: this process suits one machine (a workstation, a single VM) t
 firing times. On Kubernetes, `infra/k8s/raycronjob-retrain.yaml` (KubeRay's RayCronJob) or
 `infra/k8s/cronjob-retrain.yaml` (a CronJob for older KubeRay) is the counterpart: the cluster
 keeps the schedule, and each firing runs `shg schedule --once` on a fresh Ray cluster.
+
+A firing that raises is recorded as a `FiringFailed` outcome and the scheduler goes on to the
+next cron time; the caller decides the exit status from the outcomes. A clock that steps back
+(NTP, a restored VM) never makes the same cron slot fire twice.
 """
 
 from __future__ import annotations
@@ -60,6 +64,14 @@ def next_firing(cron: str, after: datetime) -> datetime:
     return croniter(cron, after.astimezone(timezone.utc)).get_next(datetime)
 
 
+@dataclasses.dataclass(frozen=True)
+class FiringFailed:
+    """A firing that raised: when it was due and what went wrong (`Type: message`)."""
+
+    at: datetime
+    error: str
+
+
 def utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -78,14 +90,25 @@ def run_schedule(
     week of firings takes no time. A firing that overruns the next cron time is not made up:
     the next firing is the first cron time after the previous one finished.
     """
-    outcomes: list[Any] = []
     if cfg.once:
-        return [fire(now())]
+        return [_fire_safely(fire, now())]
+    outcomes: list[Any] = []
+    last: datetime | None = None
     while not cfg.max_firings or len(outcomes) < cfg.max_firings:
-        at = next_firing(cfg.cron, now())
+        # After a firing, the next slot is strictly later than the one that fired, even when
+        # the clock has stepped back in the meantime.
+        at = next_firing(cfg.cron, now() if last is None else max(now(), last))
         if on_wait is not None:
             on_wait(at)
         while (remaining := (at - now()).total_seconds()) > 0:
             sleep(min(remaining, 60.0))  # wake up now and then: clock jumps, suspend/resume
-        outcomes.append(fire(at))
+        outcomes.append(_fire_safely(fire, at))
+        last = at
     return outcomes
+
+
+def _fire_safely(fire: Callable[[datetime], Any], at: datetime) -> Any:
+    try:
+        return fire(at)
+    except Exception as err:  # one bad firing must not end the schedule
+        return FiringFailed(at, f"{type(err).__name__}: {err}")

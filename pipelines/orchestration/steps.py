@@ -23,7 +23,7 @@ from pipelines.orchestration.plan import ResolvedRun
 from pipelines.orchestration.reuse import prepare_inputs_key, synthesise
 from pipelines.runtime.json_files import json_ready, write_json_atomic
 from pipelines.tracking.workflow_runs import DATA_FINGERPRINT_TAG, EXPERIMENT, WorkflowRuns
-from pipelines.training.driver import TrainInputs, TrainResult, run_name_for
+from pipelines.training.driver import TrainInputs, TrainResult, run_name_for, run_name_in_store
 
 Log = Callable[[str], None]
 
@@ -118,6 +118,7 @@ def train(run: ResolvedRun, prepared: Prepared, parent: ParentRun, *, force: boo
     name = run_name_for(experiment, prepared.fingerprint)
     if force and not experiment.train.run_name:  # a new folder: the finished one would be reported
         name = f"{name}-{_stamp()}"
+    name = run_name_in_store(run.workdir, name, run.tracking_uri, log)
     record = RunRecord.read(run.workdir / name)
     reused = record is not None and record.status == "finished"
     inputs = TrainInputs(data=prepared.path, manifest=prepared.manifest, tracking_uri=run.tracking_uri,

@@ -37,6 +37,10 @@ Step = TypeVar("Step")
 class WorkflowError(RuntimeError):
     """A step failed; the message names the step, the parent run and the cause."""
 
+    def __init__(self, message: str, step: str = "") -> None:
+        super().__init__(message)
+        self.step = step
+
 
 @dataclasses.dataclass
 class StepOutcome:
@@ -56,6 +60,14 @@ class WorkflowResult:
     pckh_total: float | None = None
     summary_path: str = ""
     error: str = ""  # a scheduler firing that failed (run_firing does not raise)
+    failed_step: str = ""  # the step it failed in ("setup" before any step)
+
+    @property
+    def outcome(self) -> str:
+        """failed | skipped-unchanged-data | skipped-busy | trained (one word for logs and exits)."""
+        if self.error:
+            return "failed"
+        return f"skipped-{self.skipped}" if self.skipped else "trained"
 
     def step(self, name: str) -> StepOutcome:
         return next(s for s in self.steps if s.name == name)
@@ -81,11 +93,11 @@ def run_workflow(cfg: WorkflowConfig, *, log: Callable[[str], None] = print) -> 
 def run_firing(cfg: WorkflowConfig, *, log: Callable[[str], None] = print) -> WorkflowResult:
     """One scheduler firing: the workflow with `skip_unchanged`; a busy work dir is recorded.
 
-    A firing that finds the lock held records an MLflow run tagged `skipped=busy`; a failed
-    firing is logged and returned with `error` set (the scheduler goes on to the next firing).
+    A firing that finds the lock held records an MLflow run tagged `skipped=busy`. A failed
+    firing (a step, the tracking store, anything) is logged, written to the work dir's
+    `workflow/` folder (MLflow may be what failed) and returned with `error` and `failed_step`
+    set: the scheduler goes on to the next firing and decides the exit status.
     """
-    from pipelines.tracking.store import TrackingUnavailable
-
     cfg = dataclasses.replace(cfg, skip_unchanged=not cfg.force)
     try:
         return run_workflow(cfg, log=log)
@@ -98,9 +110,15 @@ def run_firing(cfg: WorkflowConfig, *, log: Callable[[str], None] = print) -> Wo
             **{f"step.{name}": "skipped" for name in STEPS}})  # fmt: skip
         runs.finish(parent_id)
         return WorkflowResult(parent_id, [StepOutcome(n, "skipped") for n in STEPS], skipped="busy")
-    except (WorkflowError, TrackingUnavailable) as err:
-        log(f"schedule: firing failed: {err}")
-        return WorkflowResult("", [], error=str(err))
+    except Exception as err:  # recorded, not raised: one failed firing must not end a schedule
+        step = err.step if isinstance(err, WorkflowError) else "setup"
+        result = WorkflowResult("", [], error=f"{type(err).__name__}: {err}", failed_step=step)
+        log(f"schedule: firing failed in step {step}: {result.error}")
+        try:
+            result.summary_path = str(_write_summary(Path(cfg.workdir).resolve(), cfg, result))
+        except OSError as write_err:
+            log(f"schedule: could not record the failure under {cfg.workdir}: {write_err}")
+        return result
 
 
 class _StepRecorder:
@@ -179,7 +197,8 @@ def _run_locked(cfg: WorkflowConfig, run: ResolvedRun, log: Callable[[str], None
         failed = result.steps[-1].name if result.steps else "setup"
         tracker.set_tags({"shg.error": f"{type(err).__name__}: {err}"[:4000]})
         if isinstance(err, Exception):
-            raise WorkflowError(f"step {failed} failed (workflow run {parent_id}): {type(err).__name__}: {err}") from err
+            raise WorkflowError(f"step {failed} failed (workflow run {parent_id}): {type(err).__name__}: {err}",
+                                step=failed) from err
         raise
     finally:
         result.summary_path = str(_write_summary(run.workdir, cfg, result))
@@ -200,7 +219,7 @@ def _check_expected_fingerprint(cfg: WorkflowConfig, prepared: steps.Prepared) -
 def _write_summary(workdir: Path, cfg: WorkflowConfig, result: WorkflowResult) -> Path:
     from pipelines.runtime.json_files import write_json_atomic
 
-    path = workdir / "workflow" / f"{_stamp()}-{result.parent_run_id[:12]}.json"
+    path = workdir / "workflow" / f"{_stamp()}-{result.parent_run_id[:12] or 'failed'}.json"
     return write_json_atomic(path, {"config": dataclasses.asdict(cfg), **dataclasses.asdict(result)})
 
 

@@ -122,12 +122,12 @@ class Tracker:
         self.run_id = run_id
         self.client = MlflowClient(tracking_uri)
 
-    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+    def log_metrics(self, metrics: Mapping[str, float], step: int, *, timestamp_ms: int | None = None) -> None:
         import time
 
         from mlflow.entities import Metric
 
-        now = int(time.time() * 1000)
+        now = int(time.time() * 1000) if timestamp_ms is None else int(timestamp_ms)
         batch = [Metric(k, float(v), now, int(step)) for k, v in metrics.items() if v == v]  # no NaN
         for start in range(0, len(batch), 900):  # MLflow caps a batch at 1000 metrics
             self.client.log_batch(self.run_id, metrics=batch[start:start + 900], synchronous=True)
@@ -164,6 +164,18 @@ class Tracker:
             if m.step not in latest or m.timestamp >= latest[m.step][0]:
                 latest[m.step] = (m.timestamp, m.value)
         return [(step, value) for step, (_, value) in sorted(latest.items())]
+
+
+def run_exists(tracking_uri: str, run_id: str) -> bool:
+    """Whether the store at `tracking_uri` holds run `run_id`."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        MlflowClient(tracking_uri).get_run(run_id)
+    except MlflowException:
+        return False
+    return True
 
 
 def start_or_resume_run(*, tracking_uri: str, experiment: str, run_name: str, run_dir: Path,

@@ -19,6 +19,7 @@ Durability:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,6 +101,23 @@ def resolve_train_inputs(cfg: ExperimentConfig, data: str | Path, *, tracking_ur
                        experiment=experiment or tracking.DEFAULT_EXPERIMENT)
 
 
+def run_name_in_store(storage: Path, run_name: str, tracking_uri: str, log: Callable[[str], None]) -> str:
+    """`run_name`, unless its folder records a run of another MLflow store (or one this store
+    lost): then `<run_name>-<store hash>`, a folder of this store's own, and the log says so.
+
+    A run folder is resumed (or reported as finished) only by the store and run it belongs to.
+    """
+    from pipelines.tracking import store as tracking
+
+    record = tracking.RunRecord.read(storage / run_name)
+    if record is None or (record.tracking_uri == tracking_uri and tracking.run_exists(tracking_uri, record.mlflow_run_id)):
+        return run_name
+    own = f"{run_name}-{hashlib.sha256(tracking_uri.encode()).hexdigest()[:6]}"
+    log(f"train: {storage / run_name} belongs to MLflow run {record.mlflow_run_id} in {record.tracking_uri}, "
+        f"which is not a run of {tracking_uri}; not resuming it: this store's run is {own}")
+    return own
+
+
 def run_training(cfg: ExperimentConfig, data: str | Path, *, tracking_uri: str | None = None,
                  experiment: str | None = None, register: bool = True,
                  registered_name: str | None = None, address: str | None = None,
@@ -126,6 +144,7 @@ def train_resolved(cfg: ExperimentConfig, inputs: TrainInputs, *, register: bool
     data, manifest, uri, run_name = inputs.data, inputs.manifest, inputs.tracking_uri, inputs.run_name
     experiment = inputs.experiment
     storage = Path(cfg.train.storage).resolve()
+    run_name = run_name_in_store(storage, run_name, uri, log)
     run_dir = storage / run_name
     record = tracking.RunRecord.read(run_dir)
     if record is not None and record.model_config is not None:

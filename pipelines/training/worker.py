@@ -209,6 +209,8 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         _report(metrics, model, optimizer, schedule, cfg, epoch, global_step, stopped, rank)
         if stopped:
             break
+    if reporter is not None:
+        reporter.tracker.close()  # deliver what an MLflow outage held back
 
 
 def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
@@ -246,10 +248,12 @@ class _Rank0Reporter:
 
     def __init__(self, loop_config: dict[str, Any], cfg: ExperimentConfig) -> None:
         from pipelines.training.data_stream import load_validation
-        from pipelines.tracking.store import Tracker
+        from pipelines.tracking.buffered import BufferedTracker
 
         self.cfg = cfg
-        self.tracker = Tracker(loop_config["tracking_uri"], loop_config["run_id"])
+        # MLflow writes go through a background queue: a tracking outage never stalls or kills
+        # training (the writes are retried until the store is back, memory bounded).
+        self.tracker = BufferedTracker(loop_config["tracking_uri"], loop_config["run_id"])
         self.val = load_validation(loop_config["data"], dataclasses.replace(cfg.data, enabled=False),
                                    cfg.train.val_max_people)
         self.baseline = loop_config.get("baseline")
@@ -283,13 +287,16 @@ class _Rank0Reporter:
         from pipelines.evaluation import plots
 
         per_stack, xs = {}, {}
-        for split, prefix in (("train", "epoch/loss"), ("val", "val/loss")):
-            series = [dict(self.tracker.metric_history(f"{prefix}/stack_{s}")) for s in range(self.cfg.model.stacks)]
-            epochs = sorted(set.intersection(*(set(h) for h in series)))
-            if epochs:
-                per_stack[split] = np.array([[h[e] for h in series] for e in epochs])
-                xs[split] = np.array(epochs) + 1
-        self.tracker.log_figure(plots.loss_curves_figure(per_stack, xs), "plots/loss_per_stack.png")
+        try:  # the whole run's curves, resumed attempts included, are in the store
+            for split, prefix in (("train", "epoch/loss"), ("val", "val/loss")):
+                series = [dict(self.tracker.metric_history(f"{prefix}/stack_{s}")) for s in range(self.cfg.model.stacks)]
+                epochs = sorted(set.intersection(*(set(h) for h in series)))
+                if epochs:
+                    per_stack[split] = np.array([[h[e] for h in series] for e in epochs])
+                    xs[split] = np.array(epochs) + 1
+            self.tracker.log_figure(plots.loss_curves_figure(per_stack, xs), "plots/loss_per_stack.png")
+        except Exception as err:  # the store is down: the plot is lost, the run is not
+            log.warning("loss plot skipped: the tracking store could not be read (%s)", err)
         self.tracker.log_figure(plots.pckh_curve_figure(result.curve), "plots/pckh_curve.png")
         count = min(self.cfg.train.val_grid_people, len(self.val))
         if count:
