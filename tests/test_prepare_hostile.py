@@ -254,3 +254,23 @@ def test_h5_row_with_an_unusable_id_leaves_the_others(tmp_path):
     assert loaded.records[1].image == "b\udcff.jpg"  # kept undecoded; prepare quarantines it
     assert quarantine.check_record(loaded.records[1]).reason == quarantine.INVALID_IMAGE_NAME
     assert [m.person_id for m in loaded.malformed] == ["row2"]
+
+
+def test_cli_pixel_limit_reaches_the_job(ray_local, tmp_path):
+    from typer.testing import CliRunner
+
+    from pipelines.cli.app import build_app
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "good.jpg").write_bytes(_jpeg())
+    annotations = tmp_path / "one.json"
+    annotations.write_text(json.dumps([_person("good.jpg", 1)]))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(build_app(), [
+        "prepare", "--annotations", str(annotations), "--images", str(tmp_path / "images"), "--out", str(out),
+        "--max-image-pixels", str(W * H - 1),
+    ])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["quarantined_by_reason"] == {quarantine.IMAGE_TOO_LARGE: 1}
+    assert manifest["config"]["max_image_pixels"] == W * H - 1
