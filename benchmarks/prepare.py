@@ -65,8 +65,7 @@ def main() -> int:
     parser.add_argument("--people", type=int, default=1000)
     parser.add_argument("--cpus", type=int, default=2)
     args = parser.parse_args()
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # auth stays Ray's default (token)
     import ray
 
     ray.init(address="local", num_cpus=args.cpus, include_dashboard=False)

@@ -8,6 +8,8 @@ the centre of that crop (input px = crop px - CROP_MARGIN) and heatmap px follow
 
 from __future__ import annotations
 
+import io
+import warnings
 from dataclasses import dataclass
 
 import cv2
@@ -39,12 +41,45 @@ def decode_image(data: bytes) -> np.ndarray:
         ImageDecodeError: undecodable bytes, or a JPEG without its end-of-image marker (libjpeg
             would otherwise return a truncated file as an image with a grey bottom).
     """
+    if not data:
+        raise ImageDecodeError("empty file (0 bytes)")  # cv2.imdecode raises on an empty buffer
     if data[:2] == b"\xff\xd8" and b"\xff\xd9" not in data[-64:]:
         raise ImageDecodeError("truncated JPEG (no end-of-image marker)")
-    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), _IMREAD_FLAGS)
+    try:
+        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), _IMREAD_FLAGS)
+    except cv2.error as exc:
+        raise ImageDecodeError(f"OpenCV cannot decode these bytes as an image ({type(exc).__name__})") from exc
     if image is None or image.size == 0:
         raise ImageDecodeError("OpenCV cannot decode these bytes as an image")
     return image
+
+
+def header_size(data: bytes) -> tuple[int, int]:
+    """(width, height) that the image header declares, read without decoding the pixels.
+
+    This is what the decompression-bomb check needs: a few hundred bytes can declare a 60000 x
+    60000 JPEG that OpenCV would try to allocate ~10 GB for.
+
+    Raises:
+        ImageDecodeError: empty bytes, or a header Pillow does not recognise as an image.
+    """
+    if not data:
+        raise ImageDecodeError("empty file (0 bytes)")
+    from PIL import Image, UnidentifiedImageError  # header parsing only, never a full decode
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # DecompressionBombWarning: the caller sets the limit
+            with Image.open(io.BytesIO(data)) as im:
+                return int(im.width), int(im.height)
+    except Image.DecompressionBombError as exc:  # over twice Pillow's own limit: size in message
+        raise HeaderTooLargeError(str(exc)) from exc
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise ImageDecodeError(f"not an image header Pillow recognises ({type(exc).__name__}: {exc})") from exc
+
+
+class HeaderTooLargeError(ImageDecodeError):
+    """The header declares more pixels than Pillow will even describe."""
 
 
 @dataclass(frozen=True)

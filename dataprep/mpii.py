@@ -23,6 +23,7 @@ from dataprep.formats.common import (
     HEAD_SEGMENT_TO_HEAD_SIZE,
     AnnotationFormatError,
     AnnotationSet,
+    MalformedEntry,
 )
 from dataprep.records import SPLITS, PersonRecord
 
@@ -31,6 +32,7 @@ __all__ = [
     "HEAD_SEGMENT_TO_HEAD_SIZE",
     "AnnotationFormatError",
     "AnnotationSet",
+    "MalformedEntry",
     "detect_format",
     "load_annotations",
     "read_annotations",
@@ -59,17 +61,23 @@ def load_annotations(path: str | Path, format: str | None = None, split: str | N
         kept for `PersonRecord.validate` / quarantine; people that a file lists without
         joints are left out and counted (see `read_annotations`, which returns the counts).
     Raises:
-        AnnotationFormatError: the file cannot be read as the (detected) form; the message
-            names the file, the entry and what was expected.
+        AnnotationFormatError: the file cannot be read as the (detected) form, or an entry is
+            malformed; the message names the file, the entry and what was expected. (Use
+            `read_annotations` to get the readable people and the malformed entries instead.)
     """
     loaded = read_annotations(path, format=format, split=split)
+    if loaded.malformed:
+        first = loaded.malformed[0].detail
+        more = len(loaded.malformed) - 1
+        raise AnnotationFormatError(first + (f" (and {more} more malformed entries)" if more else ""))
     if loaded.skipped:
         _log.info("%s: left out %s", path, dict(loaded.skipped))
     return loaded.records
 
 
 def read_annotations(path: str | Path, format: str | None = None, split: str | None = None) -> AnnotationSet:
-    """Like `load_annotations`, also returning the form read and the counts of people left out."""
+    """Like `load_annotations`, also returning the form read, the counts of people left out and
+    the malformed entries (which do not stop the rest of the file from being read)."""
     path = Path(path)
     if format is not None and format not in FORMATS:
         raise AnnotationFormatError(f"{path}: unknown annotation format {format!r}; expected one of {FORMATS}")
@@ -139,5 +147,5 @@ def _read_json(path: Path) -> object:
         opener = gzip.open if gz else open
         with opener(path, "rt", encoding="utf-8") as f:
             return json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, EOFError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, EOFError, RecursionError) as exc:
         raise AnnotationFormatError(f"{path}: not valid {'gzipped ' if gz else ''}JSON ({exc})") from exc

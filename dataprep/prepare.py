@@ -8,8 +8,15 @@ Flow (`run_prepare`):
    share a decode; `map_batches(prepare_batch)` decodes, crops, renders targets and quarantines
    missing/corrupt images and boxes outside the image, in a task pool as wide as the cluster.
 4. The driver streams the result (`iter_batches`, never materialised: memory stays bounded by a
-   few blocks) into parquet under a temporary folder, then writes `manifest.json` and moves the
-   folder into place with a rename, so a failed run leaves any earlier output untouched.
+   few blocks) into parquet under a temporary folder, then writes `manifest.json`, fsyncs it
+   all and moves the folder into place with a rename, so a failed run leaves any earlier output
+   untouched; the temporary folders of a run that was killed are removed by the next one
+   (`dataprep.atomic`).
+
+Hostile input: one bad record never ends the job. Malformed annotation entries, bad names and
+paths, numbers that are not finite as float32, unreadable, oversized (by header, before any
+decode) or corrupt images each become one quarantined row with a reason from
+`dataprep.quarantine.REASONS`, and `rows_in = rows + quarantined` always holds.
 
 The fingerprint is a SHA-256 over the sorted `(person_id, row digest)` pairs, where a row digest
 covers every stored column (quarantined rows: their reason), so it does not depend on block
@@ -23,7 +30,6 @@ import json
 import os
 import shutil
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,9 +37,17 @@ from pathlib import Path
 import pyarrow as pa
 
 from dataprep import quarantine
+from dataprep.atomic import fsync_path, fsync_tree, remove_stale_leftovers, temporary_sibling
 from dataprep.joints import FLIP_PERMUTATION, JOINT_NAMES
-from dataprep.mpii import FORMATS, AnnotationFormatError, AnnotationSet, read_annotations
-from dataprep.prepare_batch import RECORD_SCHEMA, WORK_SCHEMA, prepare_batch, rejected_row
+from dataprep.mpii import FORMATS, AnnotationFormatError, AnnotationSet, MalformedEntry, read_annotations
+from dataprep.prepare_batch import (
+    DEFAULT_MAX_IMAGE_BYTES,
+    DEFAULT_MAX_IMAGE_PIXELS,
+    RECORD_SCHEMA,
+    WORK_SCHEMA,
+    prepare_batch,
+    rejected_row,
+)
 from dataprep.prepared_writer import QUARANTINE, PreparedDatasetWriter, fingerprint
 from dataprep.quarantine import Rejection
 from dataprep.records import PersonRecord
@@ -74,6 +88,9 @@ class PrepareConfig:
         block_rows: people per input block (one Ray task each).
         rows_per_file: rows per output parquet file.
         progress_every: print a progress line every this many people.
+        max_image_pixels: an image whose header declares more pixels is quarantined
+            (`image_too_large`) before it is decoded: the decompression-bomb limit.
+        max_image_bytes: an image file larger than this is quarantined before it is read.
     """
 
     annotations: str = ""
@@ -87,6 +104,8 @@ class PrepareConfig:
     block_rows: int = 128
     rows_per_file: int = 4096
     progress_every: int = 1000
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
 
 
 def check_config(cfg: PrepareConfig) -> None:
@@ -122,6 +141,8 @@ def check_config(cfg: PrepareConfig) -> None:
         ("block_rows", cfg.block_rows, 1, None),
         ("rows_per_file", cfg.rows_per_file, 1, None),
         ("progress_every", cfg.progress_every, 1, None),
+        ("max_image_pixels", cfg.max_image_pixels, 1, None),
+        ("max_image_bytes", cfg.max_image_bytes, 1, None),
     ]:
         if value < low or (high is not None and value > high):
             bound = f"between {low} and {high}" if high else f">= {low}"
@@ -133,24 +154,41 @@ def load_records(cfg: PrepareConfig) -> AnnotationSet:
 
     `AnnotationSet.skipped` counts entries the loader leaves out on purpose (not people with
     joints, e.g. unannotated test images); they are not rows and are reported in the manifest.
+    `AnnotationSet.malformed` entries are rows in: each becomes a quarantined row. A file with
+    no readable person at all is an error (most likely the wrong file or --format).
     """
     try:
         loaded = read_annotations(cfg.annotations, format=cfg.format, split=cfg.split)
     except AnnotationFormatError as exc:
         raise PrepareConfigError(f"{exc} (check --annotations / --format)") from exc
+    if not loaded.records and loaded.malformed:
+        raise PrepareConfigError(
+            f"{cfg.annotations}: none of its {len(loaded.malformed)} entries is a readable person; the "
+            f"first: {quarantine.printable(loaded.malformed[0].detail)}. Check --annotations / --format."
+        )
     if not loaded.records:
         raise PrepareConfigError(f"{cfg.annotations} holds no people. Pass an annotation file with people.")
     return loaded
 
 
-def screen_records(records: list[PersonRecord]) -> tuple[list[PersonRecord], list[dict]]:
-    """Splits records into those worth an image decode and quarantine rows for the rest.
+def screen_records(
+    records: list[PersonRecord], malformed: list[MalformedEntry] = ()
+) -> tuple[list[PersonRecord], list[dict]]:
+    """Splits records into those worth an image decode and quarantine rows for the rest; every
+    malformed entry is a quarantine row too (`malformed_entry`).
 
     A repeated person_id keeps its first occurrence; later ones are quarantined.
     """
-    accepted, rejected, seen = [], [], set()
+    rejected = [
+        rejected_row(m.person_id, m.image, m.split, Rejection(quarantine.MALFORMED_ENTRY, m.detail))
+        for m in malformed
+    ]
+    accepted, seen = [], set()
     for record in records:
-        rejection = quarantine.check_record(record)
+        try:
+            rejection = quarantine.check_record(record)
+        except Exception as exc:  # noqa: BLE001 - one record's failure never ends the job
+            rejection = Rejection(quarantine.RECORD_FAILED, f"{type(exc).__name__}: {exc}")
         if rejection is None and record.person_id in seen:
             rejection = Rejection(quarantine.DUPLICATE_PERSON_ID, f"person_id {record.person_id!r} seen before")
         if rejection is None:
@@ -187,7 +225,8 @@ def _ensure_ray(address: str | None):
     if not ray.is_initialized():
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         if address in (None, "", "local"):
-            os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private local cluster
+            # Ray's own default for a new local cluster is token auth: its ports listen on every
+            # interface, so it is never turned off here (pipelines.runtime.ray_cluster says more).
             ray.init(address="local", include_dashboard=False)
         else:
             ray.init(address=address)
@@ -203,7 +242,12 @@ def _stream_prepared(table: pa.Table, cfg: PrepareConfig):
         prepare_batch,
         batch_size=cfg.batch_size,
         batch_format="pyarrow",
-        fn_kwargs={"image_root": str(Path(cfg.images).resolve()), "jpeg_quality": cfg.jpeg_quality},
+        fn_kwargs={
+            "image_root": str(Path(cfg.images).resolve()),
+            "jpeg_quality": cfg.jpeg_quality,
+            "max_image_pixels": cfg.max_image_pixels,
+            "max_image_bytes": cfg.max_image_bytes,
+        },
         compute=ray.data.TaskPoolStrategy(size=min(cpus, len(blocks))),
         num_cpus=1,
     )
@@ -211,17 +255,20 @@ def _stream_prepared(table: pa.Table, cfg: PrepareConfig):
 
 
 def _move_into_place(tmp: Path, out: Path) -> None:
-    """Renames `tmp` to `out`; an existing `out` (checked to be replaceable) goes only after."""
+    """Renames the complete, fsynced `tmp` to `out`; an existing `out` (checked to be
+    replaceable) is moved aside first and deleted only after; the parent folder is fsynced so
+    the new name is durable."""
     if not out.exists():
         os.rename(tmp, out)
     elif not any(out.iterdir()):
         out.rmdir()
         os.rename(tmp, out)
     else:
-        old = out.with_name(f".{out.name}.replaced-{uuid.uuid4().hex[:8]}")
+        old = temporary_sibling(out, "replaced")
         os.rename(out, old)
         os.rename(tmp, out)
         shutil.rmtree(old, ignore_errors=True)
+    fsync_path(out.parent)
 
 
 def run_prepare(cfg: PrepareConfig, *, log: Callable[[str], None] = print) -> dict:
@@ -235,14 +282,17 @@ def run_prepare(cfg: PrepareConfig, *, log: Callable[[str], None] = print) -> di
     check_config(cfg)
     started = time.perf_counter()
     loaded = load_records(cfg)
-    records = loaded.records
-    accepted, rejected = screen_records(records)
-    log(f"prepare: {len(records)} people in {cfg.annotations} ({loaded.format}), "
-        f"{len(rejected)} rejected before decoding, loader left out {dict(loaded.skipped) or 'none'}")
+    rows_in = len(loaded.records) + len(loaded.malformed)
+    accepted, rejected = screen_records(loaded.records, loaded.malformed)
+    log(f"prepare: {rows_in} people in {cfg.annotations} ({loaded.format}), "
+        f"{len(rejected)} rejected before decoding ({len(loaded.malformed)} malformed entries), "
+        f"loader left out {dict(loaded.skipped) or 'none'}")
 
     out = Path(cfg.out).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.partial-{uuid.uuid4().hex[:8]}")
+    for leftover in remove_stale_leftovers(out):  # of a run that was killed mid-write
+        log(f"prepare: removed {leftover.name}, left by a run that did not finish")
+    tmp = temporary_sibling(out)
     try:
         writer = PreparedDatasetWriter(tmp, rows_per_file=cfg.rows_per_file)
         if rejected:
@@ -252,15 +302,16 @@ def run_prepare(cfg: PrepareConfig, *, log: Callable[[str], None] = print) -> di
         if accepted:
             for batch in _stream_prepared(records_table(accepted), cfg):
                 writer.write(batch)
-                if writer.rows_seen >= next_report or writer.rows_seen == len(records):
+                if writer.rows_seen >= next_report or writer.rows_seen == rows_in:
                     rate = (writer.rows_seen - len(rejected)) / max(time.perf_counter() - job_started, 1e-9)
-                    log(f"prepare: {writer.rows_seen}/{len(records)} people, {rate:.1f} rows/s, "
+                    log(f"prepare: {writer.rows_seen}/{rows_in} people, {rate:.1f} rows/s, "
                         f"{writer.quarantined} quarantined so far")
                     next_report = (writer.rows_seen // cfg.progress_every + 1) * cfg.progress_every
         written = writer.close()
         seconds = time.perf_counter() - started
         manifest = _manifest(cfg, loaded, len(rejected), writer, written, tmp, seconds, time.perf_counter() - job_started)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        fsync_tree(tmp)  # every byte on disk before the rename makes the dataset visible
         _move_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -273,19 +324,19 @@ def run_prepare(cfg: PrepareConfig, *, log: Callable[[str], None] = print) -> di
 
 
 def _manifest(cfg, loaded, n_rejected_early, writer, written, tmp, seconds, job_seconds) -> dict:
-    records = loaded.records
+    rows_in = len(loaded.records) + len(loaded.malformed)
     rows = {split: written[split] for split in SPLITS}
     quarantined = written[QUARANTINE]
-    if sum(rows.values()) + quarantined != len(records):  # the invariant the manifest promises
+    if sum(rows.values()) + quarantined != rows_in:  # the invariant the manifest promises
         raise RuntimeError(
-            f"prepare lost rows: {len(records)} in, {rows} written + {quarantined} quarantined"
+            f"prepare lost rows: {rows_in} in, {rows} written + {quarantined} quarantined"
         )
     files = {name: sorted(p.name for p in (tmp / name).glob("*.parquet")) for name in (*SPLITS, QUARANTINE)}
     data_bytes = {name: sum((tmp / name / f).stat().st_size for f in files[name]) for name in files}
     prepared_rows = sum(rows.values())
     return {
         "fingerprint": fingerprint(writer.digests),
-        "rows_in": len(records),
+        "rows_in": rows_in,
         "annotation_format": loaded.format,
         "loader_left_out": dict(sorted(loaded.skipped.items())),
         "rows": rows,
@@ -305,7 +356,7 @@ def _manifest(cfg, loaded, n_rejected_early, writer, written, tmp, seconds, job_
         "bytes": data_bytes,
         "bytes_per_row": (data_bytes["train"] + data_bytes["val"]) / prepared_rows if prepared_rows else None,
         "seconds": round(seconds, 3),
-        "rows_per_s": len(records) / max(seconds, 1e-9),  # end to end, annotation load included
-        "decode_rows_per_s": (len(records) - n_rejected_early) / max(job_seconds, 1e-9),
+        "rows_per_s": rows_in / max(seconds, 1e-9),  # end to end, annotation load included
+        "decode_rows_per_s": (rows_in - n_rejected_early) / max(job_seconds, 1e-9),
         "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

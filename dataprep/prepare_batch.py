@@ -12,6 +12,7 @@ content that the manifest fingerprint is built from.
 from __future__ import annotations
 
 import hashlib
+import stat
 from pathlib import Path
 
 import cv2
@@ -19,7 +20,14 @@ import numpy as np
 import pyarrow as pa
 
 from dataprep import quarantine
-from dataprep.crops import ImageDecodeError, crop_person, decode_image, encode_jpeg
+from dataprep.crops import (
+    HeaderTooLargeError,
+    ImageDecodeError,
+    crop_person,
+    decode_image,
+    encode_jpeg,
+    header_size,
+)
 from dataprep.joints import NUM_JOINTS
 from dataprep.quarantine import Rejection
 from dataprep.schema import (
@@ -43,6 +51,11 @@ from dataprep.schema import (
 )
 
 WIDTH, HEIGHT, JOINTS, DIGEST = "width", "height", "joints", "digest"
+
+# Limits checked before an image is decoded: 40 MP is a 120 MB BGR decode (MPII's largest
+# images are ~2 MP); 128 MiB of file is far above any such JPEG or PNG.
+DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
+DEFAULT_MAX_IMAGE_BYTES = 128 * 2**20
 
 RECORD_SCHEMA = pa.schema(
     [
@@ -90,29 +103,141 @@ def rejection_digest(person_id: str, image: str, split: str, rejection: Rejectio
 
 
 def rejected_row(person_id: str, image: str, split: str, rejection: Rejection) -> dict:
-    """A `WORK_SCHEMA` row for a quarantined person (prepared columns null)."""
+    """A `WORK_SCHEMA` row for a quarantined person (prepared columns null).
+
+    Text is stored through `quarantine.printable`, so a name with a NUL byte or a lone
+    surrogate is kept (escaped) instead of failing the parquet write.
+    """
+    person_id, image, split = (quarantine.printable(v) for v in (person_id, image, split))
+    rejection = Rejection(rejection.reason, quarantine.printable(rejection.detail))
     row = {field.name: None for field in WORK_SCHEMA}
     row.update({PERSON_ID: person_id, IMAGE: image, SPLIT: split, REASON: rejection.reason,
                 DETAIL: rejection.detail, DIGEST: rejection_digest(person_id, image, split, rejection)})
     return row
 
 
-def _load(path: Path) -> np.ndarray | Rejection:
+def load_image(root: Path, image: str, max_pixels: int, max_bytes: int) -> np.ndarray | Rejection:
+    """The decoded BGR image `root / image`, or why it cannot be used.
+
+    Checked in order, each before any work that the next one would cost: the name
+    (`check_image_path`), the resolved path stays under `root` (a symlink may not lead out),
+    a regular file (a named pipe would block the reader forever, a directory cannot be read),
+    not empty and at most `max_bytes`, a header Pillow recognises that declares at most
+    `max_pixels` (a decompression bomb is refused before OpenCV allocates for it), then the
+    decode itself. `root` must already be resolved.
+    """
+    if (rejection := quarantine.check_image_path(image)) is not None:
+        return rejection
+    path = root / image
     try:
-        data = path.read_bytes()
+        resolved = path.resolve()
+        if not resolved.is_relative_to(root):
+            return Rejection(quarantine.PATH_ESCAPES_ROOT, f"{path} resolves to {resolved}, outside {root}")
+        info = resolved.stat()
+    except FileNotFoundError:
+        return Rejection(quarantine.MISSING_IMAGE, f"{path} does not exist")
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop on older Pythons
+        return Rejection(quarantine.MISSING_IMAGE, f"cannot open {path}: {getattr(exc, 'strerror', None) or exc}")
+    if not stat.S_ISREG(info.st_mode):
+        kind = "a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file (pipe, socket or device)"
+        return Rejection(quarantine.NOT_A_FILE, f"{path} is {kind}")
+    if info.st_size == 0:
+        return Rejection(quarantine.CORRUPT_IMAGE, f"{path} is empty (0 bytes)")
+    if info.st_size > max_bytes:
+        return Rejection(quarantine.IMAGE_TOO_LARGE, f"{path} has {info.st_size} bytes, over the {max_bytes}-byte limit")
+    try:
+        data = resolved.read_bytes()
     except OSError as exc:
         return Rejection(quarantine.MISSING_IMAGE, f"cannot read {path}: {exc.strerror or exc}")
+    try:
+        width, height = header_size(data)
+    except HeaderTooLargeError as exc:
+        return Rejection(quarantine.IMAGE_TOO_LARGE, f"{path}: {exc}")
+    except ImageDecodeError as exc:
+        return Rejection(quarantine.CORRUPT_IMAGE, f"{path}: {exc}")
+    if width * height > max_pixels:
+        return Rejection(
+            quarantine.IMAGE_TOO_LARGE,
+            f"{path} declares {width}x{height} = {width * height} px, over the {max_pixels}-pixel limit",
+        )
     try:
         return decode_image(data)
     except ImageDecodeError as exc:
         return Rejection(quarantine.CORRUPT_IMAGE, f"{path}: {exc}")
 
 
-def prepare_batch(records: pa.Table, image_root: str, jpeg_quality: int) -> pa.Table:
+def check_stored_row(row: dict, labelled: np.ndarray) -> Rejection | None:
+    """Rejects a prepared row whose stored float32 values are not finite where the contract needs
+    them (labelled keypoints, the affine, centre, scale > 0, head size finite > 0 or NaN): the crop
+    maths can push in-range image px (e.g. 1e37) past float32 in crop px."""
+    checks = [
+        (KEYPOINTS, np.asarray(row[KEYPOINTS]).reshape(-1, 2)[labelled]),
+        (JOINTS_IMAGE, np.asarray(row[JOINTS_IMAGE]).reshape(-1, 2)[labelled]),
+        (CROP_TO_IMAGE, row[CROP_TO_IMAGE]),
+        (CENTER, row[CENTER]),
+        (SCALE, row[SCALE]),
+    ]
+    for name, values in checks:
+        if not np.all(np.isfinite(values)):
+            return Rejection(quarantine.NON_FINITE, f"stored {name} is not finite as float32")
+    if not row[SCALE] > 0:
+        return Rejection(quarantine.NON_FINITE, f"stored scale {float(row[SCALE])!r} is not > 0")
+    head = row[HEAD_SIZE]
+    if not (np.isnan(head) or (np.isfinite(head) and head > 0)):
+        return Rejection(quarantine.NON_FINITE, f"stored head_size {float(head)!r} is not finite and > 0")
+    return None
+
+
+def _prepare_one(image, name, width, height, center, scale, joints, labelled, head_size, jpeg_quality) -> dict | Rejection:
+    """One person's stored columns (all but id/image/split and the bookkeeping), or why not."""
+    if isinstance(image, Rejection):
+        return image
+    actual_height, actual_width = image.shape[:2]
+    if width > 0 and height > 0 and (width, height) != (actual_width, actual_height):
+        return Rejection(
+            quarantine.SIZE_MISMATCH,
+            f"{name} is {actual_width}x{actual_height} but the annotation says {width}x{height}",
+        )
+    rejection = quarantine.check_box_in_image(center, scale, actual_width, actual_height)
+    if rejection is not None:
+        return rejection
+    try:
+        with np.errstate(all="ignore"):  # overflow is caught below, on the stored values
+            crop = crop_person(image, center, scale, joints, labelled)
+            row = {
+                CROP_TO_IMAGE: crop.crop_to_image.astype(np.float32).reshape(-1),
+                KEYPOINTS: crop.keypoints.astype(np.float32).reshape(-1),
+                JOINTS_IMAGE: np.where(labelled[:, None], joints, np.nan).astype(np.float32).reshape(-1),
+                CENTER: center.astype(np.float32),
+                SCALE: np.float32(scale),
+                HEAD_SIZE: np.float32(head_size),
+            }
+    except (ValueError, cv2.error) as exc:  # e.g. a degenerate scale: this person only
+        return Rejection(quarantine.CROP_FAILED, f"{type(exc).__name__}: {exc}")
+    if (rejection := check_stored_row(row, labelled)) is not None:
+        return rejection
+    row.update({
+        CROP_JPEG: encode_jpeg(crop.crop, jpeg_quality),
+        CROP_SIZE_COL: CROP_SIZE,
+        LABELLED: labelled.astype(np.uint8),
+        HEATMAPS: crop.heatmaps.tobytes(),
+    })
+    return row
+
+
+def prepare_batch(
+    records: pa.Table,
+    image_root: str,
+    jpeg_quality: int,
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
+) -> pa.Table:
     """Decodes, checks and crops every person of `records` (`RECORD_SCHEMA`).
 
     Records are expected sorted by image so that people of one image share one decode.
-    Returns a `WORK_SCHEMA` table with one row per input row, in the input order.
+    `image_root` must be an absolute, resolved path. Returns a `WORK_SCHEMA` table with one row
+    per input row, in the input order: whatever one person's record or image holds, that
+    person becomes a quarantined row and the batch goes on.
     """
     n = len(records)
     ids = records.column(PERSON_ID).to_pylist()
@@ -127,52 +252,25 @@ def prepare_batch(records: pa.Table, image_root: str, jpeg_quality: int) -> pa.T
     head_sizes = records.column(HEAD_SIZE).to_numpy(zero_copy_only=False).astype(np.float64)
 
     root = Path(image_root)
-    last_path, last_image = None, None
+    last_name, last_image = None, None
     rows = []
     for i in range(n):
-        # The driver already rejected bad paths and numbers (`check_record`); the path check is
-        # repeated because this is the line that opens files.
-        rejection = quarantine.check_image_path(images[i])
-        if rejection is None:
-            path = root / images[i]
-            if path != last_path:
-                last_path, last_image = path, _load(path)
-            if isinstance(last_image, Rejection):
-                rejection = last_image
-            else:
-                height, width = last_image.shape[:2]
-                if widths[i] > 0 and heights[i] > 0 and (widths[i], heights[i]) != (width, height):
-                    rejection = Rejection(
-                        quarantine.SIZE_MISMATCH,
-                        f"{path} is {width}x{height} but the annotation says {widths[i]}x{heights[i]}",
-                    )
-                else:
-                    rejection = quarantine.check_box_in_image(centers[i], scales[i], width, height)
-        if rejection is None:
-            try:
-                crop = crop_person(last_image, centers[i], scales[i], joints[i], labelled[i])
-            except (ValueError, cv2.error) as exc:  # e.g. a degenerate scale: this person only
-                rejection = Rejection(quarantine.CROP_FAILED, f"{type(exc).__name__}: {exc}")
-        if rejection is not None:
-            rows.append(rejected_row(ids[i], images[i], splits[i], rejection))
+        try:
+            if images[i] != last_name:
+                last_name, last_image = images[i], None
+                last_image = load_image(root, images[i], max_image_pixels, max_image_bytes)
+            row = _prepare_one(
+                last_image, images[i], widths[i], heights[i], centers[i], scales[i], joints[i],
+                labelled[i], head_sizes[i], jpeg_quality,
+            )
+        except Exception as exc:  # noqa: BLE001 - one person's failure never ends the job
+            row = Rejection(quarantine.RECORD_FAILED, f"{type(exc).__name__}: {exc}")
+            if last_image is None:  # the load itself failed: the image's other people say so too
+                last_image = row
+        if isinstance(row, Rejection):
+            rows.append(rejected_row(ids[i], images[i], splits[i], row))
             continue
-        row = {
-            PERSON_ID: ids[i],
-            IMAGE: images[i],
-            SPLIT: splits[i],
-            CROP_JPEG: encode_jpeg(crop.crop, jpeg_quality),
-            CROP_SIZE_COL: CROP_SIZE,
-            KEYPOINTS: crop.keypoints.astype(np.float32).reshape(-1),
-            LABELLED: labelled[i].astype(np.uint8),
-            HEAD_SIZE: np.float32(head_sizes[i]),
-            CROP_TO_IMAGE: crop.crop_to_image.astype(np.float32).reshape(-1),
-            JOINTS_IMAGE: np.where(labelled[i][:, None], joints[i], np.nan).astype(np.float32).reshape(-1),
-            CENTER: centers[i].astype(np.float32),
-            SCALE: np.float32(scales[i]),
-            HEATMAPS: crop.heatmaps.tobytes(),
-            REASON: None,
-            DETAIL: None,
-        }
+        row.update({PERSON_ID: ids[i], IMAGE: images[i], SPLIT: splits[i], REASON: None, DETAIL: None})
         row[DIGEST] = content_digest(row)
         rows.append(row)
     return pa.Table.from_pydict(

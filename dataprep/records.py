@@ -16,6 +16,7 @@ import numpy as np
 from dataprep.joints import NUM_JOINTS
 
 SPLITS = ("train", "val")
+MAX_IMAGE_SIDE = 2**31 - 1  # width/height are stored as int32-range integers
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -85,8 +86,8 @@ class PersonRecord:
             problems.append(f"center {self.center} is not finite")
         if not (math.isfinite(self.scale) and self.scale > 0):
             problems.append(f"scale {self.scale} must be finite and > 0")
-        if self.width < 0 or self.height < 0:
-            problems.append(f"image size {self.width}x{self.height} is negative")
+        if not (0 <= self.width <= MAX_IMAGE_SIDE and 0 <= self.height <= MAX_IMAGE_SIDE):
+            problems.append(f"image size {self.width}x{self.height} is outside 0..{MAX_IMAGE_SIDE}")
         if self.joints.shape != (NUM_JOINTS, 2):
             problems.append(f"joints have shape {self.joints.shape}, expected ({NUM_JOINTS}, 2)")
         if self.labelled.shape != (NUM_JOINTS,):

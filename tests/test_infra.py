@@ -7,6 +7,7 @@ a manifest parses with the real CLI (so a renamed option breaks this test, not a
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import tomllib
@@ -205,8 +206,8 @@ def test_ray_cluster_yaml_passes_rays_own_validation():
         assert 0 <= node_type["min_workers"] <= node_type["max_workers"] <= raw["max_workers"]
     setup = " ".join(raw["setup_commands"])
     assert "-c ~/shg/constraints.txt ~/shg" in setup
-    assert raw["file_mounts"] == {"~/shg": "."}
-    assert {".venv", ".git", "runs"} <= set(raw["rsync_exclude"])
+    assert raw["file_mounts"]["~/shg"] == "."
+    assert {".env*", ".venv", ".git", "runs"} <= set(raw["rsync_exclude"])
 
 
 def test_ray_cluster_yaml_validation_rejects_a_broken_config():
@@ -218,3 +219,113 @@ def test_ray_cluster_yaml_validation_rejects_a_broken_config():
     raw["available_node_types"]["worker.gpu-train"]["max_workers"] = "four"
     with pytest.raises(jsonschema.ValidationError):
         validate_config(raw)
+
+
+# --- secrets and exposure (issue 13, point 11) ------------------------------------------------
+
+INFRA_TEXT_FILES = sorted(p for p in INFRA.rglob("*") if p.is_file()) + [ROOT / "ray_cluster.yaml"]
+_SECRET_NAME = r"[A-Z0-9_]*(?:PASSWORD|SECRET|TOKEN|ACCESS_KEY)[A-Z0-9_]*"
+
+
+@pytest.mark.parametrize("path", INFRA_TEXT_FILES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_no_default_or_placeholder_credentials(path):
+    text = path.read_text()
+    # ${VAR:-fallback} / ${VAR-fallback} for a secret is a password anyone can read here.
+    defaults = re.findall(r"\$\{(" + _SECRET_NAME + r"):?-", text)
+    assert not defaults, f"{path.name}: default values for {defaults}; use ${{VAR:?message}}"
+    assert not re.search(r"change[-_]?me|dev-password|password123", text, re.I), path.name
+    if path.suffix in (".yaml", ".yml"):
+        for doc in _yaml_docs(path):
+            assert doc.get("kind") != "Secret", f"{path.name}: a Secret with literal values; reference one instead"
+            for node in _walk(doc):  # no literal value for a secret-named env var either
+                if re.fullmatch(_SECRET_NAME, str(node.get("name", ""))) and "value" in node:
+                    pytest.fail(f"{path.name}: {node['name']} has a literal value")
+
+
+def test_compose_requires_its_passwords_and_publishes_on_loopback_only():
+    compose = _yaml_docs(INFRA / "mlflow" / "docker-compose.yml")[0]["services"]
+    text = (INFRA / "mlflow" / "docker-compose.yml").read_text()
+    for name in ("POSTGRES_PASSWORD", "MINIO_ROOT_PASSWORD"):
+        assert "${" + name + ":?" in text  # compose stops with this message when it is unset
+    published = [port for service in compose.values() for port in service.get("ports", [])]
+    assert published, "the compose file publishes the tracking server"
+    for port in published:
+        assert str(port).startswith("127.0.0.1:"), f"{port} is published on every interface"
+
+
+def test_kubernetes_store_references_its_secret_and_stays_in_the_namespace():
+    docs = _yaml_docs(K8S / "mlflow.yaml")
+    for doc in docs:
+        if doc["kind"] == "Service":
+            assert doc["spec"].get("type", "ClusterIP") == "ClusterIP", doc["metadata"]["name"]
+    referenced = {
+        ref["name"] for doc in docs for c in _containers(doc) for ref in
+        [e["secretRef"] for e in c.get("envFrom", []) if "secretRef" in e]
+    }
+    assert referenced == {"mlflow-store"}
+    assert "kubectl -n shg create secret generic mlflow-store" in (INFRA / "README.md").read_text()
+    fenced = set()
+    for policy in (d for d in docs if d["kind"] == "NetworkPolicy"):
+        selector = policy["spec"]["podSelector"]
+        apps = set(selector.get("matchLabels", {}).values())
+        for expression in selector.get("matchExpressions", []):
+            apps |= set(expression["values"])
+        for rule in policy["spec"]["ingress"]:
+            for source in rule["from"]:
+                assert set(source) == {"podSelector"}, "ingress only from pods of this namespace"
+        fenced |= apps
+    assert {"mlflow", "minio", "postgres"} <= fenced
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
+    (container,) = _containers(deployment)
+    assert "--host 0.0.0.0" in " ".join(container["args"])  # the pod IP, behind the policies above
+
+
+def test_ray_listens_on_all_interfaces_only_with_token_auth():
+    for path in ("rayjob-retrain.yaml", "raycronjob-retrain.yaml", "cronjob-retrain.yaml"):
+        for spec in _rayjob_specs(K8S / path):
+            cluster = spec["rayClusterSpec"]
+            host = cluster["headGroupSpec"]["rayStartParams"].get("dashboard-host", "127.0.0.1")
+            if host in ("0.0.0.0", "::"):
+                assert cluster.get("authOptions", {}).get("mode") == "token", path
+
+    raw = yaml.safe_load((ROOT / "ray_cluster.yaml").read_text())
+    (head_start,) = [c for c in raw["head_start_ray_commands"] if "ray start" in c]
+    assert "--dashboard-host=127.0.0.1" in head_start and "0.0.0.0" not in head_start
+    for command in [c for c in raw["head_start_ray_commands"] + raw["worker_start_ray_commands"] if "ray start" in c]:
+        assert "RAY_AUTH_MODE=token" in command
+    assert raw["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token"
+
+
+def test_env_files_never_reach_a_job_or_an_image(tmp_path):
+    """Packs a project folder with Ray's own working_dir packer and the excludes of `shg submit`."""
+    from ray._private.runtime_env.packaging import create_package
+
+    from pipelines.orchestration.submit import WORKING_DIR_EXCLUDES
+
+    project = tmp_path / "project"
+    for name in ("pipelines/cli/app.py", ".env", ".env.production", "infra/mlflow/.env", "deploy.pem", "keep.py"):
+        (project / name).parent.mkdir(parents=True, exist_ok=True)
+        (project / name).write_text("x")
+    package = tmp_path / "package.zip"
+    create_package(str(project), package, include_gitignore=True, excludes=list(WORKING_DIR_EXCLUDES))
+    import zipfile
+
+    shipped = set(zipfile.ZipFile(package).namelist())
+    assert {"pipelines/cli/app.py", "keep.py"} <= shipped
+    assert not {n for n in shipped if ".env" in n or n.endswith(".pem")}, shipped
+    assert ".env*" in (INFRA / "Dockerfile.dockerignore").read_text().split()
+
+
+def test_submit_forwards_no_credentials(monkeypatch):
+    from pipelines.orchestration import submit
+
+    secrets = {name: "s3cr3t" for name in submit.NEVER_FORWARDED}
+    for name, value in {**secrets, "MLFLOW_TRACKING_URI": "http://mlflow:5000", "AWS_DEFAULT_REGION": "eu-west-1"}.items():
+        monkeypatch.setenv(name, value)
+    env = submit.runtime_env(submit.SubmitConfig())["env_vars"]
+    assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000" and env["AWS_DEFAULT_REGION"] == "eu-west-1"
+    assert not set(secrets) & set(env)
+    assert "s3cr3t" not in json.dumps(env)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://admin:s3cr3t@mlflow:5000")
+    with pytest.raises(ValueError, match="MLFLOW_TRACKING_URI carries a password"):
+        submit.runtime_env(submit.SubmitConfig())

@@ -30,8 +30,31 @@ HEAD_BOX_TO_HEAD_SIZE = 0.6  # official PCKh: 0.6 x head-box diagonal
 UPPER_NECK, HEAD_TOP = 8, 9
 
 
+# What reading one malformed entry can raise (wrong types, shapes, absurd nesting); each is
+# caught per entry so that one entry never aborts the whole file.
+ENTRY_ERRORS = (KeyError, TypeError, ValueError, OverflowError, IndexError, AttributeError, RecursionError)
+
+
 class AnnotationFormatError(ValueError):
     """An annotation file that cannot be read; the message names the file and what was expected."""
+
+
+@dataclasses.dataclass(frozen=True)
+class MalformedEntry:
+    """One annotation entry that could not be read as a person (a field of the wrong type or
+    shape, a missing field). The rest of the file is still read; `shg prepare` quarantines it.
+
+    Attributes:
+        person_id: the id the entry would have had, or `entry<row>` when it cannot be known.
+        image: the entry's image name when it is a string, else "".
+        split: the entry's split when known, else "".
+        detail: the file, the entry and what was wrong with it.
+    """
+
+    person_id: str
+    image: str
+    split: str
+    detail: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,11 +67,14 @@ class AnnotationSet:
         skipped: reason -> count of annotations that are not people with joints and were left
             out on purpose (e.g. people of unannotated test images); every other problem
             stays in `records` for `PersonRecord.validate` / quarantine to count.
+        malformed: entries that are meant to be people but cannot be read as one; they are
+            people in, so `shg prepare` counts each as a quarantined row.
     """
 
     records: list[PersonRecord]
     format: str
     skipped: Counter
+    malformed: list[MalformedEntry] = dataclasses.field(default_factory=list)
 
 
 def adjust_raw_center_scale(center_x: float, center_y: float, scale: float) -> tuple[float, float, float]:

@@ -14,7 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
-from dataprep.formats.common import AnnotationFormatError, AnnotationSet, labelled_from_raw, to_zero_based
+from dataprep.formats.common import (
+    ENTRY_ERRORS,
+    AnnotationFormatError,
+    AnnotationSet,
+    MalformedEntry,
+    labelled_from_raw,
+    to_zero_based,
+)
 from dataprep.joints import NUM_JOINTS
 from dataprep.records import PersonRecord
 
@@ -38,7 +45,11 @@ def read(path: str | Path, split: str = "val") -> AnnotationSet:
                 f"(optional visible, index, person); missing {missing}, found {sorted(f)}"
             )
         data = {k: f[k][()] for k in f if isinstance(f[k], h5py.Dataset)}
-    names = [n.decode() if isinstance(n, bytes) else str(n) for n in np.asarray(data["imgname"]).reshape(-1)]
+    # Undecodable bytes stay as surrogates: that person is quarantined (invalid_image_name), not the file.
+    names = [
+        n.decode("utf-8", "surrogateescape") if isinstance(n, bytes) else str(n)
+        for n in np.asarray(data["imgname"]).reshape(-1)
+    ]
     n = len(names)
     shapes = {"center": (n, 2), "scale": (n,), "part": (n, NUM_JOINTS, 2), "normalize": (n,)}
     if "visible" in data:
@@ -49,34 +60,44 @@ def read(path: str | Path, split: str = "val") -> AnnotationSet:
                 f"{path}: dataset {key!r} has shape {np.shape(data[key])}, expected {shape} "
                 f"(one row per imgname)"
             )
-    part = np.asarray(data["part"], dtype=np.float64)
+    try:
+        part = np.asarray(data["part"], dtype=np.float64)
+        center = to_zero_based(data["center"])
+        scales = np.asarray(data["scale"], dtype=np.float64)
+        normalize = np.asarray(data["normalize"], dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise AnnotationFormatError(f"{path}: center, scale, part and normalize must be numeric ({exc})") from exc
     labelled = labelled_from_raw(part)
     joints = to_zero_based(part)
-    center = to_zero_based(data["center"])
     visible = np.asarray(data["visible"]) > 0 if "visible" in data else None
     has_ids = "index" in data and "person" in data
     per_image: Counter = Counter()
-    records = []
+    records, malformed = [], []
     for i, image in enumerate(names):
-        per_image[image] += 1
-        if has_ids:  # same id as the MPII JSON / official release: 1-based annolist_annorect
-            person_id = f"{int(data['index'][i]) + 1}_{int(data['person'][i]) + 1}"
-        else:
-            person_id = f"{Path(image).stem}_{per_image[image]}"
-        records.append(
-            PersonRecord(
+        try:
+            if has_ids:  # same id as the MPII JSON / official release: 1-based annolist_annorect
+                person_id = f"{int(data['index'][i]) + 1}_{int(data['person'][i]) + 1}"
+            else:
+                person_id = f"{Path(image).stem}_{per_image[image] + 1}"
+            record = PersonRecord(
                 person_id=person_id,
                 image=image,
                 width=0,  # not in the file
                 height=0,
                 center=(center[i, 0], center[i, 1]),
-                scale=float(data["scale"][i]),
+                scale=scales[i],
                 joints=joints[i],
                 labelled=labelled[i],
-                head_size=float(data["normalize"][i]),
+                head_size=normalize[i],
                 split=split,
                 head_size_source="h5_normalize",
                 visible_flag=None if visible is None else visible[i],
             )
-        )
-    return AnnotationSet(records, FORMAT, Counter())
+        except ENTRY_ERRORS as exc:
+            malformed.append(
+                MalformedEntry(f"row{i}", image, split, f"{path}: row {i} is not a person ({type(exc).__name__}: {exc})")
+            )
+            continue
+        per_image[image] += 1
+        records.append(record)
+    return AnnotationSet(records, FORMAT, Counter(), malformed)

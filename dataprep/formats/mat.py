@@ -19,8 +19,10 @@ from typing import Any
 import numpy as np
 
 from dataprep.formats.common import (
+    ENTRY_ERRORS,
     AnnotationFormatError,
     AnnotationSet,
+    MalformedEntry,
     adjust_raw_center_scale,
     head_size_from_box,
     to_zero_based,
@@ -59,29 +61,36 @@ def read(path: str | Path, split: str | None = None) -> AnnotationSet:
             f"{path}: RELEASE.img_train has {len(img_train)} entries but annolist has "
             f"{len(annolist)}; expected one flag per image"
         )
-    records, skipped = [], Counter()
+    records, skipped, malformed = [], Counter(), []
     for i, (entry, train) in enumerate(zip(annolist, img_train), start=1):
-        try:
-            image = str(entry.image.name)
-        except AttributeError as exc:
-            raise AnnotationFormatError(f"{path}: annolist({i}) has no image.name") from exc
         rects = _items(getattr(entry, "annorect", None))
         if not int(train):
             skipped["test_image"] += len(rects)
             continue
+        name = getattr(getattr(entry, "image", None), "name", None)
         for j, rect in enumerate(rects, start=1):
             points = _items(getattr(_field(rect, "annopoints"), "point", None))
             if not points:
                 skipped["no_joints"] += 1
                 continue
             try:
-                records.append(_record(rect, points, image, f"{i}_{j}"))
-            except (AttributeError, TypeError, ValueError) as exc:
-                raise AnnotationFormatError(
-                    f"{path}: annolist({i}).annorect({j}) is not an MPII person "
-                    f"({type(exc).__name__}: {exc}); expected annopoints.point(k).id/x/y"
-                ) from exc
-    return AnnotationSet(records, FORMAT, skipped)
+                if not isinstance(name, str):
+                    raise TypeError(f"annolist({i}).image.name is {type(name).__name__}, expected a string")
+                records.append(_record(rect, points, name, f"{i}_{j}"))
+            except ENTRY_ERRORS as exc:
+                malformed.append(
+                    MalformedEntry(
+                        person_id=f"{i}_{j}",
+                        image=name if isinstance(name, str) else "",
+                        split="train",
+                        detail=(
+                            f"{path}: annolist({i}).annorect({j}) is not an MPII person "
+                            f"({type(exc).__name__}: {exc}); expected image.name and "
+                            f"annopoints.point(k).id/x/y"
+                        ),
+                    )
+                )
+    return AnnotationSet(records, FORMAT, skipped, malformed)
 
 
 def _record(rect: Any, points: list, image: str, person_id: str) -> PersonRecord:

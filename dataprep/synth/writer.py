@@ -8,6 +8,7 @@ image and a re-run with the same config writes byte-identical files, whatever `w
 from __future__ import annotations
 
 import json
+import re
 import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
@@ -16,6 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from dataprep.atomic import fsync_tree, remove_stale_leftovers_in, write_bytes_atomic, write_text_atomic
 from dataprep.synth.config import SynthConfig
 from dataprep.synth.scene import PersonAnnotation, render_scene
 
@@ -28,6 +30,7 @@ DATASET_NAME = "synthetic_mpii"
 GENERATOR_VERSION = 1
 # MATLAB's JSON export writes an empty matrix like this (the real file uses it for "no others").
 EMPTY_MATRIX = {"_ArrayType_": "double", "_ArraySize_": [0, 0], "_ArrayData_": None}
+_IMAGE_NAME = re.compile(r"^\d{9}\.jpg$")
 
 
 def plan_images(cfg: SynthConfig) -> tuple[list[int], list[bool], list[np.random.SeedSequence]]:
@@ -109,7 +112,8 @@ def render_image(cfg: SynthConfig, index: int, people: int, is_val: bool,
     if not ok:
         raise RuntimeError(f"JPEG encoding failed for synthetic image {index}")
     name = image_name(index)
-    (Path(images_dir) / name).write_bytes(jpeg.tobytes())
+    # Temporary name + rename: a killed writer never leaves a truncated JPEG under a final name.
+    write_bytes_atomic(Path(images_dir) / name, jpeg.tobytes(), fsync=False)  # fsynced together later
     return mpii_entries(annotations, index, name, pixels.shape[1], pixels.shape[0], is_val)
 
 
@@ -118,23 +122,45 @@ def _render_chunk(args) -> list[dict]:
     return [entry for job in jobs for entry in render_image(cfg, *job, images_dir)]
 
 
+def _interrupted_write(out: Path) -> bool:
+    """True when `out` holds only what a killed `generate` leaves: no manifest, and nothing but
+    the images folder (of generated names and temporary files) and the annotations."""
+    if (out / MANIFEST).exists():
+        return False
+    for entry in out.iterdir():
+        if entry.name == IMAGES and entry.is_dir():
+            if any(not (_IMAGE_NAME.match(f.name) or f.name.startswith(".")) for f in entry.iterdir()):
+                return False
+        elif entry.name != ANNOTATIONS and ".partial-" not in entry.name:
+            return False
+    return True
+
+
 def generate(cfg: SynthConfig, out_dir: str | Path, overwrite: bool = False) -> dict:
     """Writes the dataset into `out_dir` and returns a summary (counts, paths, seconds, images/s).
 
     Refuses (FileExistsError) to write into a directory that already holds files unless
-    `overwrite`, in which case only the files this function writes are replaced.
+    `overwrite`, in which case only the files this function writes are replaced, or unless they
+    are what a killed run of this function left (no manifest, only its own files).
+
+    Crash safety: the manifest goes first when anything is replaced and is written last, after
+    every image and the annotations are on disk (fsynced), so a dataset with a manifest is always
+    complete; every file is written under a temporary name and renamed, and the temporary files
+    of a killed writer are removed here.
     """
     start = time.perf_counter()
     out = Path(out_dir)
     images_dir = out / IMAGES
-    if out.exists() and any(out.iterdir()) and not overwrite:
+    if out.exists() and any(out.iterdir()) and not overwrite and not _interrupted_write(out):
         raise FileExistsError(f"{out} already exists and is not empty; choose another --out or "
                               "pass --overwrite to replace a previous synthetic dataset there")
     images_dir.mkdir(parents=True, exist_ok=True)
-    if overwrite:  # stale images of a larger earlier run would otherwise linger
-        for old in images_dir.glob("?????????.jpg"):
-            old.unlink()
-        (out / ANNOTATIONS).unlink(missing_ok=True)
+    (out / MANIFEST).unlink(missing_ok=True)  # from here until the end the dataset is incomplete
+    remove_stale_leftovers_in(images_dir)  # temporary files of a killed writer
+    remove_stale_leftovers_in(out)
+    for old in images_dir.glob("?????????.jpg"):  # stale images of a larger earlier run
+        old.unlink()
+    (out / ANNOTATIONS).unlink(missing_ok=True)
 
     counts, is_val, seeds = plan_images(cfg)
     jobs = [(i, counts[i], is_val[i], seeds[i]) for i in range(len(counts))]
@@ -153,9 +179,9 @@ def generate(cfg: SynthConfig, out_dir: str | Path, overwrite: bool = False) -> 
         "val_people": int(sum(c for c, v in zip(counts, is_val) if v)),
         "train_people": int(sum(c for c, v in zip(counts, is_val) if not v)),
     }
-    with open(out / ANNOTATIONS, "w") as f:
-        json.dump(entries, f)
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    fsync_tree(images_dir)
+    write_text_atomic(out / ANNOTATIONS, json.dumps(entries))
+    write_text_atomic(out / MANIFEST, json.dumps(manifest, indent=2) + "\n")  # last: the dataset is complete
     seconds = time.perf_counter() - start
     return manifest | {"out_dir": str(out), "annotations": str(out / ANNOTATIONS),
                        "seconds": round(seconds, 3), "images_per_s": round(len(counts) / seconds, 1)}

@@ -24,6 +24,10 @@ def prepare(
     block_rows: int = typer.Option(128, help="People per input block (one Ray task)."),
     rows_per_file: int = typer.Option(4096, help="Rows per output parquet file."),
     progress_every: int = typer.Option(1000, help="Print a progress line every this many people."),
+    max_image_pixels: int = typer.Option(
+        40_000_000, help="Quarantine an image whose header declares more pixels (checked before decoding)."
+    ),
+    max_image_bytes: int = typer.Option(128 * 2**20, help="Quarantine an image file larger than this."),
 ) -> None:
     """Crop every person, render the targets, quarantine bad records; print the manifest summary."""
     from dataprep.prepare import PrepareConfig, PrepareConfigError, check_config, run_prepare
@@ -40,6 +44,8 @@ def prepare(
         block_rows=block_rows,
         rows_per_file=rows_per_file,
         progress_every=progress_every,
+        max_image_pixels=max_image_pixels,
+        max_image_bytes=max_image_bytes,
     )
     try:
         check_config(cfg)  # before Ray starts: a typo should not cost a cluster start-up

@@ -17,12 +17,15 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
-# What never travels: environments, history, outputs, caches. Ray's limit on the packed
-# working_dir is 500 MiB, and runs/ alone can exceed it.
+# What never travels: secrets, environments, history, outputs, caches. The packed working_dir
+# is stored in the cluster's object store where any job can read it, so `.env` files (and other
+# local secrets) must never be in it; Ray's limit on it is 500 MiB, and runs/ alone can exceed it.
 WORKING_DIR_EXCLUDES: tuple[str, ...] = (
+    ".env*", "*.pem", "*.key", ".netrc", ".aws", ".ray",
     ".venv", ".git", "runs", "mlruns", "mlartifacts", "work", "build", "dist",
     "__pycache__", "*.pyc", "*.egg-info", ".pytest_cache", ".benchmarks",
 )  # fmt: skip
@@ -32,10 +35,14 @@ STEPS: tuple[str, ...] = ("run", "synth", "prepare", "train", "evaluate", "rerun
 
 TERMINAL_STATUSES = frozenset({"SUCCEEDED", "FAILED", "STOPPED"})
 
-# Environment variables forwarded to the job when set here (tracking and S3 endpoints).
-FORWARDED_ENV: tuple[str, ...] = (
-    "MLFLOW_TRACKING_URI", "MLFLOW_S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-    "AWS_DEFAULT_REGION",
+# Environment variables forwarded to the job when set here: endpoints only, never credentials.
+# A job's env_vars can be read by anyone who can reach the Jobs API, so S3 access comes from the
+# cluster's own identity (IRSA on EKS, an instance profile on EC2; infra/README.md), and MLflow
+# credentials from the cluster's environment, not from the submitter's shell.
+FORWARDED_ENV: tuple[str, ...] = ("MLFLOW_TRACKING_URI", "MLFLOW_S3_ENDPOINT_URL", "AWS_DEFAULT_REGION")
+NEVER_FORWARDED: tuple[str, ...] = (
+    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+    "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN", "RAY_AUTH_TOKEN",
 )  # fmt: skip
 
 
@@ -81,7 +88,12 @@ def entrypoint(cfg: SubmitConfig) -> str:
 
 
 def runtime_env(cfg: SubmitConfig) -> dict[str, Any]:
-    """The job's runtime environment: the project as working_dir, and its tracking settings."""
+    """The job's runtime environment: the project as working_dir (without `.env*` and other
+    secrets), and its tracking endpoints; never credentials (`FORWARDED_ENV`).
+
+    Raises:
+        ValueError: a forwarded URI holds a password.
+    """
     working_dir = Path(cfg.working_dir)
     if not (working_dir / "pipelines" / "cli" / "app.py").is_file():
         raise FileNotFoundError(
@@ -98,6 +110,13 @@ def runtime_env(cfg: SubmitConfig) -> dict[str, Any]:
         "SHG_GIT_DIRTY": revision["git.dirty"],
     }
     env_vars.update({k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)})
+    for name, value in env_vars.items():
+        if "://" in value and urlsplit(value).password:
+            raise ValueError(
+                f"{name} carries a password ({urlsplit(value).hostname}); job env vars are readable by "
+                f"anyone who can reach the Jobs API. Drop the user:password@ part and give the "
+                f"cluster its credentials itself (see infra/README.md)."
+            )
     return {
         "working_dir": str(working_dir),
         "excludes": list(WORKING_DIR_EXCLUDES),
