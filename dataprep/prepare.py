@@ -33,6 +33,7 @@ import pyarrow as pa
 from dataprep import quarantine
 from dataprep.joints import FLIP_PERMUTATION, JOINT_NAMES
 from dataprep.mpii import FORMATS, AnnotationFormatError, AnnotationSet, read_annotations
+from dataprep.official import apply_official_head_sizes, head_size_sources
 from dataprep.prepare_batch import RECORD_SCHEMA, WORK_SCHEMA, prepare_batch, rejected_row
 from dataprep.prepared_writer import QUARANTINE, PreparedDatasetWriter, fingerprint
 from dataprep.quarantine import Rejection
@@ -68,6 +69,10 @@ class PrepareConfig:
         address: Ray address for the CLI (None/"local": a private local cluster).
         format: annotation form, one of ANNOTATION_FORMATS; None detects it.
         split: "train" or "val" for a form without a split (None: such forms go to "val").
+        head_sizes: optional file with the official validation head sizes
+            (`detections_our_format.mat` or `valid.h5`, `dataprep.official`): the people it
+            holds get its head size (PCKh normaliser) instead of the annotation's own, and
+            each row's `head_size_source` says which one it has.
         jpeg_quality: quality of the stored crops (1-100).
         batch_size: people per `map_batches` call.
         block_rows: people per input block (one Ray task each).
@@ -81,6 +86,7 @@ class PrepareConfig:
     address: str | None = None
     format: str | None = None
     split: str | None = None
+    head_sizes: str | None = None
     jpeg_quality: int = 95
     batch_size: int = 32
     block_rows: int = 128
@@ -103,6 +109,11 @@ def check_config(cfg: PrepareConfig) -> None:
         )
     if cfg.split is not None and cfg.split not in SPLITS:
         raise PrepareConfigError(f"unknown split {cfg.split!r}. Use --split train or --split val.")
+    if cfg.head_sizes is not None and not Path(cfg.head_sizes).is_file():
+        raise PrepareConfigError(
+            f"head sizes file not found: {cfg.head_sizes}. Pass --head-sizes with "
+            f"detections_our_format.mat or valid.h5, or leave it out."
+        )
     if not images.is_dir():
         raise PrepareConfigError(
             f"images folder not found: {images}. Pass --images with the folder that the "
@@ -142,6 +153,18 @@ def load_records(cfg: PrepareConfig) -> AnnotationSet:
     return loaded
 
 
+def load_head_sizes(cfg: PrepareConfig, loaded: AnnotationSet) -> tuple[AnnotationSet, dict | None]:
+    """`loaded` with the official head sizes of `cfg.head_sizes` applied, and the match report
+    (`dataprep.official.apply_official_head_sizes`); unchanged and None without the option."""
+    if cfg.head_sizes is None:
+        return loaded, None
+    try:
+        records, report = apply_official_head_sizes(loaded.records, cfg.head_sizes)
+    except (AnnotationFormatError, ValueError) as exc:
+        raise PrepareConfigError(f"{exc} (check --head-sizes)") from exc
+    return dataclasses.replace(loaded, records=records), report
+
+
 def screen_records(records: list[PersonRecord]) -> tuple[list[PersonRecord], list[dict]]:
     """Splits records into those worth an image decode and quarantine rows for the rest.
 
@@ -174,6 +197,7 @@ def records_table(records: list[PersonRecord]) -> pa.Table:
         "joints": [r.joints.reshape(-1) for r in records],
         "labelled": [r.labelled for r in records],
         "head_size": [r.head_size for r in records],
+        "head_size_source": [r.head_size_source or "unknown" for r in records],
     }
     return pa.Table.from_pydict(
         {f.name: pa.array(columns[f.name], type=f.type) for f in RECORD_SCHEMA}, schema=RECORD_SCHEMA
@@ -233,8 +257,12 @@ def run_prepare(cfg: PrepareConfig, *, log: Callable[[str], None] = print) -> di
     """
     check_config(cfg)
     started = time.perf_counter()
-    loaded = load_records(cfg)
+    loaded, head_size_report = load_head_sizes(cfg, load_records(cfg))
     records = loaded.records
+    if head_size_report is not None:
+        log(f"prepare: official head sizes of {head_size_report['matched']} people from "
+            f"{cfg.head_sizes} ({head_size_report['val_records_not_in_file']} validation people "
+            f"not in it keep their own)")
     accepted, rejected = screen_records(records)
     log(f"prepare: {len(records)} people in {cfg.annotations} ({loaded.format}), "
         f"{len(rejected)} rejected before decoding, loader left out {dict(loaded.skipped) or 'none'}")
@@ -259,6 +287,8 @@ def run_prepare(cfg: PrepareConfig, *, log: Callable[[str], None] = print) -> di
         written = writer.close()
         seconds = time.perf_counter() - started
         manifest = _manifest(cfg, loaded, len(rejected), writer, written, tmp, seconds, time.perf_counter() - job_started)
+        manifest["head_sizes"] = head_size_report
+        manifest["head_size_sources"] = head_size_sources(records)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         _move_into_place(tmp, out)
     except BaseException:

@@ -30,6 +30,7 @@ from dataprep.schema import (
     CROP_TO_IMAGE,
     DETAIL,
     HEAD_SIZE,
+    HEAD_SIZE_SOURCE,
     HEATMAPS,
     IMAGE,
     JOINTS_IMAGE,
@@ -56,6 +57,7 @@ RECORD_SCHEMA = pa.schema(
         pa.field(JOINTS, pa.list_(pa.float64(), 2 * NUM_JOINTS)),  # image px, NaN unlabelled
         pa.field(LABELLED, pa.list_(pa.bool_(), NUM_JOINTS)),
         pa.field(HEAD_SIZE, pa.float64()),
+        pa.field(HEAD_SIZE_SOURCE, pa.string()),  # "unknown" when head_size is NaN
     ]
 )
 
@@ -74,7 +76,7 @@ def _fixed_list(table: pa.Table, name: str, width: int, dtype) -> np.ndarray:
 def content_digest(row: dict) -> bytes:
     """SHA-256 of an accepted row's content columns (the arrays must already be the stored dtypes)."""
     h = hashlib.sha256()
-    for name in (PERSON_ID, IMAGE, SPLIT):
+    for name in (PERSON_ID, IMAGE, SPLIT, HEAD_SIZE_SOURCE):
         h.update(row[name].encode() + b"\0")
     for name in (KEYPOINTS, LABELLED, CROP_TO_IMAGE, JOINTS_IMAGE, CENTER):
         h.update(np.ascontiguousarray(row[name]).tobytes())
@@ -125,6 +127,7 @@ def prepare_batch(records: pa.Table, image_root: str, jpeg_quality: int) -> pa.T
     joints = _fixed_list(records, JOINTS, 2 * NUM_JOINTS, np.float64).reshape(n, NUM_JOINTS, 2)
     labelled = _fixed_list(records, LABELLED, NUM_JOINTS, bool)
     head_sizes = records.column(HEAD_SIZE).to_numpy(zero_copy_only=False).astype(np.float64)
+    head_sources = records.column(HEAD_SIZE_SOURCE).to_pylist()
 
     root = Path(image_root)
     last_path, last_image = None, None
@@ -165,6 +168,7 @@ def prepare_batch(records: pa.Table, image_root: str, jpeg_quality: int) -> pa.T
             KEYPOINTS: crop.keypoints.astype(np.float32).reshape(-1),
             LABELLED: labelled[i].astype(np.uint8),
             HEAD_SIZE: np.float32(head_sizes[i]),
+            HEAD_SIZE_SOURCE: head_sources[i],
             CROP_TO_IMAGE: crop.crop_to_image.astype(np.float32).reshape(-1),
             JOINTS_IMAGE: np.where(labelled[i][:, None], joints[i], np.nan).astype(np.float32).reshape(-1),
             CENTER: centers[i].astype(np.float32),

@@ -11,7 +11,8 @@ Frames and units (see docs/ARCHITECTURE.md):
   because both crops have the same px density (320 / 1.25 = 256) and share their centre.
 - `crop_to_image` is the 2x3 affine (row-major, 6 floats) from stored-crop px to original image px.
 - `joints_image`, `center`, `head_size` are in original image px (0-based); `scale` is the
-  adjusted person height / 200 px.
+  adjusted person height / 200 px. `head_size` is NaN when unknown (PCKh then skips the
+  person); `head_size_source` says where it came from (`HEAD_SIZE_SOURCES`).
 - `heatmaps` holds `NUM_JOINTS x HEATMAP_SIZE x HEATMAP_SIZE` uint8 (C order), value / 255 is
   the target of the unaugmented standard 256 crop (sigma 1 at 64 px).
 - Unlabelled joints: `labelled` 0 and NaN in `keypoints` / `joints_image`.
@@ -32,6 +33,15 @@ HEATMAP_SIGMA = 1.0  # Gaussian sigma of the stored targets, heatmap px
 
 SPLITS = ("train", "val")
 
+# Values of the head_size_source column: the PCKh normaliser's origin.
+HEAD_SIZE_SOURCES = {
+    "detections_mat_headbox": "0.6 x head-box diagonal from detections_our_format.mat (official)",
+    "h5_normalize": "valid.h5 `normalize` (official; equals the .mat's to 6e-5 px)",
+    "head_box": "0.6 x head-box diagonal of the annotation itself (release .mat, shg synth JSON)",
+    "head_segment": "estimated: 0.75 x |head_top - upper_neck| (PyTorch JSON; no head boxes)",
+    "unknown": "NaN: no head box and no upper neck/head top; PCKh skips the person",
+}
+
 # Column names of the prepared rows.
 PERSON_ID = "person_id"
 IMAGE = "image"
@@ -41,6 +51,7 @@ CROP_SIZE_COL = "crop_size"
 KEYPOINTS = "keypoints"
 LABELLED = "labelled"
 HEAD_SIZE = "head_size"
+HEAD_SIZE_SOURCE = "head_size_source"
 CROP_TO_IMAGE = "crop_to_image"
 JOINTS_IMAGE = "joints_image"
 CENTER = "center"
@@ -61,6 +72,7 @@ PREPARED_SCHEMA = pa.schema(
         pa.field(KEYPOINTS, pa.list_(pa.float32(), 2 * NUM_JOINTS), nullable=False),
         pa.field(LABELLED, pa.list_(pa.uint8(), NUM_JOINTS), nullable=False),
         pa.field(HEAD_SIZE, pa.float32(), nullable=False),
+        pa.field(HEAD_SIZE_SOURCE, pa.string(), nullable=False),
         pa.field(CROP_TO_IMAGE, pa.list_(pa.float32(), 6), nullable=False),
         pa.field(JOINTS_IMAGE, pa.list_(pa.float32(), 2 * NUM_JOINTS), nullable=False),
         pa.field(CENTER, pa.list_(pa.float32(), 2), nullable=False),
