@@ -5,7 +5,8 @@ Both functions take a numpy batch of prepared rows (`dataprep.schema`; e.g. what
 `image` uint8 (B, S, S, 3) **RGB**, `heatmaps` float32 (B, J, H, H), `weight` float32 (B, J) and
 the pass-through `person_id`, with S = `input_size`, H = `heatmap_size` = S / 4.
 
-Augmentation (`augment_batch`), per sample on the stored crop (CROP_SIZE px, 1.25 x the box):
+Augmentation (`augment_batch`), per sample on the stored crop (CROP_SIZE px, CROP_BOX_SCALE x the
+box, wide enough for +-30 deg at zoom 0.75: `schema.required_box_scale`):
 albumentations `Affine` (rotation and scale about the crop centre), `HorizontalFlip`, the centre
 `input_size` crop, then `ColorJitter`; heatmaps are rendered from the augmented keypoints.
 albumentations 2.0.8 moves keypoints under a flip but cannot relabel them, so the applied flip is
@@ -17,7 +18,7 @@ outside the map is unlabelled for that sample: zero map and weight 0 (`heatmaps.
 
 Frames (validation, `center_batch`): a prediction in heatmap px maps back to image px by
   heatmap px -> input px     `inp = (hm + 0.5) * 4 - 0.5`        (`geometry.heatmap_to_input`)
-  input px -> stored-crop px `invert_affine(crop_to_input)`      (a pure shift by 32 px at 256)
+  input px -> stored-crop px `invert_affine(crop_to_input)`      (a pure shift by 112 px at 256)
   stored-crop px -> image px `crop_to_image` (stored per row)
 `center_batch` returns `crop_to_input` and `input_to_image` (the last two steps composed).
 """
@@ -114,7 +115,7 @@ def zoom(cfg: AugmentConfig, crop_size: int) -> float:
 
 def crop_to_input(cfg: AugmentConfig, crop_size: int) -> np.ndarray:
     """(2, 3) affine stored-crop px -> input px of the centre crop: scale `zoom` about the
-    centres ((n-1)/2 in both frames). At input 256 and crop 320 it is a shift by -32 px."""
+    centres ((n-1)/2 in both frames). At input 256 and crop 480 it is a shift by -112 px."""
     k = zoom(cfg, crop_size)
     shift = (cfg.input_size - 1) / 2 - k * (crop_size - 1) / 2
     return np.array([[k, 0.0, shift], [0.0, k, shift]])

@@ -48,6 +48,7 @@ from dataprep.prepare_batch import (
     prepare_batch,
     rejected_row,
 )
+from dataprep.official import apply_official_head_sizes, head_size_sources
 from dataprep.prepared_writer import QUARANTINE, PreparedDatasetWriter, fingerprint
 from dataprep.quarantine import Rejection
 from dataprep.records import PersonRecord
@@ -83,6 +84,10 @@ class PrepareConfig:
         address: Ray address for the CLI (None/"local": a private local cluster).
         format: annotation form, one of ANNOTATION_FORMATS; None detects it.
         split: "train" or "val" for a form without a split (None: such forms go to "val").
+        head_sizes: optional file with the official validation head sizes
+            (`detections_our_format.mat` or `valid.h5`, `dataprep.official`): the people it
+            holds get its head size (PCKh normaliser) instead of the annotation's own, and
+            each row's `head_size_source` says which one it has.
         jpeg_quality: quality of the stored crops (1-100).
         batch_size: people per `map_batches` call.
         block_rows: people per input block (one Ray task each).
@@ -99,6 +104,7 @@ class PrepareConfig:
     address: str | None = None
     format: str | None = None
     split: str | None = None
+    head_sizes: str | None = None
     jpeg_quality: int = 95
     batch_size: int = 32
     block_rows: int = 128
@@ -123,6 +129,11 @@ def check_config(cfg: PrepareConfig) -> None:
         )
     if cfg.split is not None and cfg.split not in SPLITS:
         raise PrepareConfigError(f"unknown split {cfg.split!r}. Use --split train or --split val.")
+    if cfg.head_sizes is not None and not Path(cfg.head_sizes).is_file():
+        raise PrepareConfigError(
+            f"head sizes file not found: {cfg.head_sizes}. Pass --head-sizes with "
+            f"detections_our_format.mat or valid.h5, or leave it out."
+        )
     if not images.is_dir():
         raise PrepareConfigError(
             f"images folder not found: {images}. Pass --images with the folder that the "
@@ -171,6 +182,18 @@ def load_records(cfg: PrepareConfig) -> AnnotationSet:
     return loaded
 
 
+def load_head_sizes(cfg: PrepareConfig, loaded: AnnotationSet) -> tuple[AnnotationSet, dict | None]:
+    """`loaded` with the official head sizes of `cfg.head_sizes` applied, and the match report
+    (`dataprep.official.apply_official_head_sizes`); unchanged and None without the option."""
+    if cfg.head_sizes is None:
+        return loaded, None
+    try:
+        records, report = apply_official_head_sizes(loaded.records, cfg.head_sizes)
+    except (AnnotationFormatError, ValueError) as exc:
+        raise PrepareConfigError(f"{exc} (check --head-sizes)") from exc
+    return dataclasses.replace(loaded, records=records), report
+
+
 def screen_records(
     records: list[PersonRecord], malformed: list[MalformedEntry] = ()
 ) -> tuple[list[PersonRecord], list[dict]]:
@@ -213,6 +236,7 @@ def records_table(records: list[PersonRecord]) -> pa.Table:
         "joints": [r.joints.reshape(-1) for r in records],
         "labelled": [r.labelled for r in records],
         "head_size": [r.head_size for r in records],
+        "head_size_source": [r.head_size_source or "unknown" for r in records],
     }
     return pa.Table.from_pydict(
         {f.name: pa.array(columns[f.name], type=f.type) for f in RECORD_SCHEMA}, schema=RECORD_SCHEMA
@@ -281,9 +305,14 @@ def run_prepare(cfg: PrepareConfig, *, log: Callable[[str], None] = print) -> di
     """
     check_config(cfg)
     started = time.perf_counter()
-    loaded = load_records(cfg)
-    rows_in = len(loaded.records) + len(loaded.malformed)
-    accepted, rejected = screen_records(loaded.records, loaded.malformed)
+    loaded, head_size_report = load_head_sizes(cfg, load_records(cfg))
+    records = loaded.records
+    if head_size_report is not None:
+        log(f"prepare: official head sizes of {head_size_report['matched']} people from "
+            f"{cfg.head_sizes} ({head_size_report['val_records_not_in_file']} validation people "
+            f"not in it keep their own)")
+    rows_in = len(records) + len(loaded.malformed)
+    accepted, rejected = screen_records(records, loaded.malformed)
     log(f"prepare: {rows_in} people in {cfg.annotations} ({loaded.format}), "
         f"{len(rejected)} rejected before decoding ({len(loaded.malformed)} malformed entries), "
         f"loader left out {dict(loaded.skipped) or 'none'}")
@@ -310,6 +339,8 @@ def run_prepare(cfg: PrepareConfig, *, log: Callable[[str], None] = print) -> di
         written = writer.close()
         seconds = time.perf_counter() - started
         manifest = _manifest(cfg, loaded, len(rejected), writer, written, tmp, seconds, time.perf_counter() - job_started)
+        manifest["head_sizes"] = head_size_report
+        manifest["head_size_sources"] = head_size_sources(records)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         fsync_tree(tmp)  # every byte on disk before the rename makes the dataset visible
         _move_into_place(tmp, out)

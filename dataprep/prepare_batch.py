@@ -38,6 +38,7 @@ from dataprep.schema import (
     CROP_TO_IMAGE,
     DETAIL,
     HEAD_SIZE,
+    HEAD_SIZE_SOURCE,
     HEATMAPS,
     IMAGE,
     JOINTS_IMAGE,
@@ -69,6 +70,7 @@ RECORD_SCHEMA = pa.schema(
         pa.field(JOINTS, pa.list_(pa.float64(), 2 * NUM_JOINTS)),  # image px, NaN unlabelled
         pa.field(LABELLED, pa.list_(pa.bool_(), NUM_JOINTS)),
         pa.field(HEAD_SIZE, pa.float64()),
+        pa.field(HEAD_SIZE_SOURCE, pa.string()),  # "unknown" when head_size is NaN
     ]
 )
 
@@ -87,7 +89,7 @@ def _fixed_list(table: pa.Table, name: str, width: int, dtype) -> np.ndarray:
 def content_digest(row: dict) -> bytes:
     """SHA-256 of an accepted row's content columns (the arrays must already be the stored dtypes)."""
     h = hashlib.sha256()
-    for name in (PERSON_ID, IMAGE, SPLIT):
+    for name in (PERSON_ID, IMAGE, SPLIT, HEAD_SIZE_SOURCE):
         h.update(row[name].encode() + b"\0")
     for name in (KEYPOINTS, LABELLED, CROP_TO_IMAGE, JOINTS_IMAGE, CENTER):
         h.update(np.ascontiguousarray(row[name]).tobytes())
@@ -250,6 +252,7 @@ def prepare_batch(
     joints = _fixed_list(records, JOINTS, 2 * NUM_JOINTS, np.float64).reshape(n, NUM_JOINTS, 2)
     labelled = _fixed_list(records, LABELLED, NUM_JOINTS, bool)
     head_sizes = records.column(HEAD_SIZE).to_numpy(zero_copy_only=False).astype(np.float64)
+    head_sources = records.column(HEAD_SIZE_SOURCE).to_pylist()
 
     root = Path(image_root)
     last_name, last_image = None, None
@@ -270,7 +273,8 @@ def prepare_batch(
         if isinstance(row, Rejection):
             rows.append(rejected_row(ids[i], images[i], splits[i], row))
             continue
-        row.update({PERSON_ID: ids[i], IMAGE: images[i], SPLIT: splits[i], REASON: None, DETAIL: None})
+        row.update({PERSON_ID: ids[i], IMAGE: images[i], SPLIT: splits[i], HEAD_SIZE_SOURCE: head_sources[i],
+                    REASON: None, DETAIL: None})
         row[DIGEST] = content_digest(row)
         rows.append(row)
     return pa.Table.from_pydict(

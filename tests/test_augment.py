@@ -61,7 +61,7 @@ def _spread_points() -> np.ndarray:
     """16 distinct integer points within 70 px (x and y) of the crop centre, left-right
     asymmetric: any +-30 deg rotation and 1.25 zoom keeps them in the 256 input (< 128 px)."""
     rng = np.random.default_rng(7)
-    return rng.integers(90, 230, size=(NUM_JOINTS, 2)).astype(float)
+    return rng.integers(90, 230, size=(NUM_JOINTS, 2)).astype(float) + (CROP_MARGIN - 32)
 
 
 def test_config_is_checked():
@@ -145,15 +145,15 @@ def test_heatmap_peaks_and_image_follow_the_augmented_keypoints():
 
 def test_joints_pushed_out_of_the_frame_get_weight_zero():
     points, labelled = _spread_points(), np.ones(NUM_JOINTS, bool)
-    points[0] = (40.0, 160.0)  # inside the centre crop (input x = 8) ...
-    points[1] = (5.0, 160.0)  # ... and outside it (input x = -27)
+    points[0] = (CROP_MARGIN + 8.0, CROP_SIZE / 2)  # inside the centre crop (input x = 8) ...
+    points[1] = (CROP_MARGIN - 27.0, CROP_SIZE / 2)  # ... and outside it (input x = -27)
     batch = _synthetic_batch(points, labelled)
     plain = center_batch(batch, NO_FLIP)
     assert plain["weight"][0][:2].tolist() == [1.0, 0.0]
     assert plain["heatmaps"][0, 1].max() == 0
     zoomed = augment_batch(batch, AugmentConfig(rotation_deg=0.0, scale_min=1.25, scale_max=1.25,
                                                 flip_prob=0.0, color_prob=0.0), epoch=0)
-    # x 40 -> 159.5 + 1.25 * (40 - 159.5) - 32 = -21.9 input px: pushed out by the zoom
+    # input x 8 -> 127.5 + 1.25 * (8 - 127.5) = -21.9 input px: pushed out by the zoom
     assert zoomed["weight"][0][:2].tolist() == [0.0, 0.0]
     assert zoomed["heatmaps"][0, :2].max() == 0
     assert zoomed["weight"][0][2:].tolist() == [1.0] * (NUM_JOINTS - 2)
@@ -203,7 +203,7 @@ def test_zoom_is_the_same_for_x_and_y():
     zooms = []
     for seed in range(5):
         _, moved, _ = augment_sample(augment_pipeline(cfg, CROP_SIZE), seed, crop, points, labelled)
-        ratio = (moved - 127.5) / (points - 159.5)  # about the centres of input and crop
+        ratio = (moved - 127.5) / (points - (CROP_SIZE - 1) / 2)  # about the centres of input and crop
         assert np.allclose(ratio, ratio[0, 0], atol=1e-4), ratio  # albumentations works in float32
         zooms.append(ratio[0, 0])
     assert 0.75 <= min(zooms) < max(zooms) <= 1.25

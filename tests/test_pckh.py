@@ -107,6 +107,37 @@ def test_bad_inputs_are_named(mutate, message):
         pckh.pckh_table(*mutate(*hand_case()))
 
 
+def test_unknown_head_size_skips_that_person():
+    """Person 1 without a head size (NaN): only person 0's 14 scored joints count (8 correct)."""
+    pred, gt, missing, _ = hand_case()
+    table = pckh.pckh_table(pred, gt, missing, np.array([10.0, np.nan]))
+    assert table["Total"] == pytest.approx(100 * 8 / 14)
+    assert table["Head"] == pytest.approx(50.0)  # person 0: upper neck wrong, head top right
+    dist = pckh.normalized_distances(pred, gt, missing, np.array([10.0, np.nan]))
+    assert np.isnan(dist[1]).all() and not np.isnan(dist[0]).any()
+
+
+def test_unknown_head_size_does_not_hide_a_bad_prediction():
+    pred, gt, missing, _ = hand_case()
+    pred[1, 3] = np.nan
+    with pytest.raises(ValueError, match="non-finite predictions"):
+        pckh.pckh_table(pred, gt, missing, np.array([10.0, np.nan]))
+
+
+def test_real_json_people_without_head_joints_score(mpii_dir):
+    """The 26 validation people of the PyTorch JSON without upper neck or head top: NaN head
+    size; scoring the truth with the JSON's own head sizes skips them and gives 100."""
+    from dataprep.mpii import load_annotations
+
+    val = load_annotations(mpii_dir / "mpii_annotations.json.gz", split="val")
+    head = np.array([r.head_size for r in val])
+    assert np.isnan(head).sum() == 26
+    joints = np.stack([r.joints for r in val])
+    missing = ~np.stack([r.labelled for r in val])
+    table = pckh.pckh_table(np.nan_to_num(joints), joints, missing, head)
+    assert table["Total"] == 100.0
+
+
 def test_nan_prediction_of_missing_joint_is_allowed():
     pred, gt, missing, head = hand_case()
     pred[1, 0] = np.nan  # ground truth missing there: nothing to score

@@ -11,7 +11,8 @@ import torch
 from pipelines.training.checkpoints import CheckpointMismatchError, load_state, save_state
 from pipelines.config.experiment import TrainConfig
 from pipelines.training.worker import LrSchedule, autocast_dtype, normalise
-from pipelines.training.validation import mean_pose
+from pipelines.training.data_stream import ValidationSet
+from pipelines.training.validation import mean_pose, mean_pose_baseline, validate
 from shg_model import HourglassConfig, StackedHourglass
 
 
@@ -54,6 +55,31 @@ def test_mean_pose_by_hand():
     np.testing.assert_allclose(mean_pose(keypoints, labelled), [[2.0, 4.0], [15.0, 20.0]])
     never = mean_pose(keypoints[:, :1].repeat(2, 1), np.array([[True, False]] * 3))
     np.testing.assert_allclose(never, [[2.0, 4.0], [2.0, 4.0]])  # falls back to the mean joint
+
+
+def _validation_set_with_unknown_head_size() -> ValidationSet:
+    """Two people, identity input->image affine; person 1 has no head size (NaN)."""
+    rng = np.random.default_rng(0)
+    joints = rng.uniform(10, 50, size=(2, 16, 2))
+    return ValidationSet(
+        images=np.zeros((2, 64, 64, 3), np.uint8), heatmaps=np.zeros((2, 16, 16, 16), np.float32),
+        weight=np.ones((2, 16), np.float32), input_to_image=np.tile(np.eye(2, 3), (2, 1, 1)),
+        joints_image=joints, labelled=np.ones((2, 16), bool), head_size=np.array([4.0, np.nan]),
+        person_id=np.array(["a", "b"]), fingerprint="x")
+
+
+def test_mean_pose_baseline_skips_a_person_without_head_size():
+    val = _validation_set_with_unknown_head_size()
+    table = mean_pose_baseline(val.joints_image[0], val)  # person 0's own pose
+    assert table["Total"] == 100.0  # person 1 (NaN head size) is skipped, not an error
+
+
+def test_validation_runs_with_a_person_without_head_size():
+    torch.manual_seed(0)
+    model = StackedHourglass(HourglassConfig(stacks=1, channels=8, depth=2))
+    result = validate(model, _validation_set_with_unknown_head_size(), list(range(16)), batch_size=2)
+    assert result.pred.shape == (2, 16, 2) and 0.0 <= result.table["Total"] <= 100.0
+    assert np.isfinite(result.loss_per_stack).all()
 
 
 def _state(cfg: HourglassConfig) -> dict:

@@ -42,13 +42,17 @@ def _emit_table(table: dict, as_json: bool) -> None:
     typer.echo(pckh_lib.format_table(table))
 
 
-def _load_predictions(path: Path, expected_rows: int, what: str):
+def _load_predictions(path: Path, expected_rows: int, what: str, only_predicted: bool = False):
+    """(N, 16, 2) float64 predictions, checked; with `only_predicted`, whole-NaN rows (people
+    without a prediction) stay NaN for the caller to leave out."""
     import numpy as np
 
+    from pipelines.evaluation.export import read_predictions
+
     try:
-        pred = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as err:
-        _fail(f"{path}: cannot read a .npy array ({err}); save predictions with numpy.save")
+        pred = read_predictions(path)
+    except ValueError as err:
+        _fail(str(err))
     if pred.ndim != 3 or pred.shape[1:] != (16, 2):
         _fail(f"{path}: shape {pred.shape}, expected (N, 16, 2) (x, y per MPII joint); "
               "reshape/transpose your predictions to person x joint x xy")
@@ -58,34 +62,48 @@ def _load_predictions(path: Path, expected_rows: int, what: str):
     if not np.issubdtype(pred.dtype, np.number):
         _fail(f"{path}: dtype {pred.dtype} is not numeric")
     bad = ~np.isfinite(pred).all(axis=2)
+    if only_predicted:
+        bad &= ~np.isnan(pred).all(axis=(1, 2))[:, None]
     if bad.any():
         n, j = np.argwhere(bad)[0]
         _fail(f"{path}: {int(bad.sum())} non-finite (NaN/inf) joints, first at row {n} joint {j}; "
-              "predict every joint (use the heatmap argmax even when confidence is low)")
+              "predict every joint (use the heatmap argmax even when confidence is low); a person "
+              "without any prediction (an all-NaN row of `shg evaluate --export`) is left out "
+              "with --only-predicted")
     return pred.astype(np.float64)
 
 
 def pckh(
-    pred: Annotated[Path, typer.Option(help="(N,16,2) .npy predictions, 1-based MPII pixels, ground-truth row order.")],
+    pred: Annotated[Path, typer.Option(help="(N,16,2) predictions, 1-based MPII pixels, ground-truth row order: .npy, or the toolkit's .mat with `preds` (shg evaluate --export).")],
     gt: Annotated[Path, typer.Option(help="MPII detections_our_format.mat (pos_gt_src, jnt_missing, headboxes_src).")],
     threshold: Annotated[float, typer.Option(help="Correct when distance <= threshold x head size.")] = 0.5,
+    only_predicted: Annotated[bool, typer.Option(help="Leave out people whose row is all NaN (no prediction) instead of failing.")] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Emit the table as a JSON object.")] = False,
 ) -> None:
     """Score predictions with the official MPII PCKh (Total = all 14 scored joints pooled, <=)."""
+    import numpy as np
+
     from pipelines.evaluation import pckh as pckh_lib
 
     if not gt.is_file():
         _fail(f"{gt}: no such file; pass --gt /path/to/detections_our_format.mat")
     if not pred.is_file():
-        _fail(f"{pred}: no such file; pass --pred with a .npy of shape (N, 16, 2)")
+        _fail(f"{pred}: no such file; pass --pred with a .npy of shape (N, 16, 2) or a .mat with preds")
     if not threshold > 0:
         _fail(f"--threshold {threshold}: must be positive (0.5 for PCKh@0.5)")
     try:
         truth = pckh_lib.load_mpii_ground_truth(gt)
     except ValueError as err:
         _fail(str(err))
-    predictions = _load_predictions(pred, len(truth.joints), str(gt))
-    table = pckh_lib.pckh_table(predictions, truth.joints, truth.missing, truth.head_size, threshold)
+    predictions = _load_predictions(pred, len(truth.joints), str(gt), only_predicted)
+    keep = ~np.isnan(predictions).all(axis=(1, 2))
+    if not keep.all():
+        typer.echo(f"{pred}: left out {int((~keep).sum())} of {len(keep)} people without a prediction "
+                   f"(--only-predicted)", err=True)
+    if not keep.any():
+        _fail(f"{pred}: no person has a prediction")
+    table = pckh_lib.pckh_table(predictions[keep], truth.joints[keep], truth.missing[keep],
+                                truth.head_size[keep], threshold)
     _emit_table(table, json_output)
 
 
@@ -98,10 +116,20 @@ def evaluate(
     flip: Annotated[bool, typer.Option(help="Flip testing: average with the mirrored input.")] = True,
     actors: Annotated[int, typer.Option(help="Inference actors (each gets a GPU when the cluster has them).")] = 1,
     cpus_per_actor: Annotated[float, typer.Option(help="CPUs (and torch threads) per actor.")] = 1.0,
+    export: Annotated[Optional[Path], typer.Option(help="Also write the predictions in --gt's row order and 1-based pixels: FILE.npy (N,16,2) or FILE.mat (`preds`), for `shg pckh --pred FILE`.")] = None,
+    gt: Annotated[Optional[Path], typer.Option(help="With --export: detections_our_format.mat (or valid.h5), whose row order the export follows.")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Emit the table as a JSON object.")] = False,
 ) -> None:
     """Batch inference over a prepared split with Ray Data; prints the official PCKh table."""
     from pipelines.evaluation.evaluate import EvaluateConfig, run_evaluate
+    from pipelines.evaluation.export import EXPORT_SUFFIXES, export_predictions
+
+    if export is not None:
+        if gt is None or not gt.is_file():
+            _fail(f"--export needs --gt with the ground truth whose order it follows "
+                  f"(detections_our_format.mat); got {gt}")
+        if export.suffix not in EXPORT_SUFFIXES:
+            _fail(f"--export {export}: the file name must end in {' or '.join(EXPORT_SUFFIXES)}")
 
     try:
         cfg = EvaluateConfig(model=model, data=str(data), split=split, address=address,
@@ -110,7 +138,18 @@ def evaluate(
         table = run_evaluate(cfg, log=lambda line: typer.echo(line, err=True))
     except (ValueError, FileNotFoundError) as err:
         _fail(str(err))
-    table.pop("predictions")
+    predictions = table.pop("predictions")
+    if export is not None:
+        try:
+            report = export_predictions(export, gt, predictions["person_id"], predictions["pred"],
+                                        predictions["joints_image"], predictions["labelled"])
+        except ValueError as err:
+            _fail(str(err))
+        typer.echo(f"exported {report.predicted} of {report.rows} ground-truth people to {report.path}"
+                   + (f"; {report.unmatched} evaluated people are not in {gt} (e.g. {', '.join(report.unmatched_ids)})"
+                      if report.unmatched else "")
+                   + (f"; score with shg pckh --pred {report.path} --gt {gt}"
+                      + (" --only-predicted" if report.predicted < report.rows else "")), err=True)
     _emit_table(table, json_output)
 
 

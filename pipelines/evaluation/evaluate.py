@@ -139,7 +139,8 @@ def score(columns: dict[str, np.ndarray], threshold: float = 0.5) -> dict:
 def run_evaluate(cfg: EvaluateConfig, log=print) -> dict:
     """Loads the model, predicts the split, returns the PCKh table plus `rows`, `seconds`,
     `model`, `split`, and the predictions (`person_id`, `pred` (N, 16, 2) image px,
-    `confidence` (N, 16)) under `predictions`."""
+    `confidence` (N, 16), and the ground truth they were scored against: `joints_image`
+    (N, 16, 2) image px, `labelled` (N, 16), `head_size` (N,)) under `predictions`."""
     from pipelines.tracking.model_io import load_model
 
     start = time.perf_counter()
@@ -153,5 +154,8 @@ def run_evaluate(cfg: EvaluateConfig, log=print) -> dict:
         schema.PERSON_ID: columns[schema.PERSON_ID],
         "pred": columns["pred"].reshape(len(columns["pred"]), -1, 2),
         "confidence": columns["confidence"],
+        schema.JOINTS_IMAGE: columns[schema.JOINTS_IMAGE].reshape(len(columns["pred"]), -1, 2),
+        schema.LABELLED: columns[schema.LABELLED],
+        schema.HEAD_SIZE: columns[schema.HEAD_SIZE],
     }
     return table

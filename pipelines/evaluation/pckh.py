@@ -4,6 +4,9 @@ The protocol (the MPII evaluation toolkit, as in `/work/shared/data/README.md`):
 - head size = 0.6 x the diagonal of the head box, in the same pixels as the joints;
 - a joint is correct when `||pred - gt|| <= threshold * head size` (`<=`, not `<`);
 - ground-truth joints marked missing are skipped (neither correct nor counted);
+- a person whose head size is unknown (NaN: e.g. the 26 validation people of the PyTorch MPII
+  JSON without an upper neck or head top, where no head box is at hand) cannot be normalised:
+  all of their joints are skipped the same way, so such a person never crashes the scoring;
 - pelvis (6) and thorax (7) are not scored;
 - the table: Head (upper neck + head top), Shoulder, Elbow, Wrist, Hip, Knee, Ankle, each the
   mean of its two joints' PCKh; UBody, the six arm joints pooled; Total, all 14 scored joints
@@ -84,10 +87,16 @@ def _check_inputs(pred, gt, missing, head_size):
         n, j = np.argwhere(bad_gt)[0]
         raise ValueError(f"ground truth row {n} joint {j} is not finite but not marked missing")
     needs_size = scored.any(axis=1)
-    bad_size = needs_size & ~(np.isfinite(head_size) & (head_size > 0))
+    bad_size = needs_size & ~np.isnan(head_size) & ~(np.isfinite(head_size) & (head_size > 0))
     if bad_size.any():
         n = int(np.flatnonzero(bad_size)[0])
-        raise ValueError(f"head size of row {n} is {head_size[n]}; it must be a positive number")
+        raise ValueError(
+            f"head size of row {n} is {head_size[n]}; it must be a positive number, or NaN "
+            f"when unknown (that person's joints are then skipped)"
+        )
+    # Unknown head size: nothing to normalise by, so the person's joints are skipped like
+    # missing ones (checked after the joint checks, which still catch bad predictions).
+    missing = missing | np.isnan(head_size)[:, None]
     return pred, gt, missing, head_size
 
 
@@ -97,9 +106,9 @@ def normalized_distances(pred, gt, missing, head_size) -> np.ndarray:
     Args:
         pred, gt: (N, 16, 2) pixels in one frame.
         missing: (N, 16) bool, True where the ground truth joint is absent.
-        head_size: (N,) pixels (0.6 x head-box diagonal).
+        head_size: (N,) pixels (0.6 x head-box diagonal); NaN = unknown, the row is skipped.
     Returns:
-        (N, 16) float64 `||pred - gt|| / head_size`; NaN where `missing`.
+        (N, 16) float64 `||pred - gt|| / head_size`; NaN where `missing` or the head size is NaN.
     """
     pred, gt, missing, head_size = _check_inputs(pred, gt, missing, head_size)
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -19,7 +19,25 @@ def split_files(data: str | Path, split: str) -> list[str]:
             f"{folder}: no parquet files. Pass --data the folder written by `shg prepare --out` "
             "(it holds train/, val/ and manifest.json)."
         )
+    check_crop_layout(files[0])
     return files
+
+
+def check_crop_layout(path: str | Path) -> None:
+    """Raises PreparedDataError when a parquet file was prepared with another stored-crop
+    layout (`shg.crop_box_scale` in its schema metadata) than this code reads: its stored-crop
+    px would be misread (datasets made before the crop margin grew from 1.25 to 1.875 boxes)."""
+    import pyarrow.parquet as pq
+
+    from dataprep.schema import CROP_BOX_SCALE
+
+    metadata = pq.read_schema(path).metadata or {}
+    stored = metadata.get(b"shg.crop_box_scale", b"").decode()
+    if stored != str(CROP_BOX_SCALE):
+        raise PreparedDataError(
+            f"{path}: prepared with stored crops of {stored or 'unknown'} x the person box, this "
+            f"version reads {CROP_BOX_SCALE} x; re-run `shg prepare` on the annotations"
+        )
 
 
 def read_manifest(data: str | Path) -> dict:
