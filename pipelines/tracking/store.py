@@ -12,11 +12,12 @@ Default store: `sqlite:///<storage>/mlflow.db` with artifacts under `<storage>/m
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import platform
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -235,6 +236,30 @@ def system_tags(*, workers: int, use_gpu: bool) -> dict[str, str]:
         "train.platform": platform.platform(),
     })
     return tags
+
+
+@contextlib.contextmanager
+def system_metrics(tracking_uri: str, run_id: str, *, resumed: bool = False, sampling_interval_s: float = 10.0,
+                   log=print) -> Iterator[None]:
+    """MLflow's system metrics (`system/cpu_utilization_percentage`, `system/system_memory_usage_megabytes`,
+    disk, network and, where there is one, GPU) logged to run `run_id` every `sampling_interval_s`
+    while the block runs, sampled on this node. A resumed run continues its steps. Without psutil
+    (MLflow's sampler needs it) the block runs unmonitored and says so."""
+    try:
+        import psutil  # noqa: F401  (MLflow's CPU and memory monitors)
+    except ImportError:
+        log("system metrics off: install psutil (pip install psutil) to log CPU/memory use")
+        yield
+        return
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    monitor = SystemMetricsMonitor(run_id, sampling_interval=sampling_interval_s, resume_logging=resumed,
+                                   tracking_uri=tracking_uri)
+    monitor.start()
+    try:
+        yield
+    finally:
+        monitor.finish()
 
 
 def finish_run(tracking_uri: str, run_id: str, status: str = "FINISHED") -> None:
