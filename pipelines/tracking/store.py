@@ -196,9 +196,25 @@ def start_or_resume_run(*, tracking_uri: str, experiment: str, run_name: str, ru
             experiment, artifact_location=default_artifact_root(tracking_uri, storage))
     else:
         experiment_id = found.experiment_id
-    run = client.create_run(experiment_id, run_name=run_name)
+    run = client.create_run(experiment_id, run_name=run_name, tags=standard_tags())
     RunRecord(run.info.run_id, tracking_uri, experiment, model_config).write(run_dir)
     return run.info.run_id, False
+
+
+def standard_tags() -> dict[str, str]:
+    """MLflow's own run tags, as `mlflow.start_run` would set them: `mlflow.user`,
+    `mlflow.source.name` / `mlflow.source.type`, and `mlflow.source.git.commit` from this
+    checkout (MLflow looks for git only beside the entry script, which for an installed `shg`
+    is not the checkout; unknown revisions are left out)."""
+    from mlflow.tracking.context.registry import resolve_tags
+
+    from pipelines.tracking.provenance import git_revision
+
+    tags = dict(resolve_tags())
+    commit = git_revision(Path(__file__).resolve().parents[2])["git.commit"]
+    if commit != "unknown":
+        tags["mlflow.source.git.commit"] = commit
+    return tags
 
 
 def log_dataset(tracker: Tracker, manifest: dict, data: str | Path, val_fingerprint: str) -> None:

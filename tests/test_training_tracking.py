@@ -1,9 +1,10 @@
-"""What the driver registers (the best checkpoint by validation PCKh) and MLflow system metrics
-logged to a real sqlite store while a block runs."""
+"""Training runs in MLflow: the registered checkpoint is the best by validation PCKh; system
+metrics and MLflow's standard tags land in a real sqlite store."""
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
@@ -42,3 +43,19 @@ def test_system_metrics_are_logged_to_the_run_while_the_block_runs(tmp_path):
         time.sleep(1.5)
     later = sorted(m.step for m in client.get_metric_history(run_id, "system/cpu_utilization_percentage"))
     assert len(later) > len(steps) and len(set(later)) == len(later)  # a resumed run continues its steps
+
+
+def test_training_runs_carry_mlflows_standard_tags(tmp_path):
+    from mlflow import MlflowClient
+
+    from pipelines.tracking.provenance import git_revision
+    from pipelines.tracking.store import start_or_resume_run
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run_id, resumed = start_or_resume_run(tracking_uri=uri, experiment="tags", run_name="r",
+                                          run_dir=tmp_path / "r", storage=tmp_path, model_config={})
+    tags = MlflowClient(uri).get_run(run_id).data.tags
+    assert not resumed and tags["mlflow.runName"] == "r"
+    assert tags["mlflow.source.type"] == "LOCAL" and tags["mlflow.source.name"] and tags["mlflow.user"]
+    commit = git_revision(Path(__file__).resolve().parents[1])["git.commit"]
+    assert tags.get("mlflow.source.git.commit", "unknown") == commit
