@@ -54,7 +54,9 @@ class PosePyfunc(mlflow.pyfunc.PythonModel):
             where = f"row {index}"
             image = image_from_value(frame["image"].iloc[index], f"{where} image")
             given = frame["boxes"].iloc[index] if "boxes" in frame.columns else None
-            person_boxes = [] if given is None else [np.asarray(b, dtype=np.float64) for b in given]
+            if given is None or (isinstance(given, float) and np.isnan(given)):  # a row without boxes
+                given = []
+            person_boxes = [np.asarray(b, dtype=np.float64) for b in given]
             if not person_boxes:
                 person_boxes = [np.array([-0.5, -0.5, image.shape[1] - 0.5, image.shape[0] - 0.5])]
             for person, box in enumerate(person_boxes):
