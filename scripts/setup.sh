@@ -13,6 +13,18 @@ if [ -z "$py" ]; then
 fi
 [ -n "$py" ] || { echo "setup: no python3.11 found; install Python 3.11 or set PYTHON=/path/to/python3.11" >&2; exit 1; }
 
+# Chromium for tests/test_browser_ui.py (Debian's package; Playwright drives it, nothing is
+# downloaded by Playwright). Installed only when missing and running as root; otherwise that
+# test skips and says why.
+if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+      || echo "setup: could not install chromium; the browser test will skip" >&2
+  else
+    echo "setup: no chromium (apt-get install -y chromium as root); the browser test will skip" >&2
+  fi
+fi
+
 stamp=.venv/.shg-install-stamp
 want="$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-32)"
 if [ -x .venv/bin/python ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
@@ -25,6 +37,6 @@ fi
 .venv/bin/python -c 'import sys; assert sys.version_info[:2] == (3, 11), f"shg needs Python 3.11, .venv has {sys.version.split()[0]}"'
 .venv/bin/python -m pip install --quiet --upgrade pip setuptools wheel
 # torch==2.13.0 is pinned; on machines with a CPU wheel in pip's find-links it is taken from there.
-.venv/bin/python -m pip install --quiet -c constraints.txt -e .
+.venv/bin/python -m pip install --quiet -c constraints.txt -e '.[browser]'
 echo "$want" > "$stamp"
 echo "setup: .venv ready ($(.venv/bin/python --version))"

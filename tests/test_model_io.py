@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from pipelines.inference import model_dir
-from pipelines.tracking import model_io
+from pipelines.tracking.model_io import load_model, log_model
 from pipelines.inference.keypoints import predict_keypoints
+from pipelines.inference.people import box_to_center_scale, predict_people
 from shg_model import HourglassConfig, StackedHourglass
 
 TINY = HourglassConfig(stacks=2, channels=8, depth=2)  # 64 px input (4 * 2**2 = 16 multiple)
@@ -44,7 +46,7 @@ def test_directory_round_trip_gives_identical_outputs(tmp_path):
     assert all(isinstance(v, torch.Tensor) for v in state.values())
     assert json.loads((tmp_path / "m" / "card.json").read_text())["model_config"]["channels"] == 8
 
-    loaded, loaded_card = model_io.load_model(tmp_path / "m")
+    loaded, loaded_card = load_model(tmp_path / "m")
     assert loaded_card == card
     assert not loaded.training
     x = torch.randn(2, 3, 64, 64)
@@ -66,11 +68,11 @@ def test_card_weights_mismatch_is_refused(tmp_path):
     card["model_config"]["channels"] = 16
     (tmp_path / "card.json").write_text(json.dumps(card))
     with pytest.raises(ValueError, match=r"weights.pt: the weights do not match.*wrong shape"):
-        model_io.load_model(tmp_path)
+        load_model(tmp_path)
     card["model_config"]["channels"], card["model_config"]["stacks"] = 8, 1
     (tmp_path / "card.json").write_text(json.dumps(card))
     with pytest.raises(ValueError, match="unexpected"):
-        model_io.load_model(tmp_path)
+        load_model(tmp_path)
     with pytest.raises(ValueError, match="saving to"):
         model_dir.save_model_dir(tiny_model(), model_dir.ModelCard.for_config(
             HourglassConfig(stacks=1, channels=8, depth=2), input_size=64, heatmap_size=16), tmp_path / "x")
@@ -96,9 +98,9 @@ def test_unknown_card_key_and_missing_files(tmp_path):
     with pytest.raises(ValueError, match="unknown model card keys"):
         model_dir.ModelCard.from_dict(tiny_card().to_dict() | {"colour": "red"})
     with pytest.raises(FileNotFoundError, match="card.json"):
-        model_io.load_model(tmp_path)
+        load_model(tmp_path)
     with pytest.raises(FileNotFoundError, match="no such model directory"):
-        model_io.load_model(tmp_path / "nowhere")
+        load_model(tmp_path / "nowhere")
 
 
 @pytest.fixture
@@ -131,34 +133,43 @@ def test_log_and_load_by_every_uri(mlflow_store):
 
     model, card = tiny_model(), tiny_card()
     with mlflow.start_run(experiment_id=experiment) as run:
-        uri = model_io.log_model(model, card, registered_model_name="tiny-pose")
+        uri = log_model(model, card, registered_model_name="tiny-pose")
     MlflowClient().set_registered_model_alias("tiny-pose", "champion", "1")
     x = images()
     expected, expected_conf = predict_keypoints(model, x, card.flip_pairs)
     for each in (uri, f"runs:/{run.info.run_id}/model", "models:/tiny-pose/1",
                  "models:/tiny-pose@champion"):
-        loaded, loaded_card = model_io.load_model(each)
+        loaded, loaded_card = load_model(each)
         assert loaded_card == card, each
         coords, conf = predict_keypoints(loaded, x, loaded_card.flip_pairs)
         np.testing.assert_array_equal(coords, expected, err_msg=each)
         np.testing.assert_array_equal(conf, expected_conf, err_msg=each)
 
+    # the pyfunc: whole images and person boxes in, keypoints in image px out
     pyfunc = mlflow.pyfunc.load_model("models:/tiny-pose@champion")
-    assert pyfunc.metadata.get_input_schema().inputs[0].type == np.dtype(np.uint8)
-    out = pyfunc.predict(x)
-    np.testing.assert_allclose(out["keypoints"], expected, rtol=0, atol=1e-5)
-    np.testing.assert_array_equal(out["confidence"], expected_conf)
-    no_flip = pyfunc.predict(x, params={"flip": False})
+    assert pyfunc.metadata.get_input_schema().input_names() == ["image", "boxes"]
+    boxes = [[4, 6, 40, 60], [10.5, 0.0, 63.0, 30.0]]
+    out = pyfunc.predict(pd.DataFrame({"image": [x[0], x[1]], "boxes": [boxes, []]}))
+    assert list(out["image_index"]) == [0, 0, 1] and list(out["person_index"]) == [0, 1, 0]
+    whole = [-0.5, -0.5, 63.5, 63.5]  # no box: the person fills the image
+    expected = predict_people(model, card, [x[0], x[0], x[1]],
+                              [box_to_center_scale(b) for b in boxes + [whole]])
+    for row, (keypoints, confidence) in zip(out.itertuples(), expected):
+        np.testing.assert_allclose(row.keypoints, keypoints, rtol=0, atol=1e-4)
+        np.testing.assert_allclose(row.confidence, confidence, rtol=0, atol=1e-6)
+    no_flip = pyfunc.predict(pd.DataFrame({"image": [x[1]]}), params={"flip": False})
     np.testing.assert_allclose(
-        no_flip["keypoints"], predict_keypoints(model, x, card.flip_pairs, flip=False)[0], atol=1e-5
-    )
+        no_flip["keypoints"][0], predict_people(model, card, [x[1]], [box_to_center_scale(whole)],
+                                                flip=False)[0][0], atol=1e-4)
+    with pytest.raises(ValueError, match="row 0 box 0: .*empty"):
+        pyfunc.predict(pd.DataFrame({"image": [x[0]], "boxes": [[[5, 5, 5, 9]]]}))
 
 
 def test_log_model_needs_an_active_run(mlflow_store):
     with pytest.raises(RuntimeError, match="active MLflow run"):
-        model_io.log_model(tiny_model(), tiny_card())
+        log_model(tiny_model(), tiny_card())
 
 
 def test_unknown_uri_is_a_clear_error(mlflow_store):
     with pytest.raises(ValueError, match="cannot download model models:/nobody/1"):
-        model_io.load_model("models:/nobody/1")
+        load_model("models:/nobody/1")

@@ -8,13 +8,14 @@ from pathlib import Path
 from typing import Annotated, NoReturn, Optional
 
 import typer
+from typer.core import TyperCommand
 
 
 def register(app: typer.Typer) -> None:
     """Adds this module's commands to `app`."""
     app.command("pckh")(pckh)
     app.command("evaluate")(evaluate)
-    app.command("predict")(predict)
+    app.command("predict", cls=_FourValueBoxCommand)(predict)
 
 
 def _fail(message: str) -> NoReturn:
@@ -119,6 +120,7 @@ def evaluate(
     export: Annotated[Optional[Path], typer.Option(help="Also write the predictions in --gt's row order and 1-based pixels: FILE.npy (N,16,2) or FILE.mat (`preds`), for `shg pckh --pred FILE`.")] = None,
     gt: Annotated[Optional[Path], typer.Option(help="With --export: detections_our_format.mat (or valid.h5), whose row order the export follows.")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Emit the table as a JSON object.")] = False,
+    tracking_uri: Annotated[Optional[str], typer.Option(help="MLflow store of an MLflow --model URI (default: $MLFLOW_TRACKING_URI, else ./runs/mlflow.db).")] = None,
 ) -> None:
     """Batch inference over a prepared split with Ray Data; prints the official PCKh table."""
     from pipelines.evaluation.evaluate import EvaluateConfig, run_evaluate
@@ -134,7 +136,7 @@ def evaluate(
     try:
         cfg = EvaluateConfig(model=model, data=str(data), split=split, address=address,
                              batch_size=batch_size, flip=flip, actors=actors,
-                             cpus_per_actor=cpus_per_actor)
+                             cpus_per_actor=cpus_per_actor, tracking_uri=tracking_uri)
         table = run_evaluate(cfg, log=lambda line: typer.echo(line, err=True))
     except (ValueError, FileNotFoundError) as err:
         _fail(str(err))
@@ -153,24 +155,65 @@ def evaluate(
     _emit_table(table, json_output)
 
 
+class _FourValueBoxCommand(TyperCommand):
+    """Lets `--box X0 Y0 X1 Y1` repeat: typer has no repeatable multi-value option, so the four
+    values after each `--box` are joined into one `X0,Y0,X1,Y1` before parsing."""
+
+    def parse_args(self, ctx, args):
+        joined, rest = [], list(args)
+        while rest:
+            arg = rest.pop(0)
+            joined.append(arg)
+            if arg == "--box" and len(rest) >= 4:
+                joined.append(",".join(rest[:4]))
+                del rest[:4]
+        return super().parse_args(ctx, joined)
+
+
+def _parse_box(text: str) -> tuple[float, float, float, float]:
+    try:
+        values = tuple(float(v) for v in text.replace(",", " ").split())
+    except ValueError:
+        values = ()
+    if len(values) != 4:
+        _fail(f"--box {text}: expected four numbers X0 Y0 X1 Y1 (image px)")
+    return values
+
+
 def predict(
-    images: Annotated[list[Path], typer.Argument(help="Image files (JPEG/PNG, colour or greyscale).")],
-    model: Annotated[str, typer.Option(help="Model directory or MLflow URI (runs:/..., models:/name@alias).")],
-    out: Annotated[Path, typer.Option(help="Folder for <stem>.json and <stem>.png per image.")],
+    images: Annotated[Optional[list[Path]], typer.Argument(help="Image files (JPEG/PNG, colour or greyscale).")] = None,
+    model: Annotated[str, typer.Option(help="Model directory or MLflow URI (runs:/..., models:/name@alias).")] = "models:/stacked-hourglass@champion",
+    out: Annotated[Path, typer.Option(help="Folder for <stem>.json and <stem>.png per image and coco_keypoints.json.")] = Path("predictions"),
+    tracking_uri: Annotated[Optional[str], typer.Option(help="MLflow store of an MLflow --model URI (default: $MLFLOW_TRACKING_URI, else ./runs/mlflow.db).")] = None,
+    box: Annotated[Optional[list[str]], typer.Option(metavar="X0 Y0 X1 Y1", help="A person box in image px; repeat for more people (applies to every image).")] = None,
+    detections: Annotated[Optional[Path], typer.Option(help="COCO detections JSON: [{image_id, bbox (x,y,w,h), score, category_id}]; ids match image file stems or --image-list.")] = None,
+    image_list: Annotated[Optional[Path], typer.Option(help="COCO JSON with an \"images\" list of {id, file_name} for --detections (instead of image arguments).")] = None,
+    image_dir: Annotated[Optional[Path], typer.Option(help="Folder of --image-list's file names (default: the list's folder).")] = None,
+    min_score: Annotated[float, typer.Option(help="Skip detections scoring below this.")] = 0.0,
     center: Annotated[Optional[tuple[float, float]], typer.Option(help="Person centre X Y in image px (default: image centre).")] = None,
     scale: Annotated[Optional[float], typer.Option(help="Person box side / 200 px (default: 1.25 x the longer image side / 200).")] = None,
     flip: Annotated[bool, typer.Option(help="Flip testing: average with the mirrored input.")] = True,
     batch_size: Annotated[int, typer.Option(help="Crops per forward pass.")] = 8,
 ) -> None:
-    """Keypoints of one person per image: writes JSON (image px, names, confidences) and an overlay."""
+    """Keypoints of the people in images (boxes, COCO detections, or one person per image):
+    writes JSON (image px, names, confidences), COCO keypoint results and overlays."""
     from pipelines.evaluation.predict import PredictConfig, run_predict
 
+    images = images or []
     missing = [str(p) for p in images if not p.is_file()]
     if missing:
         _fail(f"no such image file(s): {', '.join(missing)}")
+    for path, flag in ((detections, "--detections"), (image_list, "--image-list")):
+        if path is not None and not path.is_file():
+            _fail(f"{flag} {path}: no such file")
     try:
-        cfg = PredictConfig(images=tuple(str(p) for p in images), model=model, out=str(out),
-                            center=center, scale=scale, flip=flip, batch_size=batch_size)
+        cfg = PredictConfig(
+            images=tuple(str(p) for p in images), model=model, out=str(out), tracking_uri=tracking_uri,
+            boxes=tuple(_parse_box(b) for b in box or ()),
+            detections=None if detections is None else str(detections),
+            image_list=None if image_list is None else str(image_list),
+            image_dir=None if image_dir is None else str(image_dir), min_score=min_score,
+            center=center, scale=scale, flip=flip, batch_size=batch_size)
         run_predict(cfg, log=typer.echo)
     except (ValueError, FileNotFoundError) as err:
         _fail(str(err))

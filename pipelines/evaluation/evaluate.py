@@ -35,6 +35,8 @@ class EvaluateConfig:
         flip: average with the mirrored input (flip testing).
         actors: size of the inference actor pool.
         cpus_per_actor: CPUs each actor reserves (torch uses as many threads).
+        tracking_uri: the MLflow store of an MLflow `model` URI; None = $MLFLOW_TRACKING_URI,
+            else ./runs/mlflow.db.
     """
 
     model: str
@@ -45,6 +47,7 @@ class EvaluateConfig:
     flip: bool = True
     actors: int = 1
     cpus_per_actor: float = 1.0
+    tracking_uri: str | None = None
 
     def __post_init__(self) -> None:
         if self.split not in schema.SPLITS:
@@ -144,7 +147,7 @@ def run_evaluate(cfg: EvaluateConfig, log=print) -> dict:
     from pipelines.tracking.model_io import load_model
 
     start = time.perf_counter()
-    model, card = load_model(cfg.model)
+    model, card = load_model(cfg.model, tracking_uri=cfg.tracking_uri)
     columns = predict_split(cfg, model, card)
     table = score(columns)
     table.update(rows=int(len(columns["pred"])), seconds=round(time.perf_counter() - start, 2),

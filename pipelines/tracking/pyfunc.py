@@ -2,10 +2,22 @@
 
 MLflow executes this file when it loads the model (it is never imported by shg itself), so the
 `set_model` call below is the one intended module-level effect. The weights travel as the
-`weights` / `card` artifacts and are read with `torch.load(weights_only=True)`.
+`weights` / `card` artifacts and are read with `torch.load(weights_only=True)`; the code it
+needs (`pipelines.inference`, `dataprep.geometry`/`joints`, `shg_model`) travels as the model's
+`code_paths`, so it loads where shg is not installed.
 
-predict(uint8 (B, S, S, 3) RGB images of the standard person box, params={"flip": bool})
--> {"keypoints": (B, J, 2) float32 input px, "confidence": (B, J) float32}.
+Input: a DataFrame (or its JSON: `dataframe_split` / `dataframe_records`), one row per image:
+    image: base64 string of a JPEG/PNG file (a `data:` URL is fine), the file's bytes, or an
+        (H, W, 3) RGB / (H, W) grey uint8 array (nested lists in JSON).
+    boxes: optional list of person boxes [x0, y0, x1, y1] in image px; none or empty = one
+        person filling the image.
+Params: flip (bool, default True): average with the mirrored crop.
+Output: a DataFrame, one row per person (rows in input order, boxes in their order):
+    image_index, person_index: which input row and which of its boxes;
+    box: [x0, y0, x1, y1] (the whole image when none was given);
+    keypoints: J x [x, y] float in original image px (0-based, pixel centres at integers);
+    confidence: J floats (heatmap peak); joint_names: J names (MPII order);
+    score: the mean confidence.
 """
 
 from __future__ import annotations
@@ -17,7 +29,7 @@ import numpy as np
 
 
 class PosePyfunc(mlflow.pyfunc.PythonModel):
-    """Keypoints of the one person centred in each image."""
+    """Keypoints of every boxed person in each image."""
 
     def load_context(self, context) -> None:
         import torch
@@ -28,13 +40,40 @@ class PosePyfunc(mlflow.pyfunc.PythonModel):
         self.model, self.card = load_model_dir(Path(context.artifacts["card"]).parent, device)
 
     def predict(self, context, model_input, params=None):
-        from pipelines.inference.keypoints import predict_keypoints
+        import pandas as pd
+
+        from pipelines.inference.people import box_to_center_scale, image_from_value, predict_people
 
         flip = bool((params or {}).get("flip", True))
-        coords, confidence = predict_keypoints(
-            self.model, np.asarray(model_input), self.card.flip_pairs, flip=flip
-        )
-        return {"keypoints": coords.astype(np.float32), "confidence": confidence}
+        frame = pd.DataFrame(model_input) if not isinstance(model_input, pd.DataFrame) else model_input
+        if "image" not in frame.columns:
+            raise ValueError(f"the input needs an 'image' column (base64 JPEG/PNG or uint8 array), "
+                             f"got columns {list(frame.columns)}")
+        images, boxes, rows = [], [], []
+        for index in range(len(frame)):
+            where = f"row {index}"
+            image = image_from_value(frame["image"].iloc[index], f"{where} image")
+            given = frame["boxes"].iloc[index] if "boxes" in frame.columns else None
+            if given is None or (isinstance(given, float) and np.isnan(given)):  # a row without boxes
+                given = []
+            person_boxes = [np.asarray(b, dtype=np.float64) for b in given]
+            if not person_boxes:
+                person_boxes = [np.array([-0.5, -0.5, image.shape[1] - 0.5, image.shape[0] - 0.5])]
+            for person, box in enumerate(person_boxes):
+                try:
+                    boxes.append(box_to_center_scale(box))
+                except ValueError as err:
+                    raise ValueError(f"{where} box {person}: {err}") from None
+                images.append(image)
+                rows.append((index, person, box))
+        results = predict_people(self.model, self.card, images, boxes, flip=flip) if images else []
+        names = list(self.card.joint_names)
+        return pd.DataFrame([
+            {"image_index": index, "person_index": person, "box": box.tolist(),
+             "keypoints": keypoints.tolist(), "confidence": confidence.astype(float).tolist(),
+             "joint_names": names, "score": float(np.mean(confidence))}
+            for (index, person, box), (keypoints, confidence) in zip(rows, results)
+        ], columns=["image_index", "person_index", "box", "keypoints", "confidence", "joint_names", "score"])
 
 
 mlflow.models.set_model(PosePyfunc())

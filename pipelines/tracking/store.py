@@ -12,11 +12,12 @@ explicitly and builds its own client: no process-wide MLflow state.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import platform
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -204,7 +205,7 @@ def start_or_resume_run(*, tracking_uri: str, experiment: str, run_name: str, ru
         client.update_run(record.mlflow_run_id, status="RUNNING")
         return record.mlflow_run_id, True
     experiment_id = ensure_experiment(client, experiment, default_artifact_root(tracking_uri, storage))
-    run = client.create_run(experiment_id, run_name=run_name)
+    run = client.create_run(experiment_id, run_name=run_name, tags=standard_tags())
     RunRecord(run.info.run_id, tracking_uri, experiment, model_config).write(run_dir)
     return run.info.run_id, False
 
@@ -215,6 +216,22 @@ def ensure_experiment(client, name: str, artifact_location: str | None) -> str:
     if found is not None:
         return found.experiment_id
     return client.create_experiment(name, artifact_location=artifact_location)
+
+
+def standard_tags() -> dict[str, str]:
+    """MLflow's own run tags, as `mlflow.start_run` would set them: `mlflow.user`,
+    `mlflow.source.name` / `mlflow.source.type`, and `mlflow.source.git.commit` from this
+    checkout (MLflow looks for git only beside the entry script, which for an installed `shg`
+    is not the checkout; unknown revisions are left out)."""
+    from mlflow.tracking.context.registry import resolve_tags
+
+    from pipelines.tracking.provenance import git_revision
+
+    tags = dict(resolve_tags())
+    commit = git_revision(Path(__file__).resolve().parents[2])["git.commit"]
+    if commit != "unknown":
+        tags["mlflow.source.git.commit"] = commit
+    return tags
 
 
 def log_dataset(tracker: Tracker, manifest: dict, data: str | Path, val_fingerprint: str) -> None:
@@ -252,6 +269,30 @@ def system_tags(*, workers: int, use_gpu: bool) -> dict[str, str]:
         "train.platform": platform.platform(),
     })
     return tags
+
+
+@contextlib.contextmanager
+def system_metrics(tracking_uri: str, run_id: str, *, resumed: bool = False, sampling_interval_s: float = 10.0,
+                   log=print) -> Iterator[None]:
+    """MLflow's system metrics (`system/cpu_utilization_percentage`, `system/system_memory_usage_megabytes`,
+    disk, network and, where there is one, GPU) logged to run `run_id` every `sampling_interval_s`
+    while the block runs, sampled on this node. A resumed run continues its steps. Without psutil
+    (MLflow's sampler needs it) the block runs unmonitored and says so."""
+    try:
+        import psutil  # noqa: F401  (MLflow's CPU and memory monitors)
+    except ImportError:
+        log("system metrics off: install psutil (pip install psutil) to log CPU/memory use")
+        yield
+        return
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    monitor = SystemMetricsMonitor(run_id, sampling_interval=sampling_interval_s, resume_logging=resumed,
+                                   tracking_uri=tracking_uri)
+    monitor.start()
+    try:
+        yield
+    finally:
+        monitor.finish()
 
 
 def finish_run(tracking_uri: str, run_id: str, status: str = "FINISHED") -> None:

@@ -2,8 +2,10 @@
 
 The driver (this module) checks the data and the tracking store, creates or resumes the MLflow
 run, computes the mean-pose baseline, and runs a `TorchTrainer` whose workers execute
-`pipelines.training.worker.train_worker`. Afterwards it logs and registers the final model and
-applies the champion gate (`pipelines.tracking.registry`).
+`pipelines.training.worker.train_worker`. Afterwards it logs and registers the best checkpoint
+by validation PCKh Total (`pick_best`; Ray keeps the two best and the latest) and applies the
+champion gate (`pipelines.tracking.registry`). MLflow system metrics (CPU, memory, disk,
+network, GPU of the driver's node) are logged to the run while it trains.
 
 Durability:
 - a worker that dies is replaced and training continues from the last checkpoint
@@ -34,6 +36,7 @@ from pipelines.evaluation.pckh import TABLE_KEYS
 # Settings that do not change what is trained: excluded from the derived run name, so a resumed
 # run may use another storage folder layout or retry budget.
 NOT_IN_RUN_NAME = ("train.storage", "train.run_name", "train.max_failures", "train.log_every")
+SCORE_METRIC = "pckh/Total"  # what "best checkpoint" means: validation PCKh@0.5 Total
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,21 @@ class TrainResult:
     resumed: bool
     registry: dict[str, Any] | None
     seconds: float
+    best_epoch: int | None = None  # the epoch whose checkpoint was registered (and `pckh` measured)
+
+
+def pick_best(candidates: list[tuple[Any, dict]]) -> tuple[Any, dict]:
+    """The `(checkpoint, metrics)` with the highest `pckh/Total`; unscored (not validated) ones
+    rank below every scored one, and ties go to the later `epoch`."""
+    if not candidates:
+        raise ValueError("no checkpoints to choose from")
+
+    def rank(item):
+        total = item[1].get(SCORE_METRIC)
+        scored = isinstance(total, (int, float)) and total == total
+        return (scored, float(total) if scored else float("-inf"), item[1].get("epoch", -1))
+
+    return max(candidates, key=rank)
 
 
 def run_name_for(cfg: ExperimentConfig, data_fingerprint: str) -> str:
@@ -170,23 +188,27 @@ def train_resolved(cfg: ExperimentConfig, inputs: TrainInputs, *, register: bool
         tracking.log_dataset(tracker, manifest, data, val.fingerprint)
         tracker.set_tags({**tracking.system_tags(workers=cfg.train.workers, use_gpu=cfg.train.use_gpu),
                           "shg.run_dir": str(run_dir)})
-        tracker.log_metrics({f"baseline/pckh/{k}": baseline[k] for k in TABLE_KEYS}, step=0)
+        # params, not metrics: nine one-point bar charts would head the run's metric charts
+        tracker.log_params({f"baseline.pckh.{k}": round(float(baseline[k]), 2) for k in TABLE_KEYS})
         log(f"train: MLflow run {run_id} in {uri}; mean-pose baseline PCKh Total {baseline['Total']:.1f} %")
     else:
         tracker.set_tags({"shg.resumed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
         log(f"train: resuming run {run_name} (MLflow run {run_id})")
 
     try:
-        result = _fit(cfg, data, run_name, storage, uri, run_id, baseline, address)
+        with tracking.system_metrics(uri, run_id, resumed=resumed, log=log):
+            result = _fit(cfg, data, run_name, storage, uri, run_id, baseline, address)
     except BaseException:
         tracking.finish_run(uri, run_id, status="FAILED")  # re-running the command resumes it
         raise
     state = _final_state(result.checkpoint)
-    metrics = state["metrics"]
-    pckh = {k[len("pckh/"):]: v for k, v in metrics.items() if k.startswith("pckh/")}
+    best, _ = pick_best([*(result.best_checkpoints or []), (result.checkpoint, result.metrics or {})])
+    best_state = state if best.path == result.checkpoint.path else _final_state(best)
+    pckh = {k[len("pckh/"):]: v for k, v in best_state["metrics"].items() if k.startswith("pckh/")}
+    tracker.set_tags({"train.best_epoch": int(best_state["epoch"]), "train.best_checkpoint": best.path})
     registry = None
     if register:
-        registry = _register(cfg, state, pckh, val.fingerprint, uri, run_id,
+        registry = _register(cfg, best_state, pckh, val.fingerprint, uri, run_id,
                              registered_name or DEFAULT_MODEL_NAME)
         log(f"train: registered {registry['name']} v{registry['version']} as {registry['alias']}: "
             f"{registry['reason']}")
@@ -195,7 +217,8 @@ def train_resolved(cfg: ExperimentConfig, inputs: TrainInputs, *, register: bool
         epochs_completed=int(state["epoch"]) + 1, global_step=int(state["global_step"]), pckh=pckh,
         baseline_pckh={k: baseline[k] for k in TABLE_KEYS},
         val_fingerprint=val.fingerprint, checkpoint=str(result.checkpoint.path), resumed=resumed,
-        registry=registry, seconds=round(time.perf_counter() - started, 1))
+        registry=registry, seconds=round(time.perf_counter() - started, 1),
+        best_epoch=int(best_state["epoch"]))
     tracker.log_metrics({"run/seconds": out.seconds}, step=out.epochs_completed)
     tracking.finish_run(uri, run_id)
     tracking.RunRecord(run_id, uri, experiment,
@@ -231,7 +254,9 @@ def _fit(cfg: ExperimentConfig, data: Path, run_name: str, storage: Path, uri: s
         run_config=ray.train.RunConfig(
             name=run_name, storage_path=str(storage),
             failure_config=ray.train.FailureConfig(max_failures=train.max_failures),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            # the two best by validation PCKh; Ray V2 also always keeps the latest (the resume point)
+            checkpoint_config=ray.train.CheckpointConfig(
+                num_to_keep=2, checkpoint_score_attribute=SCORE_METRIC, checkpoint_score_order="max"),
         ),
     )
     result = trainer.fit()
@@ -256,7 +281,7 @@ def _register(cfg: ExperimentConfig, state: dict, pckh: dict, val_fingerprint: s
     card = ModelCard.for_config(cfg.model, input_size=cfg.data.input_size,
                                 heatmap_size=cfg.data.heatmap_size, val_fingerprint=val_fingerprint,
                                 val_metrics=pckh)
-    model = model_from_state(state["model"], card, "final checkpoint")
+    model = model_from_state(state["model"], card, f"checkpoint of epoch {state['epoch']}")
     version = register_model(model, card, tracking_uri=uri, run_id=run_id, name=name)
     decision = promote_if_better(name, version, pckh_total=pckh["Total"], val_fingerprint=val_fingerprint,
                                  tracking_uri=uri, run_id=run_id)
