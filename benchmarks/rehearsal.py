@@ -198,7 +198,7 @@ def run_rehearsal(work: Path, *, people: int | None = None, seed: int = 0, chann
     ])
     card = ModelCard.for_config(cfg.model, input_size=cfg.data.input_size, heatmap_size=cfg.data.heatmap_size)
     if max_steps > 0:
-        trained = run_training(cfg, out, tracking_uri=f"sqlite:///{work / 'mlflow.db'}", register=False, log=log)
+        trained = run_training(cfg, out, tracking_uri=f"sqlite:///{work / 'mlflow.db'}", log=log)
         model = model_from_state(load_state(Path(trained.checkpoint))["model"], card, "rehearsal checkpoint")
         report["train"] = {"steps": trained.global_step, "pckh_total": trained.pckh.get("Total"),
                            "baseline_total": trained.baseline_pckh.get("Total")}

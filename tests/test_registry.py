@@ -74,3 +74,67 @@ def test_registered_model_loads_back(store):
         model, card = load_model(f"models:/shg-load/{version}")
     assert card.input_size == 64 and model.cfg.channels == 8
     assert client.get_run(run_id).info.status == "RUNNING"  # registering does not end the run
+
+
+def test_after_the_data_changed_the_champion_is_scored_on_the_new_rows(store):
+    uri, client, experiment = store
+    name = "shg-newdata"
+    run1, v1 = _train_run(uri, client, experiment, name)
+    promote_if_better(name, v1, pckh_total=70.0, val_fingerprint="old", tracking_uri=uri, run_id=run1)
+    scored = []
+
+    def score(model_uri):  # what the workflow does: evaluate the registered champion on the new rows
+        scored.append(model_uri)
+        return 55.0
+
+    run2, v2 = _train_run(uri, client, experiment, name)
+    decision = promote_if_better(name, v2, pckh_total=60.0, val_fingerprint="new", tracking_uri=uri,
+                                 run_id=run2, score_version=score)
+    assert scored == [f"models:/{name}/{v1}"]
+    assert decision.promoted and decision.champion_total == 55.0 and decision.val_fingerprint == "new"
+    assert str(client.get_model_version_by_alias(name, CHAMPION).version) == v2
+    tags = client.get_run(run2).data.tags
+    assert (tags["registry.new_total"], tags["registry.champion_total"]) == ("60.0", "55.0")
+
+    run3, v3 = _train_run(uri, client, experiment, name)  # the same new rows: no second scoring
+    worse = promote_if_better(name, v3, pckh_total=58.0, val_fingerprint="new", tracking_uri=uri,
+                              run_id=run3, score_version=score)
+    assert len(scored) == 1 and not worse.promoted and worse.champion_total == 60.0
+
+
+def test_two_promotions_forced_to_interleave_leave_the_better_champion(store):
+    """Both read the old champion before either writes; the worse one writes last."""
+    import threading
+
+    uri, client, experiment = store
+    name = "shg-race"
+    run0, v0 = _train_run(uri, client, experiment, name)
+    promote_if_better(name, v0, pckh_total=50.0, val_fingerprint="old", tracking_uri=uri, run_id=run0)
+    (run_a, v_a), (run_b, v_b) = _train_run(uri, client, experiment, name), _train_run(uri, client, experiment, name)
+    both_read = threading.Barrier(2, timeout=60)
+    better_done = threading.Event()
+    decisions = {}
+
+    def score_then_wait(first: bool):
+        def score(_uri):
+            both_read.wait()  # both have read v0 as champion and found it unscored on the new rows
+            if not first:
+                assert better_done.wait(60)  # the worse promotion decides only after the better one
+            return 40.0
+        return score
+
+    def promote(key, version, total, run_id, first):
+        decisions[key] = promote_if_better(name, version, pckh_total=total, val_fingerprint="new",
+                                           tracking_uri=uri, run_id=run_id, score_version=score_then_wait(first))
+        if first:
+            better_done.set()
+
+    threads = [threading.Thread(target=promote, args=("a", v_a, 90.0, run_a, True)),
+               threading.Thread(target=promote, args=("b", v_b, 80.0, run_b, False))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert str(client.get_model_version_by_alias(name, CHAMPION).version) == v_a
+    assert decisions["a"].promoted and not decisions["b"].promoted
+    assert str(client.get_model_version_by_alias(name, CHALLENGER).version) == v_b

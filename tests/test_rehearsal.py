@@ -40,3 +40,22 @@ def test_rehearsal_of_200_people(mpii_dir, tmp_path):
     assert report["evaluate"]["rows"] == manifest["rows"]["val"]
     assert report["export"] == {"rows": 2958, "predicted": manifest["rows"]["val"], "unmatched": 0}
     assert set(report["pckh"]) == {"Total", "Head", "Wrist", "Ankle"}
+
+
+def test_shg_run_on_real_annotation_files_with_the_mpii_profile(mpii_dir, tmp_path, ray_local):
+    """The path a real user takes: `shg run --profile mpii prepare.annotations=… prepare.images=…`
+    (the profile's recipe, cut to CPU size by the user's own overrides, which win)."""
+    from pipelines.orchestration.plan import WorkflowConfig
+    from pipelines.orchestration.workflow import STEPS, run_workflow
+
+    annotations = sample_annotations(mpii_dir / "mpii_annotations.json.gz", 60, tmp_path, seed=5)
+    write_standin_images(image_sizes(load_annotations(annotations)), tmp_path / "images")
+    cfg = WorkflowConfig(profile="mpii", workdir=str(tmp_path / "work"), overrides=(
+        f"prepare.annotations={annotations}", f"prepare.images={tmp_path / 'images'}",
+        f"prepare.head_sizes={mpii_dir / 'detections_our_format.mat'}",
+        "model.stacks=2", "model.channels=8", "data.input_size=64", "train.use_gpu=false", "train.workers=1",
+        "train.epochs=1", "train.max_steps=2", "train.batch_size=4", "train.val_max_people=8"))
+    result = run_workflow(cfg, log=lambda line: None)
+    assert [(s.name, s.status) for s in result.steps] == [(n, "ran") for n in STEPS]
+    assert result.step("prepare").detail["rows"]["val"] + result.step("prepare").detail["rows"]["train"] > 0
+    assert result.pckh_total is not None  # scored on the real validation people (stand-in pixels)

@@ -75,6 +75,9 @@ def test_two_workers_few_steps_make_one_tracked_run(prepared, tmp_path):
     cfg = _cfg(tmp_path, "train.epochs=2", "train.max_steps=5")
     result = run_training(cfg, prepared, log=lambda _: None)
     assert result.global_step == 5  # the cap, inside epoch 0 or 1 (a few steps per epoch here)
+    from pipelines.orchestration.promotion import evaluate_and_register  # shg train's own path
+
+    decision = evaluate_and_register(cfg, result, prepared, address=None, log=lambda _: None)
     client, runs = _runs(result.tracking_uri)
     assert len(runs) == 1 and runs[0].info.run_id == result.mlflow_run_id
     run = runs[0]
@@ -96,6 +99,13 @@ def test_two_workers_few_steps_make_one_tracked_run(prepared, tmp_path):
     best = max(m.value for m in client.get_metric_history(run.info.run_id, "pckh/Total"))
     assert result.pckh["Total"] == pytest.approx(best)
     assert run.data.tags["train.best_epoch"] == str(result.best_epoch)
+    # one register-and-gate path: the card, the version's tags and the run's tags agree
+    from pipelines.tracking.model_io import load_model
+
+    version = client.get_model_version("stacked-hourglass", decision["version"])
+    _, card = load_model(f"models:/stacked-hourglass/{decision['version']}", tracking_uri=result.tracking_uri)
+    assert float(version.tags["val.pckh_total"]) == card.val_metrics["Total"] == float(run.data.tags["registry.new_total"])
+    assert version.tags["val.fingerprint"] == card.val_fingerprint == run.data.tags["registry.val_fingerprint"]
 
 
 def _wait_for(path_glob, folder: Path, timeout_s: float = 240.0) -> None:
@@ -123,7 +133,7 @@ def test_killed_worker_is_replaced_and_training_finishes(prepared, tmp_path):
 
     killer = threading.Thread(target=kill_after_first_checkpoint, daemon=True)
     killer.start()
-    result = run_training(cfg, prepared, register=False, log=lambda _: None)
+    result = run_training(cfg, prepared, log=lambda _: None)
     killer.join(timeout=5)
     assert killed, "the worker was not killed"
     assert result.epochs_completed == 3
@@ -147,7 +157,7 @@ def test_rerun_after_driver_death_resumes_same_run(prepared, tmp_path):
         driver.wait()
     first = (tmp_path / "runs" / "resume" / "shg_run.json").read_text()
 
-    result = run_training(load_config(None, args), prepared, register=False, log=lambda _: None)
+    result = run_training(load_config(None, args), prepared, log=lambda _: None)
     assert result.resumed and result.mlflow_run_id in first
     client, runs = _runs(result.tracking_uri)
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
@@ -162,9 +172,9 @@ def test_checkpoint_of_another_model_is_refused(prepared, tmp_path):
     from pipelines.training.driver import run_training
 
     cfg = _cfg(tmp_path, "train.epochs=1", "train.max_steps=1", "train.run_name=shared")
-    result = run_training(cfg, prepared, register=False, log=lambda _: None)
+    result = run_training(cfg, prepared, log=lambda _: None)
     wider = _cfg(tmp_path, "train.epochs=1", "train.max_steps=1", "train.run_name=shared", "model.channels=32")
     with pytest.raises(CheckpointMismatchError, match=r"model.channels: checkpoint 16 vs config 32"):
-        run_training(wider, prepared, register=False, log=lambda _: None)
+        run_training(wider, prepared, log=lambda _: None)
     with pytest.raises(CheckpointMismatchError, match="model.channels"):
         load_state(result.checkpoint, expected=wider.model)

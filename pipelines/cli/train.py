@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -38,8 +39,13 @@ def train(
         raise typer.BadParameter(str(err), param_hint="KEY=VALUE / --config") from None
     try:
         result = run_training(cfg, data, tracking_uri=tracking_uri, experiment=experiment,
-                              register=register, registered_name=model_name, address=address,
-                              log=typer.echo)
+                              address=address, log=typer.echo)
+        if register:  # the same evaluation and champion gate as `shg run`
+            from pipelines.orchestration.promotion import evaluate_and_register
+
+            registry = evaluate_and_register(cfg, result, Path(data).resolve(), address=address,
+                                             log=typer.echo, name=model_name)
+            result = dataclasses.replace(result, registry=registry)
     except (PreparedDataError, TrackingUnavailable, CheckpointMismatchError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None

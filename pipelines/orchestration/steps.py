@@ -12,7 +12,6 @@ nested under it. The runner (`pipelines.orchestration.workflow`) composes them.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.orchestration.plan import ResolvedRun
+from pipelines.orchestration.promotion import register_and_gate, save_and_evaluate
 from pipelines.orchestration.reuse import prepare_inputs_key, synthesise
-from pipelines.runtime.json_files import json_ready, write_json_atomic
+from pipelines.runtime.json_files import write_json_atomic
 from pipelines.tracking.workflow_runs import DATA_FINGERPRINT_TAG, EXPERIMENT, WorkflowRuns
 from pipelines.training.driver import TrainInputs, TrainResult, run_name_for, run_name_in_store
 
@@ -124,7 +124,7 @@ def train(run: ResolvedRun, prepared: Prepared, parent: ParentRun, *, force: boo
     inputs = TrainInputs(data=prepared.path, manifest=prepared.manifest, tracking_uri=run.tracking_uri,
                          run_name=name, experiment=EXPERIMENT)
     try:
-        out = train_resolved(experiment, inputs, register=False, address=address or None, log=log)
+        out = train_resolved(experiment, inputs, address=address or None, log=log)
     except BaseException:
         failed = RunRecord.read(run.workdir / name)  # the run a failure left behind, if any
         parent.runs.attach(failed.mlflow_run_id if failed else None, parent.run_id)
@@ -138,10 +138,6 @@ def train(run: ResolvedRun, prepared: Prepared, parent: ParentRun, *, force: boo
 def evaluate(run: ResolvedRun, prepared: Prepared, trained: Trained, parent: ParentRun, *,
              force: bool, address: str, log: Log) -> Evaluated:
     """Saves the trained model as a model directory and scores the whole val split (official PCKh)."""
-    from pipelines.evaluation.evaluate import EvaluateConfig, run_evaluate
-    from pipelines.inference.model_dir import ModelCard, model_from_state, save_model_dir
-    from pipelines.training.checkpoints import load_state
-
     result = trained.result
     folder = run.workdir / "models" / result.run_name
     record_path = folder / "evaluation.json"
@@ -151,36 +147,24 @@ def evaluate(run: ResolvedRun, prepared: Prepared, trained: Trained, parent: Par
             log(f"evaluate: {result.run_name} was evaluated before (run {record['mlflow_run_id']}); reused")
             return Evaluated("reused", record["mlflow_run_id"], Path(record["model_dir"]), record["table"])
 
-    experiment = run.experiment
-    state = load_state(result.checkpoint, experiment.model)
-    card = ModelCard.for_config(experiment.model, input_size=experiment.data.input_size,
-                                heatmap_size=experiment.data.heatmap_size,
-                                val_fingerprint=result.val_fingerprint, val_metrics=result.pckh)
-    model = model_from_state(state["model"], card, f"final checkpoint {result.checkpoint}")
-    save_model_dir(model, card, folder / "model")
-    table = run_evaluate(EvaluateConfig(model=str(folder / "model"), data=str(prepared.path), split="val",
-                                        address=address or None), log=log)
-    table.pop("predictions")
-    table = json_ready(table)
+    model_dir, table = save_and_evaluate(run.experiment, result, prepared.path, prepared.fingerprint, folder,
+                                         tracking_uri=run.tracking_uri, address=address or None, log=log)
     evaluation_id = parent.runs.start_child(parent.run_id, f"evaluate-{result.run_name}", {
         "shg.stage": "evaluate", "shg.train_run_id": result.mlflow_run_id,
         DATA_FINGERPRINT_TAG: prepared.fingerprint})
     tracker = parent.runs.tracker(evaluation_id)
-    tracker.log_params({"model": str(folder / "model"), "split": "val", "flip": True, "rows": table["rows"]})
+    tracker.log_params({"model": str(model_dir), "split": "val", "flip": True, "rows": table["rows"]})
     tracker.log_metrics({f"eval/pckh/{k}": v for k, v in table.items() if isinstance(v, float)}, step=0)
     tracker.log_dict(table, "evaluation/pckh_val.json")
     parent.runs.finish(evaluation_id)
     write_json_atomic(record_path, {"train_run_id": result.mlflow_run_id, "mlflow_run_id": evaluation_id,
-                                    "model_dir": str(folder / "model"), "table": table})
-    return Evaluated("ran", evaluation_id, folder / "model", table)
+                                    "model_dir": str(model_dir), "table": table})
+    return Evaluated("ran", evaluation_id, model_dir, table)
 
 
 def register(run: ResolvedRun, prepared: Prepared, trained: Trained, evaluated: Evaluated,
-             parent: ParentRun, *, force: bool, log: Log) -> Registered:
+             parent: ParentRun, *, force: bool, address: str, log: Log) -> Registered:
     """Registers the evaluated model and moves `champion` only through the gate."""
-    from pipelines.inference.model_dir import load_model_dir
-    from pipelines.tracking.registry import DEFAULT_MODEL_NAME, promote_if_better, register_model
-
     train_run_id = trained.result.mlflow_run_id
     tags = parent.runs.get(train_run_id).tags
     if not force and tags.get("registry.version"):
@@ -188,15 +172,9 @@ def register(run: ResolvedRun, prepared: Prepared, trained: Trained, evaluated: 
         log(f"register: {decision['name']} v{decision['version']} was registered from this run before; reused")
         status = "reused"
     else:
-        model, card = load_model_dir(evaluated.model_dir)
-        version = register_model(model, card, tracking_uri=run.tracking_uri, run_id=train_run_id,
-                                 name=DEFAULT_MODEL_NAME)
-        # Compared only with champions scored on the same validation rows (same prepared data).
-        gate = promote_if_better(DEFAULT_MODEL_NAME, version, pckh_total=evaluated.table["Total"],
-                                 val_fingerprint=f"{prepared.fingerprint}/val",
-                                 tracking_uri=run.tracking_uri, run_id=train_run_id)
-        decision = dataclasses.asdict(gate)
-        log(f"register: {gate.name} v{gate.version} -> {gate.alias} ({gate.reason})")
+        decision = register_and_gate(evaluated.model_dir, evaluated.table, prepared.fingerprint, prepared.path,
+                                     tracking_uri=run.tracking_uri, run_id=train_run_id,
+                                     address=address or None, log=log)
         status = "ran"
     parent.runs.tracker(parent.run_id).set_tags(
         {f"registry.{k}": "" if v is None else str(v) for k, v in decision.items()})

@@ -189,7 +189,7 @@ def _run_locked(cfg: WorkflowConfig, run: ResolvedRun, log: Callable[[str], None
             result.pckh_total = evaluated.table["Total"]
             tracker.log_metrics({"pckh/Total": evaluated.table["Total"]}, step=0)
             record.run("register", lambda: steps.register(
-                run, prepared, trained, evaluated, parent, force=cfg.force, log=log))
+                run, prepared, trained, evaluated, parent, force=cfg.force, address=cfg.address, log=log))
         record.skip_rest()
         runs.finish(parent_id)
     except BaseException as err:

@@ -2,17 +2,19 @@
 
 A trained model is logged to its run (`pipelines.tracking.model_io.log_model`) and registered under one
 name (default `stacked-hourglass`). The alias `champion` moves to the new version only when its
-validation PCKh Total beats the current champion's measured on the same validation data
-(same validation fingerprint); the first version becomes champion. Otherwise the new version
-gets the alias `challenger`. Every version carries its numbers as tags, and the decision with
-both numbers is recorded on the training run.
+validation PCKh Total beats the current champion's measured on the same validation rows (same
+validation fingerprint); after the data changed, the champion is scored on the new rows first,
+so retraining on new data can displace it. The first version becomes champion; a version that
+does not win gets the alias `challenger`. Every version carries its scores as tags (one per set
+of validation rows), and the decision with both numbers is recorded on the training run.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 
 TRACKING_ENV = "MLFLOW_TRACKING_URI"
@@ -31,7 +33,9 @@ class GateDecision:
     Attributes:
         alias: `champion` (promoted) or `challenger`.
         new_total: the new version's validation PCKh Total, percent.
-        champion_total / champion_version: the champion it was compared with (None if none).
+        champion_total / champion_version: the champion it was compared with, scored on the same
+            validation rows (None if none, or never scored on them).
+        val_fingerprint: the validation rows both numbers were measured on.
         reason: one sentence a person can read in the run's tags.
     """
 
@@ -43,73 +47,107 @@ class GateDecision:
     champion_version: str | None
     champion_total: float | None
     reason: str
+    val_fingerprint: str = ""
 
     def as_tags(self) -> dict[str, str]:
         """Run tags `registry.*` recording the decision and both numbers."""
         return {f"registry.{k}": "" if v is None else str(v) for k, v in asdict(self).items()}
 
 
+def score_tag(val_fingerprint: str) -> str:
+    """The model-version tag holding PCKh Total on the validation rows `val_fingerprint` names."""
+    return f"val.pckh_total.{hashlib.sha256(val_fingerprint.encode()).hexdigest()[:16]}"
+
+
 def promote_if_better(name: str, version: str | int, *, pckh_total: float, val_fingerprint: str,
-                      tracking_uri: str | None = None, run_id: str | None = None) -> GateDecision:
-    """Tags version `version` of `name` with its numbers and moves `champion` to it if it wins.
+                      tracking_uri: str, run_id: str | None = None,
+                      score_version: Callable[[str], float] | None = None) -> GateDecision:
+    """Tags version `version` of `name` with its score and moves `champion` to the best version.
+
+    Versions are compared only on the same validation rows. When the champion was never scored
+    on these rows (the data changed since it won), `score_version("models:/<name>/<v>")` scores it
+    now, on the same rows, and the score is kept as a tag; without `score_version` such a
+    champion is not comparable and keeps its place.
+
+    Safe under concurrency: MLflow has no compare-and-set, so the alias converges instead. Each
+    promotion tags its score first, then repeatedly reads every version's score on these rows and
+    points `champion` at the best one (ties keep the current champion) until a read finds it
+    already there. Whatever the interleaving, the last promotion to finish has read every score
+    tagged before it, so two trainings finishing together leave the better one as champion.
 
     Args:
         pckh_total: the new version's validation PCKh@0.5 Total (official, percent).
-        val_fingerprint: fingerprint of the validation rows it was measured on
-            (`pipelines.training.data_stream.validation_fingerprint`).
-        tracking_uri: the MLflow store holding the registry (default: the current one).
+        val_fingerprint: fingerprint of the validation rows it was measured on.
+        tracking_uri: the MLflow store holding the registry.
         run_id: when given, the decision is recorded as `registry.*` tags on this run.
-    Returns:
-        the GateDecision. Versions are compared only on the same validation fingerprint: a
-        champion measured on other data is never displaced by a number it cannot be compared with.
     """
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    # The registry is the tracking store's own (never a registry URI some other code exported).
-    client = MlflowClient(tracking_uri, registry_uri=tracking_uri) if tracking_uri else MlflowClient()
-    version = str(version)
+    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)  # the store's own registry
+    version, key = str(version), score_tag(val_fingerprint)
     client.set_model_version_tag(name, version, PCKH_TAG, repr(float(pckh_total)))
     client.set_model_version_tag(name, version, VERSION_VAL_FINGERPRINT_TAG, val_fingerprint)
-    try:
-        champion = client.get_model_version_by_alias(name, CHAMPION)
-    except MlflowException:  # no champion yet (the alias does not exist)
-        champion = None
+    client.set_model_version_tag(name, version, key, repr(float(pckh_total)))
 
+    def champion_version():
+        try:
+            return client.get_model_version_by_alias(name, CHAMPION)
+        except MlflowException:  # no champion yet (the alias does not exist)
+            return None
+
+    before = champion_version()
+    if before is not None and str(before.version) != version and key not in before.tags and score_version:
+        score = float(score_version(f"models:/{name}/{before.version}"))
+        client.set_model_version_tag(name, str(before.version), key, repr(score))
+
+    for _ in range(20):  # converges in one or two rounds; the bound only guards a broken store
+        current = champion_version()
+        scores = {str(v.version): float(v.tags[key])
+                  for v in client.search_model_versions(f"name='{name}'") if key in v.tags}
+        if current is not None and str(current.version) not in scores:
+            break  # the champion was never scored on these rows: not comparable, it stays
+        holder = None if current is None else str(current.version)
+        best = max(scores, key=lambda v: (scores[v], v == holder, -int(v)))
+        if best == holder:
+            break
+        client.set_registered_model_alias(name, CHAMPION, best)
+
+    after = champion_version()
+    promoted = after is not None and str(after.version) == version
     champion_total = None
-    if champion is None:
-        promoted, reason = True, "first registered version becomes champion"
-    elif str(champion.version) == version:
-        champion_total = float(pckh_total)
-        promoted, reason = True, "already champion"
+    if before is None:
+        reason = "first registered version becomes champion" if promoted else "another version won the race"
     else:
-        champion_total = _float_or_none(champion.tags.get(PCKH_TAG))
-        if champion.tags.get(VERSION_VAL_FINGERPRINT_TAG) != val_fingerprint or champion_total is None:
-            promoted = False
-            reason = (f"champion v{champion.version} was validated on other data "
-                      f"({champion.tags.get(VERSION_VAL_FINGERPRINT_TAG)} vs {val_fingerprint}); not comparable")
-        elif pckh_total > champion_total:
-            promoted = True
-            reason = f"PCKh Total {pckh_total:.2f} beats champion v{champion.version}'s {champion_total:.2f}"
+        fresh = client.get_model_version(name, str(before.version)).tags
+        champion_total = _float_or_none(fresh.get(key))
+        if str(before.version) == version:
+            reason = "already champion"
+        elif champion_total is None:
+            reason = (f"champion v{before.version} was never scored on these validation rows "
+                      f"({val_fingerprint}); not comparable")
+        elif promoted:
+            reason = f"PCKh Total {pckh_total:.2f} beats champion v{before.version}'s {champion_total:.2f} on the same rows"
         else:
-            promoted = False
-            reason = f"PCKh Total {pckh_total:.2f} does not beat champion v{champion.version}'s {champion_total:.2f}"
-
+            reason = (f"PCKh Total {pckh_total:.2f} does not beat champion v{after.version}'s "
+                      f"{_float_or_none(client.get_model_version(name, str(after.version)).tags.get(key))} on the same rows")
     alias = CHAMPION if promoted else CHALLENGER
-    client.set_registered_model_alias(name, alias, version)
     if promoted:
         try:  # the winner is no longer a challenger
             if str(client.get_model_version_by_alias(name, CHALLENGER).version) == version:
                 client.delete_registered_model_alias(name, CHALLENGER)
         except MlflowException:
             pass
+    else:
+        client.set_registered_model_alias(name, CHALLENGER, version)
     decision = GateDecision(name=name, version=version, alias=alias, promoted=promoted,
                             new_total=float(pckh_total),
-                            champion_version=None if champion is None else str(champion.version),
-                            champion_total=champion_total, reason=reason)
+                            champion_version=None if before is None else str(before.version),
+                            champion_total=champion_total, reason=reason,
+                            val_fingerprint=val_fingerprint)
     if run_id is not None:
-        for key, value in decision.as_tags().items():
-            client.set_tag(run_id, key, value)
+        for tag, value in decision.as_tags().items():
+            client.set_tag(run_id, tag, value)
     return decision
 
 

@@ -167,6 +167,13 @@ class Tracker:
         return [(step, value) for step, (_, value) in sorted(latest.items())]
 
 
+def run_tags(tracking_uri: str, run_id: str) -> dict[str, str]:
+    """The tags of run `run_id` in the store at `tracking_uri`."""
+    from mlflow import MlflowClient
+
+    return dict(MlflowClient(tracking_uri).get_run(run_id).data.tags)
+
+
 def run_exists(tracking_uri: str, run_id: str) -> bool:
     """Whether the store at `tracking_uri` holds run `run_id`."""
     from mlflow import MlflowClient

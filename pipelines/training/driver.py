@@ -56,7 +56,8 @@ class TrainResult:
     resumed: bool
     registry: dict[str, Any] | None
     seconds: float
-    best_epoch: int | None = None  # the epoch whose checkpoint was registered (and `pckh` measured)
+    best_epoch: int | None = None  # the epoch of the best checkpoint (where `pckh` was measured)
+    best_checkpoint: str = ""  # what is evaluated and registered (`pick_best`)
 
 
 def pick_best(candidates: list[tuple[Any, dict]]) -> tuple[Any, dict]:
@@ -137,26 +138,24 @@ def run_name_in_store(storage: Path, run_name: str, tracking_uri: str, log: Call
 
 
 def run_training(cfg: ExperimentConfig, data: str | Path, *, tracking_uri: str | None = None,
-                 experiment: str | None = None, register: bool = True,
-                 registered_name: str | None = None, address: str | None = None,
+                 experiment: str | None = None, address: str | None = None,
                  log: Callable[[str], None] = print) -> TrainResult:
     """`shg train`: resolves the inputs (`resolve_train_inputs`), then `train_resolved`."""
     inputs = resolve_train_inputs(cfg, data, tracking_uri=tracking_uri, experiment=experiment)
-    return train_resolved(cfg, inputs, register=register, registered_name=registered_name,
-                          address=address, log=log)
+    return train_resolved(cfg, inputs, address=address, log=log)
 
 
-def train_resolved(cfg: ExperimentConfig, inputs: TrainInputs, *, register: bool = True,
-                   registered_name: str | None = None, address: str | None = None,
+def train_resolved(cfg: ExperimentConfig, inputs: TrainInputs, *, address: str | None = None,
                    log: Callable[[str], None] = print) -> TrainResult:
     """Trains `cfg` on `inputs.data` (see the module docstring); the caller resolved the inputs.
 
+    Registration is the caller's (`pipelines.orchestration.promotion`, one path for `shg train`
+    and `shg run`).
+
     Args:
-        register: log, register and gate the final model.
         address: Ray cluster address (None: a local cluster for this process).
     """
     from pipelines.tracking import store as tracking
-    from pipelines.tracking.registry import DEFAULT_MODEL_NAME
 
     started = time.perf_counter()
     data, manifest, uri, run_name = inputs.data, inputs.manifest, inputs.tracking_uri, inputs.run_name
@@ -206,19 +205,13 @@ def train_resolved(cfg: ExperimentConfig, inputs: TrainInputs, *, register: bool
     best_state = state if best.path == result.checkpoint.path else _final_state(best)
     pckh = {k[len("pckh/"):]: v for k, v in best_state["metrics"].items() if k.startswith("pckh/")}
     tracker.set_tags({"train.best_epoch": int(best_state["epoch"]), "train.best_checkpoint": best.path})
-    registry = None
-    if register:
-        registry = _register(cfg, best_state, pckh, val.fingerprint, uri, run_id,
-                             registered_name or DEFAULT_MODEL_NAME)
-        log(f"train: registered {registry['name']} v{registry['version']} as {registry['alias']}: "
-            f"{registry['reason']}")
     out = TrainResult(
         run_name=run_name, run_dir=str(run_dir), mlflow_run_id=run_id, tracking_uri=uri,
         epochs_completed=int(state["epoch"]) + 1, global_step=int(state["global_step"]), pckh=pckh,
         baseline_pckh={k: baseline[k] for k in TABLE_KEYS},
         val_fingerprint=val.fingerprint, checkpoint=str(result.checkpoint.path), resumed=resumed,
-        registry=registry, seconds=round(time.perf_counter() - started, 1),
-        best_epoch=int(best_state["epoch"]))
+        registry=None, seconds=round(time.perf_counter() - started, 1),
+        best_epoch=int(best_state["epoch"]), best_checkpoint=str(best.path))
     tracker.log_metrics({"run/seconds": out.seconds}, step=out.epochs_completed)
     tracking.finish_run(uri, run_id)
     tracking.RunRecord(run_id, uri, experiment,
@@ -271,18 +264,3 @@ def _final_state(checkpoint) -> dict:
 
     with checkpoint.as_directory() as folder:
         return load_state(folder)
-
-
-def _register(cfg: ExperimentConfig, state: dict, pckh: dict, val_fingerprint: str, uri: str,
-              run_id: str, name: str) -> dict:
-    from pipelines.inference.model_dir import ModelCard, model_from_state
-    from pipelines.tracking.registry import promote_if_better, register_model
-
-    card = ModelCard.for_config(cfg.model, input_size=cfg.data.input_size,
-                                heatmap_size=cfg.data.heatmap_size, val_fingerprint=val_fingerprint,
-                                val_metrics=pckh)
-    model = model_from_state(state["model"], card, f"checkpoint of epoch {state['epoch']}")
-    version = register_model(model, card, tracking_uri=uri, run_id=run_id, name=name)
-    decision = promote_if_better(name, version, pckh_total=pckh["Total"], val_fingerprint=val_fingerprint,
-                                 tracking_uri=uri, run_id=run_id)
-    return dataclasses.asdict(decision)
