@@ -97,8 +97,11 @@ def test_a_person_finds_the_run_its_charts_tables_and_the_champion(tmp_path_fact
         # the per-stack loss charts: the run's metric charts, searched for "stack" as a person would
         page.goto(f"{base}/#/experiments/{experiment.experiment_id}/runs/{run.info.run_id}/model-metrics")
         page.get_by_placeholder("Search metric charts").first.fill("stack")
-        for key in ("loss/stack_0", "val/loss/stack_0"):
-            page.get_by_text(key, exact=True).first.wait_for()
+        # charts sit in sections named by the metric's prefix ("loss", "val/loss") and are titled
+        # by the rest ("stack_0")
+        for section in ("loss", "val/loss"):
+            page.get_by_text(section, exact=True).first.wait_for()
+        page.get_by_text("stack_0", exact=True).first.wait_for()
         page.screenshot(path=screenshots / "03-model-metrics.png")
 
         # artifacts: the loss curves per stack, the PCKh table, the validation skeleton grid
@@ -106,11 +109,13 @@ def test_a_person_finds_the_run_its_charts_tables_and_the_champion(tmp_path_fact
         for path, shot in (("plots/loss_per_stack.png", "04-loss-per-stack.png"),
                            ("plots/val_skeletons.png", "06-val-skeletons.png")):
             page.goto(f"{artifacts}/{path}")
+            page.reload()  # the artifact view follows the path on load, not on a hash change
             image = page.locator(f"img[src*='{path.split('/')[-1]}']").first
             image.wait_for()
             page.wait_for_function("img => img.complete && img.naturalWidth > 100", arg=image.element_handle())
             page.screenshot(path=screenshots / shot)
         page.goto(f"{artifacts}/pckh/per_joint.md")
+        page.reload()
         for word in ("Head", "Wrist", "Total"):
             page.get_by_text(word).first.wait_for()
         page.screenshot(path=screenshots / "05-pckh-table.png")
@@ -118,7 +123,7 @@ def test_a_person_finds_the_run_its_charts_tables_and_the_champion(tmp_path_fact
         # the registry: the model, its champion alias on the registered version
         version = client.get_model_version_by_alias("stacked-hourglass", "champion").version
         page.goto(f"{base}/#/models/stacked-hourglass")
-        page.get_by_text("champion").first.wait_for()
+        page.get_by_text("champion").first.wait_for()  # the alias, shown as "@ champion"
         page.get_by_text(f"Version {version}").first.wait_for()
         page.screenshot(path=screenshots / "07-registered-champion.png")
     finally:
