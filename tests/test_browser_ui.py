@@ -110,9 +110,9 @@ def test_a_person_finds_the_run_its_charts_tables_and_the_champion(tmp_path_fact
                            ("plots/val_skeletons.png", "06-val-skeletons.png")):
             page.goto(f"{artifacts}/{path}")
             page.reload()  # the artifact view follows the path on load, not on a hash change
-            image = page.locator(f"img[src*='{path.split('/')[-1]}']").first
-            image.wait_for()
-            page.wait_for_function("img => img.complete && img.naturalWidth > 100", arg=image.element_handle())
+            page.get_by_text(path, exact=True).first.wait_for()  # the viewer's heading names the file
+            # the plot itself: an image far wider than any icon of the page, fully loaded
+            page.wait_for_function("() => [...document.images].some(i => i.complete && i.naturalWidth > 300)")
             page.screenshot(path=screenshots / shot)
         page.goto(f"{artifacts}/pckh/per_joint.md")
         page.reload()
