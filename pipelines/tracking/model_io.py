@@ -112,8 +112,8 @@ def pip_requirements() -> list[str]:
     return pins
 
 
-def input_example(card: ModelCard) -> "pd.DataFrame":
-    """One mid-grey PNG (base64) of the input size with one person box covering it."""
+def input_example(card: ModelCard):
+    """A one-row DataFrame: a mid-grey PNG (base64) of the input size, one person box covering it."""
     import base64
 
     import cv2
