@@ -237,7 +237,7 @@ def prepare_batch(
     """Decodes, checks and crops every person of `records` (`RECORD_SCHEMA`).
 
     Records are expected sorted by image so that people of one image share one decode.
-    `image_root` must be an absolute, resolved path. Returns a `WORK_SCHEMA` table with one row
+    Returns a `WORK_SCHEMA` table with one row
     per input row, in the input order: whatever one person's record or image holds, that
     person becomes a quarantined row and the batch goes on.
     """
@@ -254,7 +254,7 @@ def prepare_batch(
     head_sizes = records.column(HEAD_SIZE).to_numpy(zero_copy_only=False).astype(np.float64)
     head_sources = records.column(HEAD_SIZE_SOURCE).to_pylist()
 
-    root = Path(image_root)
+    root = Path(image_root).resolve()  # symlinks are judged against the real root
     last_name, last_image = None, None
     rows = []
     for i in range(n):
