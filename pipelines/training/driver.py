@@ -65,7 +65,8 @@ def run_name_for(cfg: ExperimentConfig, data_fingerprint: str) -> str:
 def run_training(cfg: ExperimentConfig, data: str | Path, *, tracking_uri: str | None = None,
                  experiment: str | None = None, register: bool = True,
                  registered_name: str | None = None, address: str | None = None,
-                 log: Callable[[str], None] = print) -> TrainResult:
+                 log: Callable[[str], None] = print, verbose: bool = False,
+                 progress: bool = True) -> TrainResult:
     """Trains `cfg` on the prepared dataset `data` (see the module docstring).
 
     Args:
@@ -74,6 +75,11 @@ def run_training(cfg: ExperimentConfig, data: str | Path, *, tracking_uri: str |
         experiment: MLflow experiment name (default `shg-train`).
         register: log, register and gate the final model.
         address: Ray cluster address (None: a local cluster for this process).
+        verbose: show Ray's own output (worker logs, Ray Train/Data messages) on the terminal;
+            off, it stays in Ray's log files (`pipelines.runtime.ray_cluster.connect`).
+        progress: show live training progress while fitting (`pipelines.training.progress`):
+            a bar on a terminal, a line every 30 s (and at each phase/validation) through `log`
+            otherwise.
     Raises:
         PreparedDataError: `data` is not a prepared dataset.
         TrackingUnavailable: the store cannot be reached (raised before any training).
@@ -120,9 +126,12 @@ def run_training(cfg: ExperimentConfig, data: str | Path, *, tracking_uri: str |
     else:
         tracker.set_tags({"shg.resumed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
         log(f"train: resuming run {run_name} (MLflow run {run_id})")
+    experiment_id = tracker.client.get_run(run_id).info.experiment_id
+    log(f"train: {tracking.how_to_open(uri, experiment_id, run_id)}")
 
     try:
-        result = _fit(cfg, data, run_name, storage, uri, run_id, baseline, address)
+        result = _fit(cfg, data, run_name, storage, uri, run_id, baseline, address,
+                      verbose=verbose, progress=progress, log=log)
     except BaseException:
         tracking.finish_run(uri, run_id, status="FAILED")  # re-running the command resumes it
         raise
@@ -149,8 +158,12 @@ def run_training(cfg: ExperimentConfig, data: str | Path, *, tracking_uri: str |
 
 
 def _fit(cfg: ExperimentConfig, data: Path, run_name: str, storage: Path, uri: str, run_id: str,
-         baseline: dict, address: str | None):
+         baseline: dict, address: str | None, *, verbose: bool, progress: bool,
+         log: Callable[[str], None]):
     """Runs the TorchTrainer (resuming from the run folder when it has checkpoints)."""
+    import contextlib
+
+    import ray
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -158,16 +171,22 @@ def _fit(cfg: ExperimentConfig, data: Path, run_name: str, storage: Path, uri: s
     from pipelines.runtime.ray_cluster import connect
     from pipelines.training.worker import train_worker
 
-    connect(address, num_cpus=None)
+    from pipelines.training.progress import ProgressDisplay, start_progress_board
+
+    connect(address, num_cpus=None, verbose=verbose)
     train = cfg.train
 
     clock_name = f"shg-epoch-clock-{run_name}"
     clock = start_epoch_clock(clock_name)  # held here: the actor lives as long as this driver
+    board_name = f"shg-progress-{run_name}"
+    board = start_progress_board(board_name)
 
     trainer = TorchTrainer(
         train_worker,
         train_loop_config={"cfg": cfg, "data": str(data), "tracking_uri": uri, "run_id": run_id,
-                           "baseline": baseline, "clock_name": clock_name},
+                           "baseline": baseline, "clock_name": clock_name,
+                           "train_rows": int(read_manifest(data)["rows"]["train"]),
+                           "progress_name": board_name},
         scaling_config=ray.train.ScalingConfig(
             num_workers=train.workers, use_gpu=train.use_gpu,
             resources_per_worker={"CPU": train.cpus_per_worker, **({"GPU": 1} if train.use_gpu else {})}),
@@ -179,8 +198,11 @@ def _fit(cfg: ExperimentConfig, data: Path, run_name: str, storage: Path, uri: s
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
         ),
     )
-    result = trainer.fit()
-    del clock
+    display = (ProgressDisplay(lambda: ray.get(board.latest.remote(), timeout=10), write=log)
+               if progress else contextlib.nullcontext())
+    with display:
+        result = trainer.fit()
+    del clock, board
     if result.checkpoint is None:
         raise RuntimeError(f"training run {run_name} ended without a checkpoint; see the log above")
     return result
