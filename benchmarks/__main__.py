@@ -33,7 +33,7 @@ TARGETS: dict[str, tuple[str, float]] = {
     "heatmap_batch_over_write_bound": ("<=", 2.0),
     "stream_over_train": (">=", 2.0),
 }
-SECTIONS = ("peak", "training", "memory", "heatmaps", "data")
+SECTIONS = ("peak", "speedpath", "training", "memory", "heatmaps", "data")
 
 
 def machine() -> dict[str, str | float]:
@@ -66,6 +66,7 @@ def plan(quick: bool) -> list[tuple[str, str, Callable[[dict], dict]]]:
     from benchmarks.heatmaps import measure_heatmaps
     from benchmarks.memory import measure_memory
     from benchmarks.peak import measure_matmul_peak, measure_write_bandwidth
+    from benchmarks.speed_path import measure_speed_path
     from benchmarks.training import StepShape, measure_training
     from pipelines.training.speed import SpeedConfig
 
@@ -75,6 +76,7 @@ def plan(quick: bool) -> list[tuple[str, str, Callable[[dict], dict]]]:
     steps: list[tuple[str, str, Callable[[dict], dict]]] = [
         ("peak", "fp32 matmul peak", lambda f: measure_matmul_peak(rounds=rounds)),
         ("peak", "write bandwidth", lambda f: measure_write_bandwidth(rounds=rounds)),
+        ("speedpath", "train.amp/layout/compile=auto on the default job", lambda f: measure_speed_path()),
     ]
     for stacks in stack_counts:
         shape = StepShape(stacks=stacks)

@@ -24,6 +24,8 @@ def train(
     register: Annotated[bool, typer.Option("--register/--no-register", help="Log, register and champion-gate the final model.")] = True,
     model_name: Annotated[Optional[str], typer.Option(help="Registered model name (default stacked-hourglass).")] = None,
     address: Annotated[Optional[str], typer.Option(help="Ray address ('auto', HOST:PORT); default: a local cluster.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", help="Show Ray's own output (worker logs, Ray Train/Data messages); default: Ray's log files only.")] = False,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Live progress: a bar on a terminal, a line every 30 s otherwise.")] = True,
 ) -> None:
     """Train the Stacked Hourglass; re-running the same command resumes an interrupted run."""
     from pipelines.training.checkpoints import CheckpointMismatchError
@@ -39,7 +41,7 @@ def train(
     try:
         result = run_training(cfg, data, tracking_uri=tracking_uri, experiment=experiment,
                               register=register, registered_name=model_name, address=address,
-                              log=typer.echo)
+                              log=typer.echo, verbose=verbose, progress=progress)
     except (PreparedDataError, TrackingUnavailable, CheckpointMismatchError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None

@@ -52,7 +52,10 @@ class TrainConfig:
     # GPU bf16 (else fp16) autocast and channels_last; on a CPU the fastest measured path.
     amp: str = "auto"  # auto | off | bf16 | fp16
     layout: str = "auto"  # auto | nchw | channels_last (model.channels_last=true fixes channels_last)
-    compile: str = "auto"  # auto | on | off: torch.compile of the stem and each stack (Inductor)
+    # torch.compile of the stem and each stack (Inductor): off | on | auto (measured, for long
+    # runs). Off by default: on 2 CPU cores compiling costs ~3 minutes and gained nothing
+    # (docs/RECIPES.md, "Speed paths").
+    compile: str = "off"
     deterministic: bool = False
     cpus_per_worker: float = 0.5  # < 1 leaves CPUs for the Ray Data augmentation tasks
     cache_data: bool = True  # read the train split once into the object store (see data_stream)

@@ -1,7 +1,8 @@
 """Training precision, memory layout and compilation chosen for the machine, not hard-coded.
 
 `train.amp` (auto | off | bf16 | fp16), `train.layout` (auto | nchw | channels_last) and
-`train.compile` (auto | on | off) state intent; `auto` is resolved when training starts:
+`train.compile` (off | on | auto; off by default) state intent; `auto` is resolved when training
+starts:
 
 - **GPU**: bf16 autocast where the GPU supports it, else fp16 (with a GradScaler); channels_last
   (cuDNN's preferred layout under autocast); no compilation. Nothing is measured.
@@ -13,9 +14,11 @@
      faster by at least ``min_gain`` (5 %), so `auto` is never slower than plain fp32 beyond
      the measurement's own cost.
   2. bf16 autocast, channels_last, eager: the fast path on CPUs with native bf16
-     (AVX512-BF16 / AMX); on an AVX2-only CPU it is ~5x *slower* than fp32 and loses.
-  3. compiled (:func:`pipelines.training.speed.compile_blocks`, Inductor), channels_last, in
-     the precision that won 1-2. Compiling costs minutes on 2 cores, so it is only tried when
+     (AVX512-BF16 / AMX; :func:`native_bf16`), measured only there: on an AVX2-only CPU
+     oneDNN emulates bf16, ~5x *slower* than fp32, and the measurement alone would cost a
+     minute (seconds per step at one thread).
+  3. with `train.compile=auto` only: compiled (:func:`pipelines.training.speed.compile_blocks`,
+     Inductor), channels_last, in the precision that won 1-2. Compiling costs minutes on 2 cores, so it is only tried when
      the eager winner's projected training time is at least ``compile_payback`` (4x) the
      expected compile time (:func:`worth_compiling`); once compiled, it is kept only if it is
      faster than the eager winner.
@@ -111,10 +114,20 @@ def gpu_choice(amp: str, layout: str, compile_mode: str, *, bf16_supported: bool
                        reason="GPU: autocast where supported, no measurement")
 
 
-def eager_candidates(amp: str, layout: str) -> list[Path]:
+def native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX). Without it oneDNN emulates
+    bf16 and autocast is several times slower than fp32 (the issue's AVX2 CPU: 0.5 vs 6.3
+    images/s), so `auto` does not spend a measurement on it."""
+    import torch
+
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
+def eager_candidates(amp: str, layout: str, *, bf16_native: bool = True) -> list[Path]:
     """The eager CPU paths to measure for the user's `amp`/`layout` (see the module docstring);
-    the first is the baseline. A fixed amp or layout leaves one path, or the fixed pair."""
-    paths = [Path("off", "nchw"), Path("bf16", "channels_last")]
+    the first is the baseline. A fixed amp or layout leaves one path, or the fixed pair. `auto`
+    amp only measures bf16 where the CPU has native bf16 (`bf16_native`)."""
+    paths = [Path("off", "nchw")] + ([Path("bf16", "channels_last")] if bf16_native or amp == "bf16" else [])
     paths = [p for p in paths if amp in ("auto", p.amp) and layout in ("auto", p.layout)]
     if not paths:  # a fixed combination outside the candidate list (e.g. fp32 + channels_last)
         paths = [Path("off" if amp == "auto" else amp, "nchw" if layout == "auto" else layout)]
@@ -239,7 +252,7 @@ def resolve(model_cfg, amp: str, layout: str, compile_mode: str, *, batch_size: 
             f"(first step {timing.first_step_s:.1f} s)")
         return agree(timing)
 
-    candidates = eager_candidates(amp, layout)
+    candidates = eager_candidates(amp, layout, bf16_native=native_bf16())
     eager = [timing_of(p) for p in candidates] if (len(candidates) > 1 or compile_mode == "auto") else []
     if not eager:
         fixed = Path(candidates[0].amp, candidates[0].layout, compile_mode == "on")

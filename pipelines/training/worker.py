@@ -78,6 +78,16 @@ def amp_dtype(mode: str) -> torch.dtype | None:
     return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[mode]
 
 
+def val_threads(train: TrainConfig) -> int:
+    """Threads for rank 0's validation: the CPUs of the whole worker group (at least 1 each), as
+    the other ranks only wait at the epoch's barrier meanwhile; at most this machine's CPUs."""
+    import math
+    import os
+
+    group = train.workers * max(1, math.ceil(train.cpus_per_worker))
+    return max(1, min(group, len(os.sched_getaffinity(0))))
+
+
 def _agree(world: int):
     """`agree(obj)`: rank 0's `obj` on every rank (identity for one worker)."""
     def agree(obj):
@@ -156,7 +166,8 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     reporter = _Rank0Reporter(loop_config, cfg) if rank == 0 else None
     if reporter is not None:
         reporter.speed(choice, global_step)
-    shown = dataclasses.replace(shown, note=choice.path.name, step=global_step,
+    shown = dataclasses.replace(shown, note=f"{choice.path.name}, {torch.get_num_threads()} threads/worker",
+                                step=global_step,
                                 images=global_step * train.batch_size * world)
     shard = ray.train.get_dataset_shard(TRAIN_DATASET)
     clock = ray.get_actor(loop_config["clock_name"])
@@ -306,6 +317,7 @@ class _Rank0Reporter:
                                    cfg.train.val_max_people)
         self.baseline = loop_config.get("baseline")
         self.compiled = False
+        self.val_threads = val_threads(cfg.train)
         self.eager_copy = None  # validation model when training runs compiled (see validate)
 
     def speed(self, choice, step: int) -> None:
@@ -337,8 +349,13 @@ class _Rank0Reporter:
                 self.eager_copy = StackedHourglass(dataclasses.replace(self.cfg.model, channels_last=False)).to(device)
             self.eager_copy.load_state_dict(model.state_dict())
             model = self.eager_copy
-        result = validate(model, self.val, FLIP_PERMUTATION, flip=self.cfg.train.val_flip,
-                          batch_size=self.cfg.train.val_batch_size, autocast_dtype=amp)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(self.val_threads)  # the other ranks wait at the epoch's barrier
+        try:
+            result = validate(model, self.val, FLIP_PERMUTATION, flip=self.cfg.train.val_flip,
+                              batch_size=self.cfg.train.val_batch_size, autocast_dtype=amp)
+        finally:
+            torch.set_num_threads(threads)
         epoch_metrics.update({f"pckh/{k}": result.table[k] for k in TABLE_KEYS})
         epoch_metrics.update({f"val/loss/stack_{s}": float(v) for s, v in enumerate(result.loss_per_stack)})
         epoch_metrics["val/loss"] = float(np.mean(result.loss_per_stack))
