@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -78,14 +79,11 @@ def amp_dtype(mode: str) -> torch.dtype | None:
     return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[mode]
 
 
-def val_threads(train: TrainConfig) -> int:
-    """Threads for rank 0's validation: the CPUs of the whole worker group (at least 1 each), as
-    the other ranks only wait at the epoch's barrier meanwhile; at most this machine's CPUs."""
-    import math
-    import os
-
-    group = train.workers * max(1, math.ceil(train.cpus_per_worker))
-    return max(1, min(group, len(os.sched_getaffinity(0))))
+def cpu_threads(node_cpus: int, local_workers: int) -> int:
+    """Torch threads of a CPU worker: its share of the node's CPUs (at least 1). Ray's own
+    default is one thread per worker whatever the share, which leaves a lone worker on a
+    2-core machine using half of it."""
+    return max(1, node_cpus // max(1, local_workers))
 
 
 def _agree(world: int):
@@ -126,6 +124,8 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     rank, world = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
     on_gpu = device.type == "cuda"
+    if not on_gpu:
+        torch.set_num_threads(cpu_threads(len(os.sched_getaffinity(0)), context.get_local_world_size()))
     torch.manual_seed(train.seed)  # same initial weights on every rank (DDP also broadcasts)
     if train.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -317,7 +317,7 @@ class _Rank0Reporter:
                                    cfg.train.val_max_people)
         self.baseline = loop_config.get("baseline")
         self.compiled = False
-        self.val_threads = val_threads(cfg.train)
+        self.val_threads = len(os.sched_getaffinity(0))  # this node's CPUs
         self.eager_copy = None  # validation model when training runs compiled (see validate)
 
     def speed(self, choice, step: int) -> None:
