@@ -72,3 +72,12 @@ def test_checkpoint_round_trip_and_mismatch(tmp_path):
     assert "model.stacks: checkpoint 1 vs config 2" in str(err.value)
     with pytest.raises(FileNotFoundError, match="not a shg training checkpoint"):
         load_state(tmp_path / "nowhere")
+
+
+def test_cpu_worker_threads_share_the_node():
+    from pipelines.training.worker import cpu_threads
+
+    assert cpu_threads(2, 1) == 2  # one worker on 2 cores: both (Ray would give it 1)
+    assert cpu_threads(2, 2) == 1
+    assert cpu_threads(16, 3) == 5
+    assert cpu_threads(1, 4) == 1  # never 0
