@@ -49,3 +49,12 @@ def test_plain_display_writes_each_new_phase_and_then_every_period():
         time.sleep(0.05)
     # the unposted initial state is not shown; step 2 is the same phase within the period
     assert [line.split(" |")[0] for line in lines] == ["train epoch 1/1 step 1", "validating epoch 1/1 step 2"]
+
+
+def test_where_to_see_the_mlflow_run():
+    from pipelines.tracking.store import how_to_open
+
+    assert how_to_open("sqlite:////tmp/w/mlflow.db", "1", "abc") == (
+        "to see it: `shg tracking-server --workdir /tmp/w`, then open "
+        "http://127.0.0.1:5000/#/experiments/1/runs/abc")
+    assert how_to_open("http://127.0.0.1:5001/", "2", "r") == "open http://127.0.0.1:5001/#/experiments/2/runs/r"
