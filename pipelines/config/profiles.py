@@ -65,9 +65,11 @@ PROFILES: dict[str, Profile] = {
             # (pipelines/training/precision.py)
             "train.amp=auto",
             "train.layout=auto",
-            # 2 epochs (7,040 images): what fits 15 minutes on a 2-core AVX2 CPU at ~12 images/s
-            # (the whole job, synthesis to registration); docs/RECIPES.md has the frontier
+            # 720 steps of 8 (5,760 images, 1.6 epochs): what fits 15 minutes on a 2-core AVX2
+            # CPU at ~11 images/s (the whole job, synthesis to registration); docs/RECIPES.md has
+            # the frontier (85 % needs ~30 k images: ~50 minutes there)
             "train.epochs=2",
+            "train.max_steps=720",
             # 8 images per optimiser step (per image seen, small steps learn far faster; probe:
             # PCKh 75.4 % after 12k images at 8 per step, 64.1 % at 16 per step), in one worker
             # with every core: no gradient all-reduce, one process to warm up
