@@ -111,3 +111,12 @@ def test_real_measurement_on_a_tiny_model_returns_the_initial_weights():
     fresh = StackedHourglass(cfg).state_dict()
     for key, value in model.state_dict().items():  # the measurement's Adam steps are undone
         torch.testing.assert_close(value, fresh[key], rtol=0, atol=0)
+
+
+def test_nothing_is_measured_when_everything_is_fixed():
+    cfg = HourglassConfig(stacks=1, channels=8, joints=4, depth=1)
+    choice, model = resolve(cfg, "off", "channels_last", "off", batch_size=2, input_size=16,
+                            images_per_worker=8, make_optimizer=lambda m: torch.optim.Adam(m.parameters()))
+    assert choice.path == Path("off", "channels_last") and choice.timings == ()
+    assert choice.reason == "fixed by config"
+    assert model.stem.conv.weight.is_contiguous(memory_format=torch.channels_last)

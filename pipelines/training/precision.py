@@ -160,7 +160,7 @@ def choose(eager: Sequence[Timing], compiled: Timing | None = None, *, min_gain:
         return SpeedChoice(compiled.path, f"compiled: {compiled.images_per_s / best.images_per_s:.2f}x "
                            f"{best.path.name}, compile {compiled.first_step_s:.0f} s", timings)
     if best is eager[0]:
-        reason = "baseline: no candidate faster by ≥ 5 %" if len(timings) > 1 else "fixed by config"
+        reason = "baseline: no candidate faster by ≥ 5 %" if len(timings) > 1 else "the only candidate"
     else:
         reason = f"{best.images_per_s / eager[0].images_per_s:.2f}x {eager[0].path.name}"
     if compiled is not None:
@@ -252,8 +252,10 @@ def resolve(model_cfg, amp: str, layout: str, compile_mode: str, *, batch_size: 
             f"(first step {timing.first_step_s:.1f} s)")
         return agree(timing)
 
-    candidates = eager_candidates(amp, layout, bf16_native=native_bf16())
-    eager = [timing_of(p) for p in candidates] if (len(candidates) > 1 or compile_mode == "auto") else []
+    bf16_native = native_bf16()
+    candidates = eager_candidates(amp, layout, bf16_native=bf16_native)
+    # measured whenever anything is `auto` (a few seconds), so the run records its rate
+    eager = [timing_of(p) for p in candidates] if "auto" in (amp, layout, compile_mode) else []
     if not eager:
         fixed = Path(candidates[0].amp, candidates[0].layout, compile_mode == "on")
         torch.random.set_rng_state(torch_rng_state)
@@ -268,6 +270,8 @@ def resolve(model_cfg, amp: str, layout: str, compile_mode: str, *, batch_size: 
         compiled_timing = timing_of(path_c, compiled_model)
         compiled_model.load_state_dict(initial)  # undo the measurement's steps (BN buffers too)
     choice = choose(eager, compiled_timing)
+    if amp == "auto" and not bf16_native:
+        choice = dataclasses.replace(choice, reason=choice.reason + "; bf16 not measured: no native bf16 on this CPU")
     if compile_mode == "on" and compiled_timing is not None:
         choice = SpeedChoice(compiled_timing.path, "compile fixed by config", choice.timings)
     choice = dataclasses.replace(choice, measure_s=time.perf_counter() - started)
