@@ -33,7 +33,7 @@ TARGETS: dict[str, tuple[str, float]] = {
     "heatmap_batch_over_write_bound": ("<=", 2.0),
     "stream_over_train": (">=", 2.0),
 }
-SECTIONS = ("peak", "training", "memory", "heatmaps", "data")
+SECTIONS = ("peak", "speedpath", "training", "published", "memory", "heatmaps", "data")
 
 
 def machine() -> dict[str, str | float]:
@@ -66,6 +66,8 @@ def plan(quick: bool) -> list[tuple[str, str, Callable[[dict], dict]]]:
     from benchmarks.heatmaps import measure_heatmaps
     from benchmarks.memory import measure_memory
     from benchmarks.peak import measure_matmul_peak, measure_write_bandwidth
+    from benchmarks.published import measure_published
+    from benchmarks.speed_path import measure_speed_path
     from benchmarks.training import StepShape, measure_training
     from pipelines.training.speed import SpeedConfig
 
@@ -75,6 +77,7 @@ def plan(quick: bool) -> list[tuple[str, str, Callable[[dict], dict]]]:
     steps: list[tuple[str, str, Callable[[dict], dict]]] = [
         ("peak", "fp32 matmul peak", lambda f: measure_matmul_peak(rounds=rounds)),
         ("peak", "write bandwidth", lambda f: measure_write_bandwidth(rounds=rounds)),
+        ("speedpath", "train.amp/layout/compile=auto on the default job", lambda f: measure_speed_path()),
     ]
     for stacks in stack_counts:
         shape = StepShape(stacks=stacks)
@@ -91,6 +94,8 @@ def plan(quick: bool) -> list[tuple[str, str, Callable[[dict], dict]]]:
                 matmul_gflop_s=f.get("matmul_fp32_gflop_s"), float64_check=shape.stacks <= 2,
                 prefix=f"train_{shape.stacks}stack_bf16"),
         ))
+    steps.append(("published", "vs pytorch-stacked-hourglass (extra `bench`)",
+                  lambda f: measure_published(stack_counts, steps=2 if quick else 3)))
     for stacks in stack_counts:
         steps.append(("memory", f"{stacks}-stack peak RSS", lambda f, s=stacks: measure_memory(stacks=s)))
     steps.append(("heatmaps", "render_heatmaps", lambda f: measure_heatmaps(rounds=10 if quick else 40)))

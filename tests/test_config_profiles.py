@@ -78,3 +78,9 @@ def test_unknown_profile_lists_the_known_ones_and_a_bad_file_is_named(tmp_path):
 def test_dataclass_defaults_are_one_recipe_the_profiles_are_named_others():
     assert resolve_run_config("") == RunConfig()
     assert resolve_run_config("synthetic") != RunConfig()
+
+
+@pytest.mark.parametrize("name", ["synthetic", "smoke"])
+def test_cpu_profiles_state_intent_not_one_machines_answer(name):
+    cfg = resolve_run_config(name)  # the speed path is measured on the machine (training.precision)
+    assert cfg.train.amp == "auto" and cfg.train.layout == "auto" and not cfg.model.channels_last

@@ -90,6 +90,9 @@ def test_two_workers_few_steps_make_one_tracked_run(prepared, tmp_path):
     assert [m.step for m in client.get_metric_history(run.info.run_id, "loss/stack_1")] == [2, 4]
     assert run.data.params["model.stacks"] == "2" and run.data.params["train.max_steps"] == "5"
     assert run.data.tags["train.workers"] == "2" and "git.commit" in run.data.tags
+    # the speed path train.amp/layout=auto chose, and the measured baseline rate behind it
+    assert run.data.tags["shg.speed.path"] in ("fp32-nchw", "bf16-channels_last")
+    assert metrics["speed/images_per_s/fp32-nchw"] > 0
     assert run.inputs.dataset_inputs[0].dataset.digest
     artifacts = {f.path for f in client.list_artifacts(run.info.run_id, "plots")}
     assert artifacts == {"plots/loss_per_stack.png", "plots/pckh_curve.png", "plots/val_skeletons.png"}

@@ -121,3 +121,12 @@ def test_a_run_folder_of_another_store_is_not_resumed(tmp_path):
     # A record naming a run its own store no longer has is not trusted either.
     RunRecord("0" * 32, first, "e", status="finished").write(tmp_path / "shg-gone")
     assert run_name_in_store(tmp_path, "shg-gone", first, said.append) != "shg-gone"
+
+
+def test_cpu_worker_threads_share_the_node():
+    from pipelines.training.worker import cpu_threads
+
+    assert cpu_threads(2, 1) == 2  # one worker on 2 cores: both (Ray would give it 1)
+    assert cpu_threads(2, 2) == 1
+    assert cpu_threads(16, 3) == 5
+    assert cpu_threads(1, 4) == 1  # never 0

@@ -25,6 +25,8 @@ def train(
     register: Annotated[bool, typer.Option("--register/--no-register", help="Log, register and champion-gate the final model.")] = True,
     model_name: Annotated[Optional[str], typer.Option(help="Registered model name (default stacked-hourglass).")] = None,
     address: Annotated[Optional[str], typer.Option(help="Ray address ('auto', HOST:PORT); default: a local cluster.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", help="Show Ray's own output (worker logs, Ray Train/Data messages); default: Ray's log files only.")] = False,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Live progress: a bar on a terminal, a line every 30 s otherwise.")] = True,
 ) -> None:
     """Train the Stacked Hourglass; re-running the same command resumes an interrupted run."""
     from pipelines.training.checkpoints import CheckpointMismatchError
@@ -39,7 +41,7 @@ def train(
         raise typer.BadParameter(str(err), param_hint="KEY=VALUE / --config") from None
     try:
         result = run_training(cfg, data, tracking_uri=tracking_uri, experiment=experiment,
-                              address=address, log=typer.echo)
+                              address=address, log=typer.echo, verbose=verbose, progress=progress)
         if register:  # the same evaluation and champion gate as `shg run`
             from pipelines.orchestration.promotion import evaluate_and_register
 

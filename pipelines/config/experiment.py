@@ -42,8 +42,14 @@ class TrainConfig:
     lr_plateau_patience: int = 0
     max_steps: int = 0  # total optimiser steps over the whole run; 0 means no cap
     seed: int = 0
-    amp: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | off | bf16 | fp16
-    compile: bool = False
+    # Speed paths; `auto` is resolved when training starts (pipelines.training.precision): on a
+    # GPU bf16 (else fp16) autocast and channels_last; on a CPU the fastest measured path.
+    amp: str = "auto"  # auto | off | bf16 | fp16
+    layout: str = "auto"  # auto | nchw | channels_last (model.channels_last=true fixes channels_last)
+    # torch.compile of the stem and each stack (Inductor): off | on | auto (measured, for long
+    # runs). Off by default: on 2 CPU cores compiling costs ~3 minutes and gained nothing
+    # (docs/RECIPES.md, "Speed paths").
+    compile: str = "off"
     deterministic: bool = False
     cpus_per_worker: float = 0.5  # < 1 leaves CPUs for the Ray Data augmentation tasks
     cache_data: bool = True  # read the train split once into the object store (see data_stream)
@@ -67,6 +73,8 @@ class TrainConfig:
             "lr_drop_factor": 0 < self.lr_drop_factor <= 1,
             "max_steps": self.max_steps >= 0,
             "amp": self.amp in ("auto", "off", "bf16", "fp16"),
+            "layout": self.layout in ("auto", "nchw", "channels_last"),
+            "compile": self.compile in ("auto", "on", "off"),
             "val_every": self.val_every >= 1,
             "val_batch_size": self.val_batch_size >= 1,
             "log_every": self.log_every >= 1,
@@ -77,7 +85,7 @@ class TrainConfig:
             raise ConfigError(
                 f"invalid train settings {bad}: epochs/batch_size/workers/val_every/log_every ≥ 1, "
                 "lr > 0, optimizer in rmsprop|adam, 0 < lr_drop_factor ≤ 1, max_steps ≥ 0, amp in auto|off|bf16|fp16, "
-                "max_failures ≥ -1 (-1 retries forever)"
+                "layout in auto|nchw|channels_last, compile in auto|on|off, max_failures ≥ -1 (-1 retries forever)"
             )
 
 

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 
 _log = logging.getLogger(__name__)
 
 
-def connect(address: str | None = None, *, num_cpus: int | None = None) -> None:
+def connect(address: str | None = None, *, num_cpus: int | None = None, verbose: bool = False) -> None:
     """Initialises Ray once per process.
 
     Args:
@@ -26,12 +27,19 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> None:
             "HOST:PORT" / "ray://HOST:PORT" joins an existing cluster (its token, if it has
             one, comes from `RAY_AUTH_TOKEN` or `~/.ray/auth_token`).
         num_cpus: CPUs the local cluster advertises (ignored when joining a cluster).
+        verbose: show Ray's own output on this terminal. Off, the workers' and actors' output
+            (Ray Train's controller messages, Ray Data's progress bars, worker log lines) stays
+            in Ray's log files (`/tmp/ray/session_latest/logs`) and this process's Ray loggers
+            only show errors (see :func:`quiet_ray_driver`); the training progress display
+            (`pipelines.training.progress`) is what a person follows instead.
     """
     import ray
 
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if not verbose:
+        quiet_ray_driver()
     if address in (None, "", "local"):
         if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled":
             _log.warning(
@@ -40,7 +48,19 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> None:
             )
         ray.init(
             address="local", num_cpus=num_cpus, include_dashboard=False, dashboard_host="127.0.0.1",
-            log_to_driver=True,
+            log_to_driver=verbose,
         )
     else:
-        ray.init(address=address)
+        ray.init(address=address, log_to_driver=verbose)
+    if not verbose:
+        quiet_ray_driver()  # ray.init sets up its own logger levels
+
+
+def quiet_ray_driver() -> None:
+    """This process's Ray loggers show errors only, and Ray's deprecation warnings are hidden
+    (Ray's log files keep everything)."""
+    for name in ("ray", "ray.train", "ray.data", "ray.tune"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"ray(\.|$)")
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"ray(\.|$)")

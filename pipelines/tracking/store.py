@@ -113,6 +113,28 @@ class RunRecord:
         tmp.replace(path)  # atomic: a driver killed mid-write leaves the old record
 
 
+def how_to_open(uri: str, experiment_id: str, run_id: str) -> str:
+    """Where a person sees run `run_id`: its URL on a server store; for the local sqlite store,
+    the command that serves it (`shg tracking-server --workdir <folder>`) and the URL then."""
+    path = f"#/experiments/{experiment_id}/runs/{run_id}"
+    if uri.startswith(("http://", "https://")):
+        return f"open {uri.rstrip('/')}/{path}"
+    if uri.startswith("sqlite:///") and uri.endswith("/mlflow.db"):
+        folder = uri[len("sqlite:///"):-len("/mlflow.db")]
+        return (f"to see it: `shg tracking-server --workdir {folder}`, then open "
+                f"http://127.0.0.1:5000/{path}")
+    return f"store {uri}, experiment {experiment_id}"
+
+
+def log_speed_choice(tracker: "Tracker", choice: Any, step: int = 0) -> None:
+    """Records a training speed choice (`pipelines.training.precision.SpeedChoice`, or anything
+    with `tags()` and `metrics()`): the chosen path as `shg.speed.*` tags (tags, not params,
+    because a resumed run measures again and may choose differently), the measured images/s of
+    every candidate as `speed/*` metrics at `step`."""
+    tracker.set_tags(choice.tags())
+    tracker.log_metrics(choice.metrics(), step)
+
+
 class Tracker:
     """Logs to one existing MLflow run by id (usable on any process: driver or rank 0)."""
 

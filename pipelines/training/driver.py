@@ -139,14 +139,16 @@ def run_name_in_store(storage: Path, run_name: str, tracking_uri: str, log: Call
 
 def run_training(cfg: ExperimentConfig, data: str | Path, *, tracking_uri: str | None = None,
                  experiment: str | None = None, address: str | None = None,
-                 log: Callable[[str], None] = print) -> TrainResult:
+                 log: Callable[[str], None] = print, verbose: bool = False,
+                 progress: bool = True) -> TrainResult:
     """`shg train`: resolves the inputs (`resolve_train_inputs`), then `train_resolved`."""
     inputs = resolve_train_inputs(cfg, data, tracking_uri=tracking_uri, experiment=experiment)
-    return train_resolved(cfg, inputs, address=address, log=log)
+    return train_resolved(cfg, inputs, address=address, log=log, verbose=verbose, progress=progress)
 
 
 def train_resolved(cfg: ExperimentConfig, inputs: TrainInputs, *, address: str | None = None,
-                   log: Callable[[str], None] = print) -> TrainResult:
+                   log: Callable[[str], None] = print, verbose: bool = False,
+                   progress: bool = True) -> TrainResult:
     """Trains `cfg` on `inputs.data` (see the module docstring); the caller resolved the inputs.
 
     Registration is the caller's (`pipelines.orchestration.promotion`, one path for `shg train`
@@ -154,6 +156,11 @@ def train_resolved(cfg: ExperimentConfig, inputs: TrainInputs, *, address: str |
 
     Args:
         address: Ray cluster address (None: a local cluster for this process).
+        verbose: show Ray's own output (worker logs, Ray Train/Data messages) on the terminal;
+            off, it stays in Ray's log files (`pipelines.runtime.ray_cluster.connect`).
+        progress: show live training progress while fitting (`pipelines.training.progress`):
+            a bar on a terminal, a line every 30 s (and at each phase/validation) through `log`
+            otherwise.
     """
     from pipelines.tracking import store as tracking
 
@@ -193,10 +200,13 @@ def train_resolved(cfg: ExperimentConfig, inputs: TrainInputs, *, address: str |
     else:
         tracker.set_tags({"shg.resumed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
         log(f"train: resuming run {run_name} (MLflow run {run_id})")
+    experiment_id = tracker.client.get_run(run_id).info.experiment_id
+    log(f"train: {tracking.how_to_open(uri, experiment_id, run_id)}")
 
     try:
         with tracking.system_metrics(uri, run_id, resumed=resumed, log=log):
-            result = _fit(cfg, data, run_name, storage, uri, run_id, baseline, address)
+            result = _fit(cfg, data, run_name, storage, uri, run_id, baseline, address,
+                          verbose=verbose, progress=progress, log=log)
     except BaseException:
         tracking.finish_run(uri, run_id, status="FAILED")  # re-running the command resumes it
         raise
@@ -220,8 +230,12 @@ def train_resolved(cfg: ExperimentConfig, inputs: TrainInputs, *, address: str |
 
 
 def _fit(cfg: ExperimentConfig, data: Path, run_name: str, storage: Path, uri: str, run_id: str,
-         baseline: dict, address: str | None):
+         baseline: dict, address: str | None, *, verbose: bool, progress: bool,
+         log: Callable[[str], None]):
     """Runs the TorchTrainer (resuming from the run folder when it has checkpoints)."""
+    import contextlib
+
+    import ray
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -229,16 +243,22 @@ def _fit(cfg: ExperimentConfig, data: Path, run_name: str, storage: Path, uri: s
     from pipelines.runtime.ray_cluster import connect
     from pipelines.training.worker import train_worker
 
-    connect(address, num_cpus=None)
+    from pipelines.training.progress import ProgressDisplay, start_progress_board
+
+    connect(address, num_cpus=None, verbose=verbose)
     train = cfg.train
 
     clock_name = f"shg-epoch-clock-{run_name}"
     clock = start_epoch_clock(clock_name)  # held here: the actor lives as long as this driver
+    board_name = f"shg-progress-{run_name}"
+    board = start_progress_board(board_name)
 
     trainer = TorchTrainer(
         train_worker,
         train_loop_config={"cfg": cfg, "data": str(data), "tracking_uri": uri, "run_id": run_id,
-                           "baseline": baseline, "clock_name": clock_name},
+                           "baseline": baseline, "clock_name": clock_name,
+                           "train_rows": int(read_manifest(data)["rows"]["train"]),
+                           "progress_name": board_name},
         scaling_config=ray.train.ScalingConfig(
             num_workers=train.workers, use_gpu=train.use_gpu,
             resources_per_worker={"CPU": train.cpus_per_worker, **({"GPU": 1} if train.use_gpu else {})}),
@@ -252,8 +272,11 @@ def _fit(cfg: ExperimentConfig, data: Path, run_name: str, storage: Path, uri: s
                 num_to_keep=2, checkpoint_score_attribute=SCORE_METRIC, checkpoint_score_order="max"),
         ),
     )
-    result = trainer.fit()
-    del clock
+    display = (ProgressDisplay(lambda: ray.get(board.latest.remote(), timeout=10), write=log)
+               if progress else contextlib.nullcontext())
+    with display:
+        result = trainer.fit()
+    del clock, board
     if result.checkpoint is None:
         raise RuntimeError(f"training run {run_name} ended without a checkpoint; see the log above")
     return result

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ from dataprep.joints import FLIP_PERMUTATION
 from pipelines.training.checkpoints import load_state, restore_rng_state, rng_state, save_state
 from pipelines.config.experiment import ExperimentConfig, TrainConfig
 from pipelines.training.data_stream import TRAIN_DATASET
+from pipelines.training.precision import resolve
+from pipelines.training.progress import Poster, Update
 from pipelines.inference.keypoints import PIXEL_MEAN
 from shg_model import StackedHourglass, heatmap_loss
 
@@ -65,9 +68,33 @@ class LrSchedule:
 
 
 def autocast_dtype(train: TrainConfig, on_gpu: bool) -> torch.dtype | None:
-    """The autocast dtype, or None for plain fp32 (the CPU default: CPU autocast is slow)."""
-    mode = train.amp if train.amp != "auto" else ("bf16" if on_gpu else "off")
+    """The autocast dtype without measuring (`auto`: bf16 on GPU, fp32 on CPU); for tools that
+    run one process (the recipe probe). Training resolves `auto` by measurement
+    (`pipelines.training.precision`)."""
+    return amp_dtype(train.amp if train.amp != "auto" else ("bf16" if on_gpu else "off"))
+
+
+def amp_dtype(mode: str) -> torch.dtype | None:
+    """`off` | `bf16` | `fp16` → the autocast dtype, None for plain fp32."""
     return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[mode]
+
+
+def cpu_threads(node_cpus: int, local_workers: int) -> int:
+    """Torch threads of a CPU worker: its share of the node's CPUs (at least 1). Ray's own
+    default is one thread per worker whatever the share, which leaves a lone worker on a
+    2-core machine using half of it."""
+    return max(1, node_cpus // max(1, local_workers))
+
+
+def _agree(world: int):
+    """`agree(obj)`: rank 0's `obj` on every rank (identity for one worker)."""
+    def agree(obj):
+        if world == 1:
+            return obj
+        box = [obj]
+        torch.distributed.broadcast_object_list(box, src=0)
+        return box[0]
+    return agree
 
 
 def build_optimizer(model: torch.nn.Module, train: TrainConfig) -> torch.optim.Optimizer:
@@ -97,11 +124,26 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     rank, world = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
     on_gpu = device.type == "cuda"
+    if not on_gpu:
+        torch.set_num_threads(cpu_threads(len(os.sched_getaffinity(0)), context.get_local_world_size()))
     torch.manual_seed(train.seed)  # same initial weights on every rank (DDP also broadcasts)
     if train.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
 
-    model = StackedHourglass(cfg.model)
+    images_per_worker = loop_config.get("train_rows", 0) // world * train.epochs
+    if train.max_steps:
+        images_per_worker = min(images_per_worker, train.max_steps * train.batch_size)
+    poster = Poster(loop_config["progress_name"]) if rank == 0 and loop_config.get("progress_name") else None
+    shown = Update(epochs=train.epochs, images_total=images_per_worker * world)
+    if poster is not None:
+        poster.post(dataclasses.replace(shown, phase="choosing the speed path (measuring)"), force=True)
+    choice, model = resolve(
+        cfg.model, train.amp, train.layout, train.compile, batch_size=train.batch_size,
+        input_size=cfg.data.input_size, images_per_worker=images_per_worker,
+        make_optimizer=lambda m: build_optimizer(m, train), on_gpu=on_gpu,
+        bf16_supported=on_gpu and torch.cuda.is_bf16_supported(), agree=_agree(world),
+        log=log.info if rank == 0 else (lambda _: None))
+    channels_last = choice.path.layout == "channels_last"
     optimizer = build_optimizer(model, train)
     schedule = LrSchedule(train.lr, train.lr_drop_factor, train.lr_drop_epochs, train.lr_plateau_patience)
     start_epoch, global_step = 0, 0
@@ -118,10 +160,15 @@ def train_worker(loop_config: dict[str, Any]) -> None:
             start_epoch = train.epochs  # the run already ended at its step cap
 
     ddp_model = ray.train.torch.prepare_model(model)  # moves to device; DDP when world > 1
-    amp = autocast_dtype(train, on_gpu)
+    amp = amp_dtype(choice.path.amp)
     scaler = torch.amp.GradScaler("cuda", enabled=amp is torch.float16)
-    forward = torch.compile(ddp_model) if train.compile else ddp_model
+    forward = ddp_model
     reporter = _Rank0Reporter(loop_config, cfg) if rank == 0 else None
+    if reporter is not None:
+        reporter.speed(choice, global_step)
+    shown = dataclasses.replace(shown, note=f"{choice.path.name}, {torch.get_num_threads()} threads/worker",
+                                step=global_step,
+                                images=global_step * train.batch_size * world)
     shard = ray.train.get_dataset_shard(TRAIN_DATASET)
     clock = ray.get_actor(loop_config["clock_name"])
 
@@ -138,6 +185,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         stopped = False
         batches = shard.iter_torch_batches(
             batch_size=train.batch_size, device=device, prefetch_batches=2,
+            drop_last=choice.path.compiled,  # a smaller last batch would recompile
             local_shuffle_buffer_size=max(4 * train.batch_size, 64), local_shuffle_seed=train.seed + epoch,
         )
         for batch in batches:
@@ -150,7 +198,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
                 tick = time.perf_counter()
                 continue
             images = normalise(batch["image"])  # (B, 3, H, W)
-            if cfg.model.channels_last:
+            if channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=amp) if amp else contextlib.nullcontext():
                 pred = forward(images)  # (B, S, J, h, w)
@@ -171,6 +219,14 @@ def train_worker(loop_config: dict[str, Any]) -> None:
                               images_per_s=window["images"] * world / max(elapsed, 1e-9),
                               data_wait_s=window["wait"])
                 window = {"images": 0, "start": tick, "wait": 0.0}
+            if poster is not None:
+                local = max(float(sums[0]), 1.0)
+                shown = dataclasses.replace(
+                    shown, phase="train", epoch=epoch, step=global_step,
+                    images=global_step * train.batch_size * world,
+                    images_per_s=float(sums[0]) * world / max(tick - epoch_start, 1e-9),
+                    loss_per_stack=tuple(float(v) / local for v in sums[2:]))
+                poster.post(shown)
             if train.max_steps and global_step >= train.max_steps:
                 stopped = True
                 break
@@ -195,8 +251,13 @@ def train_worker(loop_config: dict[str, Any]) -> None:
             }
             result = None
             if last or (epoch + 1) % train.val_every == 0:
+                if poster is not None:
+                    poster.post(dataclasses.replace(shown, phase="validating", epoch=epoch), force=True)
                 result = reporter.validate(model, epoch, epoch_metrics, amp)
                 val_total = float(result.table["Total"])
+                if poster is not None:
+                    shown = dataclasses.replace(shown, val_total=val_total)
+                    poster.post(dataclasses.replace(shown, phase="validated"), force=True)
             reporter.tracker.log_metrics(epoch_metrics, epoch)
             if last and result is not None:
                 reporter.artifacts(result)
@@ -209,6 +270,8 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         _report(metrics, model, optimizer, schedule, cfg, epoch, global_step, stopped, rank)
         if stopped:
             break
+    if poster is not None:
+        poster.post(dataclasses.replace(shown, phase="done"), force=True)
     if reporter is not None:
         reporter.tracker.close()  # deliver what an MLflow outage held back
 
@@ -257,6 +320,17 @@ class _Rank0Reporter:
         self.val = load_validation(loop_config["data"], dataclasses.replace(cfg.data, enabled=False),
                                    cfg.train.val_max_people)
         self.baseline = loop_config.get("baseline")
+        self.compiled = False
+        self.val_threads = len(os.sched_getaffinity(0))  # this node's CPUs
+        self.eager_copy = None  # validation model when training runs compiled (see validate)
+
+    def speed(self, choice, step: int) -> None:
+        """Records the chosen precision/layout/compile path and the measured rates."""
+        from pipelines.tracking.store import log_speed_choice
+
+        self.compiled = choice.path.compiled
+        log_speed_choice(self.tracker, choice, step)
+        log.info("speed: %s", choice.summary())
 
     def step(self, step: int, loss: float, per_stack: np.ndarray, lr: float, *,
              images_per_s: float, data_wait_s: float) -> None:
@@ -271,8 +345,21 @@ class _Rank0Reporter:
         from pipelines.training.validation import validate
 
         start = time.perf_counter()
-        result = validate(model, self.val, FLIP_PERMUTATION, flip=self.cfg.train.val_flip,
-                          batch_size=self.cfg.train.val_batch_size, autocast_dtype=amp)
+        if self.compiled:
+            # An eager NCHW copy: the compiled blocks would compile again for eval mode and for
+            # the validation batch size, costing more than validation itself on a small CPU.
+            if self.eager_copy is None:
+                device = next(model.parameters()).device
+                self.eager_copy = StackedHourglass(dataclasses.replace(self.cfg.model, channels_last=False)).to(device)
+            self.eager_copy.load_state_dict(model.state_dict())
+            model = self.eager_copy
+        threads = torch.get_num_threads()
+        torch.set_num_threads(self.val_threads)  # the other ranks wait at the epoch's barrier
+        try:
+            result = validate(model, self.val, FLIP_PERMUTATION, flip=self.cfg.train.val_flip,
+                              batch_size=self.cfg.train.val_batch_size, autocast_dtype=amp)
+        finally:
+            torch.set_num_threads(threads)
         epoch_metrics.update({f"pckh/{k}": result.table[k] for k in TABLE_KEYS})
         epoch_metrics.update({f"val/loss/stack_{s}": float(v) for s, v in enumerate(result.loss_per_stack)})
         epoch_metrics["val/loss"] = float(np.mean(result.loss_per_stack))

@@ -1,0 +1,61 @@
+"""The training speed path `auto` chooses on this machine, and the rates behind the choice.
+
+Runs `pipelines.training.precision.resolve` (the same measurement a training worker makes) on
+the `default` profile's model and batch, in one process with all threads, with the default job's
+images per worker so that compiling is considered. Also times eager fp32 channels_last, which
+`auto` never picks (eager channels_last BatchNorm is less accurate on CPU), for comparison.
+
+    flock /tmp/shg-heavy.lock .venv/bin/python -m benchmarks --only speedpath
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+DEFAULT_JOB_IMAGES_PER_WORKER = 3520 // 2 * 9  # the default set's train split, 2 workers, 9 epochs
+
+
+def measure_speed_path(images_per_worker: int = DEFAULT_JOB_IMAGES_PER_WORKER) -> dict[str, float]:
+    """`speedpath_<path>_images_per_s` for every measured path, the compile seconds, the
+    choice as 0/1 flags (`speedpath_chosen_*`) and the measurement's own cost."""
+    import torch
+
+    from pipelines.config.experiment import load_config
+    from pipelines.config.profiles import profile_overrides
+    from pipelines.training.precision import Path, measure_path, resolve
+    from pipelines.training.worker import build_optimizer
+    from shg_model import StackedHourglass, heatmap_loss
+
+    profile = [o for o in profile_overrides("default") if not o.startswith("synth.")]
+    cfg = load_config(None, profile)
+    torch.manual_seed(0)
+    choice, _ = resolve(cfg.model, "auto", "auto", "auto", batch_size=cfg.train.batch_size,
+                        input_size=cfg.data.input_size, images_per_worker=images_per_worker,
+                        make_optimizer=lambda m: build_optimizer(m, cfg.train),
+                        log=lambda line: print(f"         {line}", flush=True))
+    print(f"         chosen: {choice.summary()}", flush=True)
+    figures = {f"speedpath_{t.path.name}_images_per_s": t.images_per_s for t in choice.timings}
+    figures.update({f"speedpath_{t.path.name}_first_step_s": t.first_step_s for t in choice.timings
+                    if t.path.compiled})
+    figures["speedpath_measure_s"] = choice.measure_s
+    figures["speedpath_chosen_bf16"] = float(choice.path.amp == "bf16")
+    figures["speedpath_chosen_channels_last"] = float(choice.path.layout == "channels_last")
+    figures["speedpath_chosen_compiled"] = float(choice.path.compiled)
+
+    # eager fp32 channels_last: not a candidate, timed for the record
+    model_cfg = dataclasses.replace(cfg.model, channels_last=True)
+    model = StackedHourglass(model_cfg)
+    optimizer = build_optimizer(model, cfg.train)
+    size, batch = cfg.data.input_size, cfg.train.batch_size
+    images = (torch.rand(batch, 3, size, size) - 0.5).contiguous(memory_format=torch.channels_last)
+    target, weight = torch.rand(batch, model_cfg.joints, size // 4, size // 4) * 0.1, torch.ones(batch, model_cfg.joints)
+
+    def step() -> None:
+        loss, _ = heatmap_loss(model(images), target, weight)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    eager_cl = measure_path(step, Path("off", "channels_last"), batch_size=batch)
+    figures[f"speedpath_{eager_cl.path.name}_images_per_s"] = eager_cl.images_per_s
+    return figures
