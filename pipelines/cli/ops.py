@@ -50,13 +50,14 @@ def run(
     address: Address = "",
     force: Force = False,
     print_config: PrintConfig = False,
+    verbose: Annotated[bool, typer.Option(help="Show Ray's own output (worker logs, Ray Train/Data messages) here.")] = False,
 ) -> None:
     """Run the workflow: prepare → train → evaluate → register (unchanged steps are reused)."""
     from pipelines.orchestration.plan import WorkflowConfig
 
     cfg = WorkflowConfig(
         profile=profile, config=config, workdir=workdir, tracking_uri=tracking_uri, address=address,
-        force=force, overrides=tuple(overrides or ()),
+        force=force, overrides=tuple(overrides or ()), verbose=verbose,
     )  # fmt: skip
     if print_config:
         _print_config(cfg)

@@ -49,6 +49,7 @@ class WorkflowConfig:
             fingerprint (the repeated run must see the same rows).
         run_name: the training run's name ("" = derived from the config and the data).
         tags: extra tags on the parent run (e.g. `shg.rerun_of`).
+        verbose: show Ray's own output on the terminal (off: it stays in Ray's log files).
     """
 
     profile: str = DEFAULT_PROFILE
@@ -62,6 +63,7 @@ class WorkflowConfig:
     expect_fingerprint: str = ""
     run_name: str = ""
     tags: tuple[tuple[str, str], ...] = ()
+    verbose: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

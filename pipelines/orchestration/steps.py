@@ -109,7 +109,7 @@ def prepare(run: ResolvedRun, *, force: bool, log: Log) -> Prepared:
 
 
 def train(run: ResolvedRun, prepared: Prepared, parent: ParentRun, *, force: bool, address: str,
-          log: Log) -> Trained:
+          log: Log, verbose: bool = False) -> Trained:
     """Trains (or reports the finished run of the same config and data), nested under `parent`."""
     from pipelines.tracking.store import RunRecord
     from pipelines.training.driver import train_resolved
@@ -124,7 +124,7 @@ def train(run: ResolvedRun, prepared: Prepared, parent: ParentRun, *, force: boo
     inputs = TrainInputs(data=prepared.path, manifest=prepared.manifest, tracking_uri=run.tracking_uri,
                          run_name=name, experiment=EXPERIMENT)
     try:
-        out = train_resolved(experiment, inputs, address=address or None, log=log)
+        out = train_resolved(experiment, inputs, address=address or None, log=log, verbose=verbose)
     except BaseException:
         failed = RunRecord.read(run.workdir / name)  # the run a failure left behind, if any
         parent.runs.attach(failed.mlflow_run_id if failed else None, parent.run_id)

@@ -165,10 +165,12 @@ def _run_locked(cfg: WorkflowConfig, run: ResolvedRun, log: Callable[[str], None
     log(f"workflow: MLflow parent run {parent_id} in {run.tracking_uri}")
     result = WorkflowResult(parent_id, [])
     record = _StepRecorder(parent, result, log)
-    # The steps connect to Ray when they need it (a fully reused run never starts it); an
-    # embedded cluster that one of them started for this run is shut down at the end.
+    # An embedded cluster started for this run is shut down at the end.
     started_ray = not ray.is_initialized()
     try:
+        from pipelines.runtime.ray_cluster import connect
+
+        connect(cfg.address or None, verbose=cfg.verbose)  # Ray's chatter to its log files unless verbose
         prepared = record.run("prepare", lambda: steps.prepare(run, force=cfg.force, log=log))
         result.data_fingerprint = prepared.fingerprint
         _check_expected_fingerprint(cfg, prepared)
@@ -182,7 +184,7 @@ def _run_locked(cfg: WorkflowConfig, run: ResolvedRun, log: Callable[[str], None
             tracker.set_tags({SKIPPED_TAG: "unchanged-data"})
         else:
             trained = record.run("train", lambda: steps.train(
-                run, prepared, parent, force=cfg.force, address=cfg.address, log=log))
+                run, prepared, parent, force=cfg.force, address=cfg.address, verbose=cfg.verbose, log=log))
             result.train_run_id = trained.result.mlflow_run_id
             evaluated = record.run("evaluate", lambda: steps.evaluate(
                 run, prepared, trained, parent, force=cfg.force, address=cfg.address, log=log))
