@@ -65,7 +65,6 @@ def browser_page():
 def test_a_person_finds_the_run_its_charts_tables_and_the_champion(tmp_path_factory, ray_local,
                                                                    browser_page, screenshots):
     from mlflow import MlflowClient
-    from playwright import sync_api
 
     cfg, result = run_tiny_once(tmp_path_factory.getbasetemp())
     server_cfg = TrackingServerConfig(port=_free_port(), workdir=cfg.workdir)
