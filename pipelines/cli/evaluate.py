@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Annotated, NoReturn, Optional
 
@@ -23,22 +22,13 @@ def _fail(message: str) -> NoReturn:
     raise typer.Exit(code=2)
 
 
-def _json_safe(value):
-    """NaN (a never-labelled joint) becomes null: strict JSON has no NaN."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, list):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    return value
-
-
 def _emit_table(table: dict, as_json: bool) -> None:
     from pipelines.evaluation import pckh as pckh_lib
 
     if as_json:
-        typer.echo(json.dumps(_json_safe(table), indent=2))
+        from pipelines.runtime.json_files import json_ready
+
+        typer.echo(json.dumps(json_ready(table), indent=2))
         return
     typer.echo(pckh_lib.format_table(table))
 
