@@ -162,7 +162,7 @@ def test_a_failed_scheduled_firing_exits_non_zero_with_the_step_and_cause(tmp_pa
     )  # fmt: skip
     assert result.returncode == 1, result.stdout + result.stderr
     assert "failed in step setup: TrackingUnavailable" in result.stderr
-    assert "trained" not in result.stdout
+    assert "schedule: trained" not in result.stdout
     [record] = (tmp_path / "workflow").glob("*-failed.json")  # MLflow was what failed: recorded locally
     assert json.loads(record.read_text())["failed_step"] == "setup"
 
@@ -262,4 +262,4 @@ def test_schedule_cli_once_fires_and_skips_unchanged_data(tiny_workflow):
         capture_output=True, text=True, timeout=300, env=env,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "schedule: unchanged-data" in result.stdout
+    assert "schedule: skipped-unchanged-data" in result.stdout
