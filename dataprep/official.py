@@ -78,7 +78,14 @@ def read_official(path: str | Path) -> OfficialGroundTruth:
     )
 
 
-def _read_detections_mat(path: Path) -> OfficialGroundTruth:
+def read_detections_mat(path: str | Path) -> dict[str, np.ndarray]:
+    """The arrays of the official `detections_our_format.mat`, person-first and still 1-based:
+    `pos_gt_src` (N, 16, 2), `jnt_missing` (N, 16), `headboxes_src` (N, 2, 2), and
+    `pos_pred_src` (N, 16, 2) when the file has it. The one reader of that file (PCKh uses it too).
+
+    Raises:
+        AnnotationFormatError: unreadable file or a missing key, naming the file.
+    """
     from scipy.io import loadmat
 
     try:
@@ -89,9 +96,21 @@ def _read_detections_mat(path: Path) -> OfficialGroundTruth:
     absent = [k for k in needed if k not in mat]
     if absent:
         raise AnnotationFormatError(f"{path}: missing {absent}; expected detections_our_format.mat with {list(needed)}")
-    joints = np.transpose(mat["pos_gt_src"], (2, 0, 1)).astype(np.float64) - 1.0  # 1-based -> 0-based
-    labelled = ~np.transpose(mat["jnt_missing"], (1, 0)).astype(bool)
-    boxes = np.transpose(mat["headboxes_src"], (2, 0, 1)).astype(np.float64)  # (N, 2, 2)
+    arrays = {
+        "pos_gt_src": np.transpose(mat["pos_gt_src"], (2, 0, 1)).astype(np.float64),
+        "jnt_missing": np.transpose(mat["jnt_missing"], (1, 0)).astype(bool),
+        "headboxes_src": np.transpose(mat["headboxes_src"], (2, 0, 1)).astype(np.float64),
+    }
+    if "pos_pred_src" in mat:
+        arrays["pos_pred_src"] = np.transpose(mat["pos_pred_src"], (2, 0, 1)).astype(np.float64)
+    return arrays
+
+
+def _read_detections_mat(path: Path) -> OfficialGroundTruth:
+    mat = read_detections_mat(path)
+    joints = mat["pos_gt_src"] - 1.0  # 1-based -> 0-based
+    labelled = ~mat["jnt_missing"]
+    boxes = mat["headboxes_src"]  # (N, 2, 2)
     if joints.shape[1:] != (NUM_JOINTS, 2) or labelled.shape != joints.shape[:2] or boxes.shape[0] != len(joints):
         raise AnnotationFormatError(f"{path}: inconsistent shapes {joints.shape}, {labelled.shape}, {boxes.shape}")
     joints[~labelled] = np.nan

@@ -208,24 +208,10 @@ def load_mpii_ground_truth(path: str | Path) -> PckhGroundTruth:
     Keys used: `pos_gt_src` (16, 2, N), `jnt_missing` (16, N), `headboxes_src` (2, 2, N), and
     `pos_pred_src` (16, 2, N) when present. Coordinates stay 1-based, as in the file.
     """
-    from scipy.io import loadmat
+    from dataprep.official import read_detections_mat
 
-    path = Path(path)
-    try:
-        mat = loadmat(path)
-    except (OSError, ValueError, TypeError) as err:
-        raise ValueError(f"{path}: not a readable MATLAB .mat file ({err})") from err
-    needed = ("pos_gt_src", "jnt_missing", "headboxes_src")
-    absent = [k for k in needed if k not in mat]
-    if absent:
-        raise ValueError(
-            f"{path}: missing {absent}; expected the MPII `detections_our_format.mat` with "
-            f"keys {list(needed)}"
-        )
-    joints = np.transpose(mat["pos_gt_src"], (2, 0, 1)).astype(np.float64)
-    missing = np.transpose(mat["jnt_missing"], (1, 0)).astype(bool)
-    head_size = head_size_from_boxes(np.transpose(mat["headboxes_src"], (2, 0, 1)))
-    predictions = None
-    if "pos_pred_src" in mat:
-        predictions = np.transpose(mat["pos_pred_src"], (2, 0, 1)).astype(np.float64)
+    mat = read_detections_mat(Path(path))
+    joints, missing = mat["pos_gt_src"], mat["jnt_missing"]
+    head_size = head_size_from_boxes(mat["headboxes_src"])
+    predictions = mat.get("pos_pred_src")
     return PckhGroundTruth(joints, missing, head_size, predictions)
