@@ -23,7 +23,7 @@ def measure_speed_path(images_per_worker: int = DEFAULT_JOB_IMAGES_PER_WORKER) -
     from pipelines.config.experiment import load_config
     from pipelines.config.profiles import profile_overrides
     from pipelines.training.precision import Path, measure_path, resolve
-    from pipelines.training.worker import build_optimizer
+    from pipelines.training.optim import build_optimizer
     from shg_model import StackedHourglass, heatmap_loss
 
     profile = [o for o in profile_overrides("default") if not o.startswith("synth.")]

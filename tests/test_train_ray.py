@@ -111,6 +111,14 @@ def test_two_workers_few_steps_make_one_tracked_run(prepared, tmp_path):
     assert version.tags["val.fingerprint"] == card.val_fingerprint == run.data.tags["registry.val_fingerprint"]
 
 
+def _gcs() -> str:
+    """This session's cluster (the state API would refuse to choose when another Ray instance
+    runs on the machine)."""
+    import ray
+
+    return ray.get_runtime_context().gcs_address
+
+
 def _wait_for(path_glob, folder: Path, timeout_s: float = 240.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not list(folder.glob(path_glob)):
@@ -129,7 +137,7 @@ def test_killed_worker_is_replaced_and_training_finishes(prepared, tmp_path):
 
     def kill_after_first_checkpoint() -> None:
         _wait_for("kill/epoch_0000", tmp_path / "runs")
-        workers = list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
+        workers = list_actors(address=_gcs(), filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
         pid = int(workers[-1].pid)
         os.kill(pid, signal.SIGKILL)
         killed.append(pid)
@@ -144,6 +152,54 @@ def test_killed_worker_is_replaced_and_training_finishes(prepared, tmp_path):
     assert len(runs) == 1
     epochs = [m.step for m in client.get_metric_history(result.mlflow_run_id, "pckh/Total")]
     assert set(epochs) == {0, 1, 2}
+
+
+def test_worker_killed_mid_epoch_resumes_inside_the_epoch(prepared, tmp_path):
+    """Checkpoints every 2 steps; the worker is killed right after the first one. The run goes
+    on from inside epoch 0: no step repeated (global_step is exactly 2 epochs of steps), each
+    epoch trained every sample once, and no step's metrics logged twice."""
+    from ray.util.state import list_actors
+
+    from pipelines.runtime.prepared import read_manifest
+    from pipelines.training.driver import run_training
+
+    rows = int(read_manifest(prepared)["rows"]["train"])
+    cfg = _cfg(tmp_path, "train.epochs=2", "train.run_name=mid", "train.workers=1", "train.batch_size=4",
+               "train.log_every=1", "train.checkpoint_every_steps=2", "train.max_failures=2")
+    assert rows % 4 == 0, "the test counts steps: the split must fill whole batches"
+    killed: list[int] = []
+    gcs = _gcs()
+
+    def kill_at_first_mid_epoch_checkpoint() -> None:
+        deadline = time.monotonic() + 240
+        while not (workers := list_actors(address=gcs, filters=[("class_name", "=", "RayTrainWorker"),
+                                                                ("state", "=", "ALIVE")])):
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        pid = int(workers[0].pid)  # known before the checkpoint appears: the kill follows at once
+        # a checkpoint is a resume point once Ray Train's controller has registered it (its
+        # folder appears earlier, while it is written)
+        snapshot = tmp_path / "runs" / "mid" / "checkpoint_manager_snapshot.json"
+        while not (snapshot.is_file() and "epoch_0000_step_" in snapshot.read_text(errors="replace")):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        os.kill(pid, signal.SIGKILL)
+        killed.append(pid)
+
+    killer = threading.Thread(target=kill_at_first_mid_epoch_checkpoint, daemon=True)
+    killer.start()
+    result = run_training(cfg, prepared, log=lambda _: None)
+    killer.join(timeout=5)
+    assert killed, "the worker was not killed"
+    assert result.epochs_completed == 2 and result.global_step == 2 * rows // 4
+    client, runs = _runs(result.tracking_uri)
+    run = client.get_run(result.mlflow_run_id)
+    assert run.data.tags["train.resumed_in_epoch"].startswith("epoch 0, "), run.data.tags
+    for key, expected in (("epoch/samples", rows), ("epoch/samples_repeated", 0), ("epoch/samples_missed", 0)):
+        by_epoch = {m.step: m.value for m in client.get_metric_history(run.info.run_id, key)}
+        assert by_epoch == {0: expected, 1: expected}, key
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "loss")]
+    assert sorted(steps) == list(range(1, result.global_step + 1)), "every step logged exactly once"
 
 
 def test_rerun_after_driver_death_resumes_same_run(prepared, tmp_path):

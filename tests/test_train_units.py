@@ -10,7 +10,8 @@ import torch
 
 from pipelines.training.checkpoints import CheckpointMismatchError, load_state, save_state
 from pipelines.config.experiment import TrainConfig
-from pipelines.training.worker import LrSchedule, autocast_dtype, normalise
+from pipelines.training.device import autocast_dtype, normalise
+from pipelines.training.optim import LrSchedule
 from pipelines.training.data_stream import ValidationSet
 from pipelines.training.validation import mean_pose, mean_pose_baseline, validate
 from shg_model import HourglassConfig, StackedHourglass
@@ -124,7 +125,7 @@ def test_a_run_folder_of_another_store_is_not_resumed(tmp_path):
 
 
 def test_cpu_worker_threads_share_the_node():
-    from pipelines.training.worker import cpu_threads
+    from pipelines.training.device import cpu_threads
 
     assert cpu_threads(2, 1) == 2  # one worker on 2 cores: both (Ray would give it 1)
     assert cpu_threads(2, 2) == 1

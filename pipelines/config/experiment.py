@@ -60,6 +60,11 @@ class TrainConfig:
     val_grid_people: int = 8  # people drawn in the skeleton grid artifact
     log_every: int = 10  # steps between per-step metric logs
     max_failures: int = 3
+    # Mid-epoch checkpoints (besides the one after every epoch), so a lost worker costs minutes,
+    # not an epoch: every N optimiser steps and/or every M minutes of training (0: off). A
+    # resumed epoch trains on exactly the samples it had not reached (see data_stream).
+    checkpoint_every_steps: int = 0
+    checkpoint_every_minutes: float = 0.0
     storage: str = "runs"  # run directory root: Ray checkpoints, default MLflow store
     run_name: str = ""  # "" derives a stable name from the config and data fingerprint
 
@@ -78,6 +83,8 @@ class TrainConfig:
             "val_every": self.val_every >= 1,
             "val_batch_size": self.val_batch_size >= 1,
             "log_every": self.log_every >= 1,
+            "checkpoint_every_steps": self.checkpoint_every_steps >= 0,
+            "checkpoint_every_minutes": self.checkpoint_every_minutes >= 0,
             "max_failures": self.max_failures >= -1,
         }
         bad = [name for name, ok in checks.items() if not ok]
@@ -85,7 +92,8 @@ class TrainConfig:
             raise ConfigError(
                 f"invalid train settings {bad}: epochs/batch_size/workers/val_every/log_every ≥ 1, "
                 "lr > 0, optimizer in rmsprop|adam, 0 < lr_drop_factor ≤ 1, max_steps ≥ 0, amp in auto|off|bf16|fp16, "
-                "layout in auto|nchw|channels_last, compile in auto|on|off, max_failures ≥ -1 (-1 retries forever)"
+                "layout in auto|nchw|channels_last, compile in auto|on|off, checkpoint_every_steps/minutes ≥ 0, "
+                "max_failures ≥ -1 (-1 retries forever)"
             )
 
 

@@ -14,6 +14,12 @@ reads the clock once per batch. Ray Data starts executing a pass only when every
 for it (`streaming_split(equal=True)`), so no task of a pass can see the previous epoch's
 number. One dataset and one split coordinator serve the whole run (a dataset per epoch would
 leave one ~250 MB coordinator process alive per epoch until the run ends).
+
+Mid-epoch resume: every row reaches the loop with its `key` (`sample_keys`, a hash of the
+person_id). A mid-epoch checkpoint stores the keys trained on so far in that epoch; after a
+restart rank 0 puts them on the clock (`EpochClock.set(epoch, done)`) and the augmentation tasks
+drop those rows, so the resumed pass trains on exactly the rest: nothing repeated, nothing
+skipped, each sample augmented as it would have been.
 """
 
 from __future__ import annotations
@@ -33,23 +39,26 @@ from pipelines.runtime.prepared import PreparedDataError, split_files
 TRAIN_COLUMNS = [schema.PERSON_ID, schema.CROP_JPEG, schema.KEYPOINTS, schema.LABELLED]
 VAL_COLUMNS = [schema.PERSON_ID, schema.IMAGE, schema.CROP_JPEG, schema.KEYPOINTS, schema.LABELLED,
                schema.CROP_TO_IMAGE, schema.JOINTS_IMAGE, schema.HEAD_SIZE]
-LOOP_COLUMNS = ("image", "heatmaps", "weight")
+LOOP_COLUMNS = ("image", "heatmaps", "weight", "key")
 
 
 TRAIN_DATASET = "train"
 
 
 class EpochClock:
-    """The epoch the training loop is in, for the Ray Data tasks (use as a Ray actor)."""
+    """The epoch the training loop is in, and the keys of the samples of that epoch already
+    trained on before a restart, for the Ray Data tasks (use as a Ray actor)."""
 
     def __init__(self) -> None:
         self.epoch = 0
+        self.done = np.empty(0, dtype=np.int64)
 
-    def set(self, epoch: int) -> None:
+    def set(self, epoch: int, done: np.ndarray | None = None) -> None:
         self.epoch = int(epoch)
+        self.done = np.unique(np.asarray([] if done is None else done, dtype=np.int64))
 
-    def get(self) -> int:
-        return self.epoch
+    def get(self) -> tuple[int, np.ndarray]:
+        return self.epoch, self.done
 
 
 def start_epoch_clock(name: str):
@@ -59,18 +68,41 @@ def start_epoch_clock(name: str):
     return ray.remote(num_cpus=0)(EpochClock).options(name=name, get_if_exists=True).remote()
 
 
-def current_epoch(clock_name: str) -> int:
-    """The epoch on the named clock (called inside Ray Data tasks)."""
+def clock_state(clock_name: str) -> tuple[int, np.ndarray]:
+    """(epoch, sorted keys already trained on in it) from the named clock (in Ray Data tasks)."""
     import ray
 
     return ray.get(ray.get_actor(clock_name).get.remote())
 
 
+def sample_keys(person_ids) -> np.ndarray:
+    """(N,) int64 key of each person_id: the first 8 bytes of its BLAKE2b digest. Stable across
+    processes and runs (unlike `hash`), so a checkpoint can name the samples it has seen."""
+    return np.array([int.from_bytes(hashlib.blake2b(str(p).encode(), digest_size=8).digest(), "little", signed=True)
+                     for p in person_ids], dtype=np.int64).reshape(-1)
+
+
 def augment_for_training(batch: dict[str, np.ndarray], cfg: AugmentConfig, clock_name: str) -> dict[str, np.ndarray]:
-    """`augment_batch` for the clock's current epoch, keeping only the tensors the loop consumes
-    (strings cannot be tensors)."""
-    out = augment_batch(batch, cfg, current_epoch(clock_name))
-    return {name: out[name] for name in LOOP_COLUMNS}
+    """`augment_batch` for the clock's current epoch, without the rows already trained on in
+    it, keeping only what the loop consumes (strings cannot be tensors: `key` names the row)."""
+    epoch, done = clock_state(clock_name)
+    keys = sample_keys(batch[schema.PERSON_ID])
+    if len(done):
+        keep = ~np.isin(keys, done)
+        batch, keys = {name: column[keep] for name, column in batch.items()}, keys[keep]
+    if len(keys) == 0:
+        return _empty_loop_batch(cfg)
+    out = augment_batch(batch, cfg, epoch)
+    return {"key": keys, **{name: out[name] for name in LOOP_COLUMNS if name != "key"}}
+
+
+def _empty_loop_batch(cfg: AugmentConfig) -> dict[str, np.ndarray]:
+    from dataprep.joints import NUM_JOINTS
+
+    return {"key": np.empty(0, np.int64),
+            "image": np.empty((0, cfg.input_size, cfg.input_size, 3), np.uint8),
+            "heatmaps": np.empty((0, NUM_JOINTS, cfg.heatmap_size, cfg.heatmap_size), np.float32),
+            "weight": np.empty((0, NUM_JOINTS), np.float32)}
 
 
 def train_rows(data: str | Path, *, cache: bool = True, rows_per_block: int = 128):

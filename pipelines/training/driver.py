@@ -30,13 +30,13 @@ from typing import Any, Callable
 from pipelines.training.checkpoints import check_model_config
 from pipelines.config.experiment import ExperimentConfig
 from pipelines.training.data_stream import TRAIN_DATASET
+from pipelines.training.loop import SCORE_METRIC  # "best checkpoint": validation PCKh@0.5 Total
 from pipelines.runtime.prepared import read_manifest, split_files
 from pipelines.evaluation.pckh import TABLE_KEYS
 
 # Settings that do not change what is trained: excluded from the derived run name, so a resumed
 # run may use another storage folder layout or retry budget.
 NOT_IN_RUN_NAME = ("train.storage", "train.run_name", "train.max_failures", "train.log_every")
-SCORE_METRIC = "pckh/Total"  # what "best checkpoint" means: validation PCKh@0.5 Total
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,255 @@
+"""The parts of a worker's training loop: one pass over an epoch (with mid-epoch checkpoints)
+and the end of an epoch (metrics, validation, learning-rate schedule, checkpoint).
+
+`TrainLoop` holds what `pipelines.training.worker.train_worker` set up; every rank runs the same
+calls in the same order, so the collectives (barriers, reductions, `ray.train.report`) line up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from pipelines.config.experiment import ExperimentConfig
+from pipelines.training.device import normalise
+from pipelines.training.optim import LrSchedule, set_lr
+from pipelines.training.resume import EpochProgress, checkpoint_state, report
+from shg_model import heatmap_loss
+
+SCORE_METRIC = "pckh/Total"  # Ray keeps the best checkpoints by it; NaN where not validated
+
+
+@dataclass
+class Cadence:
+    """When a mid-epoch checkpoint is due: `steps` optimiser steps or `minutes` of training
+    after the last checkpoint (0 turns either off)."""
+
+    steps: int = 0
+    minutes: float = 0.0
+    last_step: int = 0
+    last_time: float = 0.0
+
+    def due(self, step: int, now: float) -> bool:
+        by_steps = self.steps > 0 and step - self.last_step >= self.steps
+        by_time = self.minutes > 0 and now - self.last_time >= 60.0 * self.minutes
+        return by_steps or by_time
+
+    def restart(self, step: int, now: float) -> None:
+        self.last_step, self.last_time = step, now
+
+
+@dataclass
+class _Stretch:
+    """This rank's part of a pass since the pass began or the last mid-epoch checkpoint."""
+
+    stacks: int
+    keys: list[np.ndarray] = field(default_factory=list)
+    sums: torch.Tensor | None = None  # images, loss·images, per-stack loss·images
+    start: float = field(default_factory=time.perf_counter)
+    wait_s: float = 0.0
+    compute_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.sums = torch.zeros(2 + self.stacks, dtype=torch.float64)
+
+
+@dataclass
+class TrainLoop:
+    """What one rank trains with. `forward` is the (DDP-wrapped) model, `model` the plain one."""
+
+    cfg: ExperimentConfig
+    rank: int
+    world: int
+    device: torch.device
+    model: torch.nn.Module
+    forward: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    amp: torch.dtype | None
+    channels_last: bool
+    drop_last: bool
+    schedule: LrSchedule
+    shard: Any  # ray.data.DataIterator
+    clock: Any  # the EpochClock actor
+    reporter: Any  # Rank0Reporter on rank 0, else None
+    train_rows: int
+    global_step: int = 0
+    cadence: Cadence = field(default_factory=Cadence)
+    on_step: Any = None  # rank 0: on_step(epoch, images/s, loss per stack) for the live display
+    val_total: float | None = None  # rank 0: the PCKh Total of the last end_epoch, if it validated
+
+    # --- one pass ------------------------------------------------------------------------------
+
+    def run_epoch(self, epoch: int, before: EpochProgress) -> tuple[EpochProgress, bool]:
+        """Trains on `epoch`'s samples not in `before` (all of them on a fresh epoch); returns the
+        epoch's progress over every rank, and whether `train.max_steps` stopped the pass."""
+        import ray
+
+        train = self.cfg.train
+        set_lr(self.optimizer, self.schedule.lr)
+        if self.rank == 0:
+            ray.get(self.clock.set.remote(epoch, before.keys))
+        if self.world > 1:  # nobody starts the pass before the clock shows this epoch
+            torch.distributed.barrier()
+        self.cadence.restart(self.global_step, time.perf_counter())
+        progress, stretch, stopped = before, _Stretch(self.cfg.model.stacks), False
+        window = {"images": 0, "start": stretch.start, "wait": 0.0}
+        tick = stretch.start
+        batches = self.shard.iter_torch_batches(
+            batch_size=train.batch_size, device=self.device, prefetch_batches=2,
+            drop_last=self.drop_last,  # a compiled model would recompile for a smaller last batch
+            local_shuffle_buffer_size=max(4 * train.batch_size, 64), local_shuffle_seed=train.seed + epoch,
+        )
+        for batch in batches:
+            got = time.perf_counter()
+            stretch.wait_s += got - tick
+            window["wait"] += got - tick
+            stretch.keys.append(batch["key"].cpu().numpy())
+            if len(batch["key"]) < 2:
+                # A one-image remainder cannot train BatchNorm where the hourglass bottom is 1x1
+                # (tiny inputs). Shards are split equally, so every rank skips the same batch.
+                tick = time.perf_counter()
+                continue
+            loss, per_stack = self._step(batch)
+            n = len(batch["key"])
+            stretch.sums += torch.cat([torch.tensor([n, loss * n]), per_stack.double() * n])
+            window["images"] += n
+            tick = time.perf_counter()
+            stretch.compute_s += tick - got
+            if self.reporter is not None and self.global_step % train.log_every == 0:
+                elapsed = tick - window["start"]
+                self.reporter.step(self.global_step, loss, per_stack.numpy(), self.schedule.lr,
+                                   images_per_s=window["images"] * self.world / max(elapsed, 1e-9),
+                                   data_wait_s=window["wait"])
+                window = {"images": 0, "start": tick, "wait": 0.0}
+            if self.on_step is not None:
+                local = max(float(stretch.sums[0]), 1.0)
+                self.on_step(epoch, float(stretch.sums[0]) * self.world / max(tick - stretch.start, 1e-9),
+                             tuple(float(v) / local for v in stretch.sums[2:]))
+            if train.max_steps and self.global_step >= train.max_steps:
+                stopped = True
+                break
+            if self._agree(self.cadence.due(self.global_step, tick)):
+                progress = self._combine(progress, stretch)
+                if len(np.unique(progress.keys)) < self.train_rows:  # else the epoch's own follows
+                    self._checkpoint_mid_epoch(epoch, progress)
+                stretch = _Stretch(self.cfg.model.stacks)
+                tick = stretch.start
+                self.cadence.restart(self.global_step, tick)
+        return self._combine(progress, stretch), stopped
+
+    def _step(self, batch: dict[str, torch.Tensor]) -> tuple[float, torch.Tensor]:
+        """One optimiser step; returns the loss and the per-stack losses (CPU)."""
+        images = normalise(batch["image"])  # (B, 3, H, W)
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=self.amp) if self.amp else contextlib.nullcontext():
+            pred = self.forward(images)  # (B, S, J, h, w)
+        loss, per_stack = heatmap_loss(pred, batch["heatmaps"], batch["weight"])
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.global_step += 1
+        return loss.item(), per_stack.detach().cpu()
+
+    # --- checkpoints and the end of an epoch ---------------------------------------------------
+
+    def _checkpoint_mid_epoch(self, epoch: int, progress: EpochProgress) -> None:
+        metrics = {"epoch": epoch, "global_step": self.global_step, "lr": self.schedule.lr,
+                   "in_epoch_samples": len(progress.keys), SCORE_METRIC: float("nan")}
+        state = None
+        if self.rank == 0:
+            state = checkpoint_state(self.cfg, self.model, self.optimizer, self.schedule,
+                                     epochs_done=epoch, global_step=self.global_step, metrics=metrics,
+                                     in_epoch=progress)
+        report(metrics, state, f"epoch_{epoch:04d}_step_{self.global_step:08d}")
+
+    def end_epoch(self, epoch: int, progress: EpochProgress, stopped: bool) -> bool:
+        """Validates (rank 0, when due), logs the epoch, steps the schedule and writes the
+        epoch's checkpoint; returns whether the run is over."""
+        train = self.cfg.train
+        last = stopped or epoch == train.epochs - 1
+        epoch_metrics = epoch_summary(progress, self.train_rows, stopped)
+        metrics = {"epoch": epoch, "global_step": self.global_step, "lr": self.schedule.lr,
+                   SCORE_METRIC: float("nan")}
+        val_total = self.val_total = None
+        if self.reporter is not None:
+            if self.validates(epoch, stopped):
+                result = self.reporter.validate(self.model, epoch, epoch_metrics, self.amp)
+                val_total = self.val_total = float(result.table["Total"])
+            self.reporter.epoch(epoch, epoch_metrics)
+            if last and val_total is not None:
+                self.reporter.artifacts(result)
+            metrics.update(epoch_metrics)
+        if self.world > 1 and train.lr_plateau_patience > 0:  # only rank 0 validated: share its score
+            shared = torch.tensor([float("nan") if val_total is None else val_total], device=self.device)
+            torch.distributed.broadcast(shared, src=0)
+            val_total = None if torch.isnan(shared).item() else float(shared.item())
+        self.schedule.after_epoch(epoch, val_total)  # identical on every rank
+        state = None
+        if self.rank == 0:
+            state = checkpoint_state(self.cfg, self.model, self.optimizer, self.schedule,
+                                     epochs_done=epoch + 1, global_step=self.global_step,
+                                     metrics=metrics, stopped=stopped)
+        report(metrics, state, f"epoch_{epoch:04d}")
+        return last
+
+    def validates(self, epoch: int, stopped: bool) -> bool:
+        """Whether rank 0 validates at the end of `epoch` (every `val_every` epochs and last)."""
+        train = self.cfg.train
+        return stopped or epoch == train.epochs - 1 or (epoch + 1) % train.val_every == 0
+
+    # --- collectives ---------------------------------------------------------------------------
+
+    def _agree(self, flag: bool) -> bool:
+        """Rank 0's `flag` on every rank (time-based cadence: clocks differ between ranks)."""
+        if self.world == 1 or not self.cfg.train.checkpoint_every_minutes:
+            return flag
+        box = torch.tensor([int(flag)], device=self.device)
+        torch.distributed.broadcast(box, src=0)
+        return bool(box.item())
+
+    def _combine(self, progress: EpochProgress, stretch: _Stretch) -> EpochProgress:
+        """`progress` plus every rank's `stretch` (keys gathered, sums reduced)."""
+        keys = np.concatenate(stretch.keys) if stretch.keys else np.empty(0, np.int64)
+        sums = stretch.sums
+        if self.world > 1:
+            reduced = sums.to(self.device)
+            torch.distributed.all_reduce(reduced)
+            sums = reduced.cpu()
+            gathered: list[Any] = [None] * self.world
+            torch.distributed.all_gather_object(gathered, keys)
+            keys = np.concatenate(gathered)
+        seconds = time.perf_counter() - stretch.start
+        return progress.plus(keys, sums, seconds, stretch.wait_s, stretch.compute_s)
+
+
+def epoch_summary(progress: EpochProgress, train_rows: int, stopped: bool) -> dict[str, float]:
+    """The epoch's metrics: mean losses (overall and per stack), throughput, data wait, and the
+    sample accounting (`samples_repeated` > 0 or `samples_missed` > 0 means the pass did not
+    see every training sample exactly once; `missed` counts the rows an equal split across
+    workers or a compiled model's dropped last batch left out, and is not logged for a pass that
+    `max_steps` cut short)."""
+    images = max(float(progress.sums[0]), 1.0)
+    stacks = len(progress.sums) - 2
+    unique = len(np.unique(progress.keys))
+    out = {
+        "epoch/loss": float(progress.sums[1]) / images,
+        **{f"epoch/loss/stack_{s}": float(progress.sums[2 + s]) / images for s in range(stacks)},
+        "epoch/images_per_s": float(progress.sums[0]) / max(progress.seconds, 1e-9),
+        "epoch/data_wait_s": progress.wait_s,
+        "epoch/data_wait_fraction": progress.wait_s / max(progress.wait_s + progress.compute_s, 1e-9),
+        "epoch/seconds": progress.seconds,
+        "epoch/samples": float(len(progress.keys)),
+        "epoch/samples_repeated": float(len(progress.keys) - unique),
+    }
+    if not stopped:
+        out["epoch/samples_missed"] = float(max(train_rows - unique, 0))
+    return out

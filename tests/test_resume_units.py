@@ -1,0 +1,69 @@
+"""Mid-epoch checkpoints, as pure parts: when one is due, what it saves, what an epoch reports."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pipelines.training.loop import Cadence, epoch_summary
+from pipelines.training.resume import EpochProgress
+
+
+def test_cadence_by_steps_and_by_minutes():
+    steps = Cadence(steps=5)
+    steps.restart(10, 0.0)
+    assert [s for s in range(10, 21) if steps.due(s, 1e9)] == [15, 16, 17, 18, 19, 20]
+    minutes = Cadence(minutes=2.0)
+    minutes.restart(0, 100.0)
+    assert not minutes.due(1000, 219.9) and minutes.due(1, 220.0)
+    both = Cadence(steps=100, minutes=1.0)
+    both.restart(0, 0.0)
+    assert both.due(3, 61.0) and both.due(100, 1.0) and not both.due(99, 59.0)
+    assert not any(Cadence().due(s, 1e12) for s in range(0, 10_000, 997))  # off by default
+
+
+def test_progress_adds_stretches_and_survives_a_checkpoint_round_trip(tmp_path):
+    from pipelines.training.checkpoints import load_state, save_state
+
+    first = EpochProgress(4, 2).plus(np.array([7, 9]), torch.tensor([2.0, 3.0, 1.0, 2.0], dtype=torch.float64),
+                                     seconds=1.5, wait_s=0.5, compute_s=1.0)
+    both = first.plus(np.array([-3]), torch.tensor([1.0, 1.0, 0.5, 0.5], dtype=torch.float64),
+                      seconds=0.5, wait_s=0.25, compute_s=0.25)
+    assert both.keys.tolist() == [7, 9, -3] and both.sums.tolist() == [3.0, 4.0, 1.5, 2.5]
+    assert (both.seconds, both.wait_s, both.compute_s) == (2.0, 0.75, 1.25)
+    save_state(tmp_path, {"model_config": {}, "model": {}, "epoch": 3, "global_step": 9,
+                          "in_epoch": both.state_dict()})
+    back = EpochProgress.from_state(load_state(tmp_path)["in_epoch"])  # torch.load(weights_only)
+    assert back.epoch == 4 and back.keys.tolist() == [7, 9, -3] and back.keys.dtype == np.int64
+    assert back.sums.tolist() == both.sums.tolist() and back.seconds == 2.0
+
+
+def test_epoch_summary_means_and_sample_accounting():
+    # 4 images, loss sum 10 (mean 2.5), stack sums 6 and 4; 2 s, 0.5 s waiting, 1.5 s computing;
+    # key 5 trained twice, 3 unique keys of 4 training rows
+    progress = EpochProgress(0, keys=np.array([5, 6, 5, 8]), sums=torch.tensor([4.0, 10.0, 6.0, 4.0], dtype=torch.float64),
+                             seconds=2.0, wait_s=0.5, compute_s=1.5)
+    out = epoch_summary(progress, train_rows=4, stopped=False)
+    assert out["epoch/loss"] == 2.5 and out["epoch/loss/stack_0"] == 1.5 and out["epoch/loss/stack_1"] == 1.0
+    assert out["epoch/images_per_s"] == 2.0 and out["epoch/data_wait_fraction"] == 0.25
+    assert (out["epoch/samples"], out["epoch/samples_repeated"], out["epoch/samples_missed"]) == (4, 1, 1)
+    assert "epoch/samples_missed" not in epoch_summary(progress, train_rows=4, stopped=True)
+
+
+def test_sample_keys_are_stable_across_processes():
+    from pipelines.training.data_stream import sample_keys
+
+    # pinned: BLAKE2b-64 of the UTF-8 person_id, little-endian signed; a change here would make
+    # every saved mid-epoch checkpoint name other samples
+    assert sample_keys(["a", "000001_0"]).tolist() == [3405396810240292928, 2019181621466872739]
+    assert sample_keys([]).dtype == np.int64 and sample_keys(np.array(["a"], dtype=object))[0] == 3405396810240292928
+
+
+@pytest.mark.parametrize("bad", [{"checkpoint_every_steps": -1}, {"checkpoint_every_minutes": -0.5}])
+def test_negative_cadence_is_refused(bad):
+    from pipelines.config.experiment import TrainConfig
+    from pipelines.config.overrides import ConfigError
+
+    with pytest.raises(ConfigError, match="checkpoint_every"):
+        TrainConfig(**bad)
