@@ -43,36 +43,14 @@ _MLFLOW_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_RUN_ID",
 
 
 @pytest.fixture(autouse=True)
-def _isolated_mlflow_state():
-    """Each test starts and ends with no MLflow tracking/registry URI and no active run.
-
-    `mlflow.set_tracking_uri` writes both a module global and `MLFLOW_TRACKING_URI`, so a test
-    that sets it would otherwise point every later test at its (deleted) tmp store.
-    """
-    import sys
-
+def _isolated_mlflow_env():
+    """Each test starts with no MLflow tracking/registry URI or run in the environment (a shell
+    that exported one must not point the suite at its store), and the environment is put back
+    after. The project passes its store explicitly; nothing sets MLflow's process-wide state."""
     saved = {name: os.environ.pop(name, None) for name in _MLFLOW_ENV}
-    _reset_mlflow_globals(sys.modules.get("mlflow"))
     yield
-    mlflow = sys.modules.get("mlflow")
-    if mlflow is not None:
-        while mlflow.active_run() is not None:
-            mlflow.end_run()
-    _reset_mlflow_globals(mlflow)
     for name, value in saved.items():
         if value is None:
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
-
-
-def _reset_mlflow_globals(mlflow) -> None:
-    if mlflow is None:
-        return
-    from mlflow.tracking._model_registry import utils as registry_utils
-    from mlflow.tracking._tracking_service import utils as tracking_utils
-
-    tracking_utils._tracking_uri = None
-    registry_utils._registry_uri = None
-    for name in _MLFLOW_ENV:
-        os.environ.pop(name, None)

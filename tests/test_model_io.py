@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from pipelines.inference import model_dir
-from pipelines.tracking.model_io import load_model, log_model
+from pipelines.tracking.model_io import download_model, load_model
 from pipelines.inference.keypoints import predict_keypoints
 from pipelines.inference.people import box_to_center_scale, predict_people
 from shg_model import HourglassConfig, StackedHourglass
@@ -105,48 +105,44 @@ def test_unknown_card_key_and_missing_files(tmp_path):
 
 @pytest.fixture
 def mlflow_store(tmp_path):
-    """A real MLflow sqlite tracking + registry store with artifacts under tmp_path.
-
-    `mlflow.set_*_uri` exports MLFLOW_*_URI, so the variables say what to go back to; None
-    un-sets the tracking URI (no default store gets pinned for later tests)."""
-    import os
-
-    import mlflow
-
-    saved = os.environ.get("MLFLOW_TRACKING_URI"), os.environ.get("MLFLOW_REGISTRY_URI")
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    try:
-        experiment = mlflow.create_experiment("model-io", artifact_location=(tmp_path / "art").as_uri())
-        yield mlflow, experiment
-    finally:
-        mlflow.set_tracking_uri(saved[0])
-        mlflow.set_registry_uri(saved[1])
-        if saved[1] is None:  # set_registry_uri(None) leaves the variable behind
-            os.environ.pop("MLFLOW_REGISTRY_URI", None)
-
-
-def test_log_and_load_by_every_uri(mlflow_store):
-    mlflow, experiment = mlflow_store
+    """A real MLflow sqlite tracking + registry store with artifacts under tmp_path, and a run in
+    it; passed explicitly (no process-wide MLflow state)."""
     from mlflow import MlflowClient
 
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri, registry_uri=uri)
+    experiment = client.create_experiment("model-io", artifact_location=(tmp_path / "art").as_uri())
+    return uri, client, client.create_run(experiment).info.run_id
+
+
+def test_log_and_load_by_every_uri(mlflow_store, tmp_path):
+    import mlflow
+
+    from pipelines.tracking.registry import register_model
+
+    store, client, run_id = mlflow_store
     model, card = tiny_model(), tiny_card()
-    with mlflow.start_run(experiment_id=experiment) as run:
-        uri = log_model(model, card, registered_model_name="tiny-pose")
-    MlflowClient().set_registered_model_alias("tiny-pose", "champion", "1")
+    version = register_model(model, card, tracking_uri=store, run_id=run_id, name="tiny-pose",
+                             metrics={"eval/pckh/Total": 12.5})
+    client.set_registered_model_alias("tiny-pose", "champion", version)
+    # the logged model is the run's one output, and the metric it was registered on is linked to it
+    (output,) = client.get_run(run_id).outputs.model_outputs
+    model_id = output.model_id
+    uri = f"models:/{model_id}"
+    assert client.get_logged_model(model_id).source_run_id == run_id
+    assert [(m.key, m.value) for m in client.get_logged_model(model_id).metrics] == [("eval/pckh/Total", 12.5)]
     x = images()
     expected, expected_conf = predict_keypoints(model, x, card.flip_pairs)
-    for each in (uri, f"runs:/{run.info.run_id}/model", "models:/tiny-pose/1",
-                 "models:/tiny-pose@champion"):
-        loaded, loaded_card = load_model(each)
+    for each in (uri, f"runs:/{run_id}/model", "models:/tiny-pose/1", "models:/tiny-pose@champion"):
+        loaded, loaded_card = load_model(each, tracking_uri=store)
         assert loaded_card == card, each
         coords, conf = predict_keypoints(loaded, x, loaded_card.flip_pairs)
         np.testing.assert_array_equal(coords, expected, err_msg=each)
         np.testing.assert_array_equal(conf, expected_conf, err_msg=each)
 
     # the pyfunc: whole images and person boxes in, keypoints in image px out
-    pyfunc = mlflow.pyfunc.load_model("models:/tiny-pose@champion")
+    pyfunc = mlflow.pyfunc.load_model(download_model("models:/tiny-pose@champion", tmp_path / "pyfunc",
+                                                      tracking_uri=store))
     assert pyfunc.metadata.get_input_schema().input_names() == ["image", "boxes"]
     boxes = [[4, 6, 40, 60], [10.5, 0.0, 63.0, 30.0]]
     out = pyfunc.predict(pd.DataFrame({"image": [x[0], x[1]], "boxes": [boxes, []]}))
@@ -165,11 +161,6 @@ def test_log_and_load_by_every_uri(mlflow_store):
         pyfunc.predict(pd.DataFrame({"image": [x[0]], "boxes": [[[5, 5, 5, 9]]]}))
 
 
-def test_log_model_needs_an_active_run(mlflow_store):
-    with pytest.raises(RuntimeError, match="active MLflow run"):
-        log_model(tiny_model(), tiny_card())
-
-
 def test_unknown_uri_is_a_clear_error(mlflow_store):
     with pytest.raises(ValueError, match="cannot download model models:/nobody/1"):
-        load_model("models:/nobody/1")
+        load_model("models:/nobody/1", tracking_uri=mlflow_store[0])

@@ -64,14 +64,17 @@ def test_registered_model_loads_back(store):
     import os
 
     from pipelines.tracking.model_io import load_model
-    from pipelines.tracking.registry import use_tracking_uri
 
     uri, client, experiment = store
     before = os.environ.get("MLFLOW_TRACKING_URI")
     run_id, version = _train_run(uri, client, experiment, "shg-load")
     assert os.environ.get("MLFLOW_TRACKING_URI") == before  # registering leaves the process as it was
-    with use_tracking_uri(uri):
-        model, card = load_model(f"models:/shg-load/{version}")
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    # no process-wide MLflow URI was set: the store was passed explicitly all the way
+    assert tracking_utils._tracking_uri is None and registry_utils._registry_uri is None
+    model, card = load_model(f"models:/shg-load/{version}", tracking_uri=uri)
     assert card.input_size == 64 and model.cfg.channels == 8
     assert client.get_run(run_id).info.status == "RUNNING"  # registering does not end the run
 

@@ -62,6 +62,7 @@ def register_and_gate(model_dir: Path, table: dict[str, Any], data_fingerprint: 
     Returns the gate's decision (`GateDecision` as a dict).
     """
     from pipelines.evaluation.evaluate import EvaluateConfig, run_evaluate
+    from pipelines.evaluation.pckh import TABLE_KEYS
     from pipelines.inference.model_dir import load_model_dir
     from pipelines.tracking.registry import DEFAULT_MODEL_NAME, promote_if_better, register_model
 
@@ -74,7 +75,9 @@ def register_and_gate(model_dir: Path, table: dict[str, Any], data_fingerprint: 
         return float(scored["Total"])
 
     model, card = load_model_dir(model_dir)
-    version = register_model(model, card, tracking_uri=tracking_uri, run_id=run_id, name=name)
+    # the whole-split score, on the run and linked to the logged model (its page shows it)
+    scores = {f"eval/pckh/{k}": float(table[k]) for k in TABLE_KEYS if k in table}
+    version = register_model(model, card, tracking_uri=tracking_uri, run_id=run_id, name=name, metrics=scores)
     gate = promote_if_better(name, version, pckh_total=float(table["Total"]),
                              val_fingerprint=val_split_fingerprint(data_fingerprint),
                              tracking_uri=tracking_uri, run_id=run_id, score_version=score_version)

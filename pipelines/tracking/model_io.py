@@ -58,17 +58,51 @@ def load_model(uri_or_dir: str | Path, map_location: str | torch.device = "cpu",
                 "MLflow URI such as runs:/<run_id>/model or models:/<name>@champion"
             )
         return load_model_dir(local, map_location)
+    store = model_store_uri(tracking_uri)
+    with tempfile.TemporaryDirectory(prefix="shg-model-") as tmp:
+        return load_model_dir(download_model(str(uri_or_dir), tmp, tracking_uri=store), map_location)
+
+
+def download_model(uri: str, dst: str | Path, *, tracking_uri: str) -> str:
+    """Downloads the MLflow model at `uri` (`runs:/`, `models:/<name>@<alias>`,
+    `models:/<name>/<version>`, `models:/<model_id>`) from the store `tracking_uri` into `dst`;
+    returns the local folder. Raises ValueError naming the URI and the store when it is unknown."""
     import mlflow
 
-    from pipelines.tracking.registry import use_tracking_uri
+    try:
+        return mlflow.artifacts.download_artifacts(artifact_uri=resolve_model_uri(uri, tracking_uri),
+                                                   dst_path=str(dst), tracking_uri=tracking_uri)
+    except Exception as err:  # MLflow raises several types for unknown runs/models/aliases
+        raise ValueError(f"cannot download model {uri} from {tracking_uri}: {err}") from err
 
-    store = model_store_uri(tracking_uri)
-    with tempfile.TemporaryDirectory(prefix="shg-model-") as tmp, use_tracking_uri(store):
-        try:
-            path = mlflow.artifacts.download_artifacts(artifact_uri=str(uri_or_dir), dst_path=tmp)
-        except Exception as err:  # MLflow raises several types for unknown runs/models/aliases
-            raise ValueError(f"cannot download model {uri_or_dir} from {store}: {err}") from err
-        return load_model_dir(path, map_location)
+
+def resolve_model_uri(uri: str, tracking_uri: str) -> str:
+    """`models:/…` or `runs:/<run_id>/<model name>` → where that model's artifacts are, looked
+    up in the store `tracking_uri` (MLflow 3.17 resolves both through the process-wide tracking
+    and registry URIs instead); any other URI unchanged."""
+    from mlflow import MlflowClient
+    from mlflow.store.artifact.models_artifact_repo import ModelsArtifactRepository
+    from mlflow.store.artifact.utils.models import get_model_name_and_version
+
+    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
+    if uri.startswith("runs:/"):  # runs:/<run_id>/<logged model name>[/path]: the run's output
+        run_id, _, path = uri.removeprefix("runs:/").partition("/")
+        name, _, inside = path.partition("/")
+        outputs = client.get_run(run_id).outputs
+        for output in (outputs.model_outputs if outputs else []):
+            model = client.get_logged_model(output.model_id)
+            if model.name == name:
+                return model.artifact_location.rstrip("/") + (f"/{inside}" if inside else "")
+        return uri  # a plain run artifact
+    if not uri.startswith("models:"):
+        return uri
+    base, inside = ModelsArtifactRepository.split_models_uri(uri)
+    found = get_model_name_and_version(client, base)
+    if len(found) == 1:  # a logged model id
+        location = client.get_logged_model(found[0]).artifact_location
+    else:
+        location = client.get_model_version_download_uri(*found)
+    return location.rstrip("/") + (f"/{inside}" if inside else "")
 
 
 MODEL_INPUT_COLUMNS = ("image", "boxes")
@@ -147,33 +181,45 @@ def _signature(card: ModelCard):
     )
 
 
-def log_model(model: nn.Module, card: ModelCard, name: str = "model",
-              registered_model_name: str | None = None) -> str:
-    """Logs the model to the active MLflow run as a self-contained pyfunc; returns its model URI.
+def log_model(model: nn.Module, card: ModelCard, *, tracking_uri: str, run_id: str, name: str = "model",
+              step: int = 0) -> str:
+    """Logs the model as a self-contained pyfunc MLflow LoggedModel of run `run_id` in the store
+    `tracking_uri` (one explicit client, no process-wide MLflow state); returns `models:/<model_id>`.
 
     The pyfunc ("models from code", `pyfunc.py`) takes one row per image, `image` (base64
     JPEG/PNG, bytes or a uint8 array) and optional `boxes` ([x0, y0, x1, y1] image px per
     person), and returns one row per person with `keypoints` (J x [x, y] original image px),
     `confidence`, `joint_names` and `score`; param `flip` (default True). It carries the modules
     it imports (`MODEL_CODE`, as code_paths) and pinned pip requirements, so it loads and serves
-    (`mlflow models serve`) where shg is not installed. Also registers it under
-    `registered_model_name` when given.
+    (`mlflow models serve`) where shg is not installed. The model is an output of the run at
+    `step`: the run's metrics at that step show on the model's page (MLflow 3 LoggedModel).
     """
     import mlflow
+    from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+    from mlflow.models import Model
 
-    if mlflow.active_run() is None:
-        raise RuntimeError("log_model needs an active MLflow run: call it inside mlflow.start_run()")
+    client = mlflow.MlflowClient(tracking_uri)
+    run = client.get_run(run_id)
+    logged = client.create_logged_model(run.info.experiment_id, name=name, source_run_id=run_id,
+                                        model_type="pose-estimation",
+                                        params={"input_size": str(card.input_size),
+                                                **{f"model.{k}": str(v) for k, v in card.model_config.items()}})
+    client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step=step)])
     with tempfile.TemporaryDirectory(prefix="shg-model-") as tmp:
         save_model_dir(model, card, Path(tmp) / "files")
-        info = mlflow.pyfunc.log_model(
-            name=name,
+        local = Path(tmp) / "mlflow-model"
+        mlflow.pyfunc.save_model(
+            path=str(local),
             python_model=str(PYFUNC_CODE),
             artifacts={"card": str(Path(tmp) / "files" / CARD_FILE),
                        "weights": str(Path(tmp) / "files" / WEIGHTS_FILE)},
             code_paths=stage_model_code(Path(tmp) / "code"),
             signature=_signature(card),
             input_example=input_example(card),
-            registered_model_name=registered_model_name,
             pip_requirements=pip_requirements(),
+            mlflow_model=Model(artifact_path=logged.artifact_location, model_uuid=logged.model_id,
+                               run_id=run_id, model_id=logged.model_id),
         )
-    return info.model_uri
+        client.log_model_artifacts(logged.model_id, str(local))
+    client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
+    return f"models:/{logged.model_id}"

@@ -11,14 +11,11 @@ of validation rows), and the decision with both numbers is recorded on the train
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-TRACKING_ENV = "MLFLOW_TRACKING_URI"
-REGISTRY_ENV = "MLFLOW_REGISTRY_URI"
 DEFAULT_MODEL_NAME = "stacked-hourglass"
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -151,48 +148,37 @@ def promote_if_better(name: str, version: str | int, *, pckh_total: float, val_f
     return decision
 
 
-def register_model(model, card, *, tracking_uri: str, run_id: str, name: str = DEFAULT_MODEL_NAME) -> str:
-    """Logs `model` with its card to run `run_id` and registers it under `name`; returns the version.
+def register_model(model, card, *, tracking_uri: str, run_id: str, name: str = DEFAULT_MODEL_NAME,
+                   metrics: dict[str, float] | None = None, step: int = 0) -> str:
+    """Logs `model` with its card as a LoggedModel of run `run_id` and registers it under
+    `name`; returns the version. One explicit client for the store; the run keeps its status.
 
-    The model is logged by `pipelines.tracking.model_io.log_model` (signature, input example, config,
-    joint names, flip pairs, input size; weights-only format). The run keeps its status.
+    `metrics` (e.g. the validation PCKh table, `pckh/<joint>`) are logged on the run at `step`
+    linked to the model, so the model's page in MLflow shows the numbers it was registered on.
     """
     import mlflow
+    from mlflow.entities import Metric
+    from mlflow.exceptions import MlflowException
 
     from pipelines.tracking.model_io import log_model
 
-    client = mlflow.MlflowClient(tracking_uri, registry_uri=tracking_uri)
-    status = client.get_run(run_id).info.status
-    with use_tracking_uri(tracking_uri):
-        # start_run on an existing id re-attaches to it; leaving the block marks it FINISHED,
-        # which is the caller's decision, so the status it had is put back below.
-        with mlflow.start_run(run_id=run_id):
-            model_uri = log_model(model, card, name="model")
-        registered = mlflow.register_model(model_uri, name)
-    client.update_run(run_id, status=status)
-    return str(registered.version)
-
-
-@contextlib.contextmanager
-def use_tracking_uri(uri: str) -> Iterator[None]:
-    """MLflow's fluent API (`mlflow.start_run`, `register_model`, `models:/` URIs) talks to `uri`
-    (and its model registry) inside the block. `mlflow.set_tracking_uri` also exports MLFLOW_TRACKING_URI to the
-    environment, which would silently redirect every later run of this process; both are put
-    back on exit."""
-    import mlflow
-
-    # set_tracking_uri keeps the environment variable in step with its own setting, so the
-    # variable tells what to go back to; None un-sets both (no default store gets pinned).
-    saved, saved_registry = os.environ.get(TRACKING_ENV), os.environ.get(REGISTRY_ENV)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)  # the registry lives in the same store
+    client = mlflow.MlflowClient(tracking_uri, registry_uri=tracking_uri)  # the store's own registry
+    model_uri = log_model(model, card, tracking_uri=tracking_uri, run_id=run_id, name="model", step=step)
+    model_id = model_uri.removeprefix("models:/")
+    if metrics:
+        now = int(time.time() * 1000)
+        client.log_batch(run_id, metrics=[Metric(key, float(value), now, step, model_id=model_id)
+                                          for key, value in metrics.items()])
     try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(saved)
-        mlflow.set_registry_uri(saved_registry)
-        if saved_registry is None:  # set_registry_uri(None) leaves the variable behind
-            os.environ.pop(REGISTRY_ENV, None)
+        client.create_registered_model(name)
+    except MlflowException as err:
+        if err.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    # the artifacts' location as the source, not `models:/<id>`: MLflow's SQL registry resolves
+    # that through the process-wide tracking URI, not this client's store
+    source = client.get_logged_model(model_id).artifact_location
+    registered = client.create_model_version(name, source=source, run_id=run_id, model_id=model_id)
+    return str(registered.version)
 
 
 def _float_or_none(text: str | None) -> float | None:
