@@ -25,6 +25,20 @@ if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/
   fi
 fi
 
+# PostgreSQL 15 for tests/test_team_tracking.py (Debian's package; the test starts and stops its own
+# throwaway cluster). No default cluster is created or started by the install. Installed only
+# when missing and running as root; otherwise that test skips and says why.
+if [ ! -x /usr/lib/postgresql/15/bin/initdb ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    mkdir -p /etc/postgresql-common/createcluster.d
+    echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.d/shg-no-main-cluster.conf
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 >/dev/null) \
+      || echo "setup: could not install postgresql-15; the team tracking test will skip" >&2
+  else
+    echo "setup: no PostgreSQL 15 (apt-get install -y postgresql-15 as root); the team tracking test will skip" >&2
+  fi
+fi
+
 stamp=.venv/.shg-install-stamp
 want="$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-32)"
 if [ -x .venv/bin/python ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
@@ -37,6 +51,6 @@ fi
 .venv/bin/python -c 'import sys; assert sys.version_info[:2] == (3, 11), f"shg needs Python 3.11, .venv has {sys.version.split()[0]}"'
 .venv/bin/python -m pip install --quiet --upgrade pip setuptools wheel
 # torch==2.13.0 is pinned; on machines with a CPU wheel in pip's find-links it is taken from there.
-.venv/bin/python -m pip install --quiet -c constraints.txt -e '.[browser]'
+.venv/bin/python -m pip install --quiet -c constraints.txt -e '.[browser,services]'
 echo "$want" > "$stamp"
 echo "setup: .venv ready ($(.venv/bin/python --version))"

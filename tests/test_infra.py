@@ -171,7 +171,7 @@ def test_tracking_server_uses_postgres_and_s3_and_training_points_at_it():
     (container,) = _containers(deployment)
     command = " ".join(container["args"])
     assert "mlflow server" in command
-    assert "--backend-store-uri \"postgresql://" in command
+    assert "--backend-store-uri \"postgresql+psycopg2://" in command  # the URI tests/test_team_tracking.py serves
     assert "--artifacts-destination s3://mlflow/" in command
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["MLFLOW_S3_ENDPOINT_URL"].startswith("http://minio.")
@@ -184,7 +184,7 @@ def test_tracking_server_uses_postgres_and_s3_and_training_points_at_it():
 
     compose = _yaml_docs(INFRA / "mlflow" / "docker-compose.yml")[0]["services"]
     server = " ".join(compose["mlflow"]["command"])
-    assert "--backend-store-uri=postgresql://" in server and "--artifacts-destination=s3://" in server
+    assert "--backend-store-uri=postgresql+psycopg2://" in server and "--artifacts-destination=s3://" in server
     assert compose["mlflow"]["environment"]["MLFLOW_S3_ENDPOINT_URL"] == "http://minio:9000"
     assert {"postgres", "minio", "create-bucket"} <= set(compose)
 

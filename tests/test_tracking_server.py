@@ -13,6 +13,7 @@ from test_workflow import TINY
 from pipelines.tracking.server import (
     TrackingServerConfig,
     backend_store_uri,
+    redact,
     server_command,
     server_env,
     start_server,
@@ -39,6 +40,25 @@ def test_server_command_serves_the_workdir_store_with_one_worker(tmp_path):
     assert cmd[cmd.index("--backend-store-uri") + 1] == f"sqlite:///{tmp_path / 'mlflow.db'}"
     assert cmd[cmd.index("--port") + 1] == "5123"
     assert server_env()["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
+
+
+def test_redact_hides_only_the_password_of_each_uri():
+    assert redact("postgresql+psycopg2://mlflow:s3/cr+t=@db:5432/mlflow") == "postgresql+psycopg2://mlflow:***@db:5432/mlflow"
+    assert redact("a http://u:p@h:1/x b s3://bucket/key c") == "a http://u:***@h:1/x b s3://bucket/key c"
+    assert redact("sqlite:////tmp/mlflow.db http://127.0.0.1:5000") == "sqlite:////tmp/mlflow.db http://127.0.0.1:5000"
+
+
+def test_a_team_store_uri_with_a_password_goes_by_environment_not_argv(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_BACKEND_STORE_URI", "sqlite:///elsewhere.db")
+    uri = "postgresql+psycopg2://mlflow:pw@127.0.0.1:5432/mlflow"
+    cfg = TrackingServerConfig(workdir=str(tmp_path), backend_store_uri=uri, artifacts_destination="s3://b/p")
+    cmd = server_command(cfg)
+    assert "--backend-store-uri" not in cmd and not any("pw" in part for part in cmd)
+    assert cmd[cmd.index("--artifacts-destination") + 1] == "s3://b/p" and "--serve-artifacts" in cmd
+    assert server_env(cfg)["MLFLOW_BACKEND_STORE_URI"] == uri
+    local = TrackingServerConfig(workdir=str(tmp_path))  # the work dir's sqlite: on argv, none inherited
+    assert "MLFLOW_BACKEND_STORE_URI" not in server_env(local)
+    assert server_command(local)[server_command(local).index("--backend-store-uri") + 1].startswith("sqlite:///")
 
 
 def test_the_server_serves_the_same_store_a_local_run_writes(tmp_path):

@@ -215,19 +215,34 @@ def tracking_server(
     host: Annotated[str, typer.Option(help="Interface to bind (127.0.0.1: this machine only).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 5000,
     workdir: Workdir = "runs",
+    backend_store_uri: Annotated[str, typer.Option(
+        envvar="MLFLOW_BACKEND_STORE_URI",
+        help="A team's store, e.g. postgresql+psycopg2://USER:PASSWORD@HOST:5432/mlflow (better from the env var: "
+             "not in `ps`); default: the sqlite store under --workdir.")] = "",
+    artifacts_destination: Annotated[str, typer.Option(
+        envvar="MLFLOW_ARTIFACTS_DESTINATION",
+        help="Where artifacts go, e.g. s3://bucket/prefix (endpoint and keys from MLFLOW_S3_ENDPOINT_URL, "
+             "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY); default: --workdir/mlartifacts.")] = "",
 ) -> None:
-    """Serve the work dir's MLflow store over HTTP (`mlflow server`, 1 worker); Ctrl-C stops it."""
+    """Serve an MLflow store over HTTP (`mlflow server`, 1 worker, artifacts proxied); Ctrl-C stops it."""
     from pipelines.tracking.server import (
+        StoreUnavailable,
         TrackingServerConfig,
+        redact,
         server_command,
         start_server,
         stop_server,
         wait_until_ready,
     )
 
-    cfg = TrackingServerConfig(host=host, port=port, workdir=workdir)
-    typer.echo(" ".join(server_command(cfg)))
-    proc = start_server(cfg)
+    cfg = TrackingServerConfig(host=host, port=port, workdir=workdir, backend_store_uri=backend_store_uri,
+                               artifacts_destination=artifacts_destination)  # fmt: skip
+    typer.echo(redact(" ".join(server_command(cfg))))
+    try:
+        proc = start_server(cfg)
+    except StoreUnavailable as error:
+        typer.echo(f"tracking-server: {error}", err=True)
+        raise typer.Exit(code=1) from None
     try:
         wait_until_ready(cfg.url, proc=proc)
         typer.echo(f"tracking server ready at {cfg.url} (pid {proc.pid}); use --tracking-uri {cfg.url}")
