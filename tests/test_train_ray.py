@@ -52,7 +52,7 @@ def _runs(uri: str):
     from mlflow import MlflowClient
 
     client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name("shg-train")
+    experiment = client.get_experiment_by_name("shg")  # the one experiment of the project
     return client, client.search_runs([experiment.experiment_id])
 
 

@@ -21,7 +21,7 @@ def train(
         help="Dotted config overrides, e.g. model.stacks=2 train.epochs=3 train.max_steps=50.")] = None,
     config: Annotated[Optional[Path], typer.Option(help="TOML or YAML config file (applied before the overrides).")] = None,
     tracking_uri: Annotated[Optional[str], typer.Option(help="MLflow tracking URI; default $MLFLOW_TRACKING_URI, else sqlite under train.storage.")] = None,
-    experiment: Annotated[Optional[str], typer.Option(help="MLflow experiment name (default shg-train).")] = None,
+    experiment: Annotated[Optional[str], typer.Option(help="MLflow experiment name (default shg, the one `shg run` uses).")] = None,
     register: Annotated[bool, typer.Option("--register/--no-register", help="Log, register and champion-gate the final model.")] = True,
     model_name: Annotated[Optional[str], typer.Option(help="Registered model name (default stacked-hourglass).")] = None,
     address: Annotated[Optional[str], typer.Option(help="Ray address ('auto', HOST:PORT); default: a local cluster.")] = None,

@@ -24,7 +24,9 @@ from typing import Any
 RUN_RECORD = "shg_run.json"
 DATA_FINGERPRINT_TAG = "data.fingerprint"  # a prepared dataset's fingerprint (train + val)
 VAL_FINGERPRINT_TAG = "data.val_fingerprint"  # the validation rows a run was scored on
-DEFAULT_EXPERIMENT = "shg-train"
+# One experiment for every run of the project: `shg run` workflows (a parent run with nested
+# prepare/train/evaluate/register runs) and standalone `shg train` runs alike.
+DEFAULT_EXPERIMENT = "shg"
 
 
 class TrackingUnavailable(RuntimeError):

@@ -17,9 +17,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipelines.tracking.store import DATA_FINGERPRINT_TAG, Tracker, default_artifact_root, ensure_experiment
+from pipelines.tracking.store import (DATA_FINGERPRINT_TAG, DEFAULT_EXPERIMENT, Tracker, default_artifact_root,
+                                     ensure_experiment)
 
-EXPERIMENT = "shg"
+EXPERIMENT = DEFAULT_EXPERIMENT
 WORKFLOW_TAG = "shg.workflow"  # "parent" on workflow runs, so they are easy to search for
 SKIPPED_TAG = "skipped"
 CONFIG_ARTIFACT = "config.yaml"
