@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from pipelines.training.progress import ProgressDisplay, Update, eta_s, format_duration, format_update
+from pipelines.runtime.progress_lines import eta_s, format_duration
+from pipelines.training.progress import ProgressDisplay, Update, format_update
 
 
 def test_eta_is_the_images_left_over_the_rate():
@@ -58,3 +59,22 @@ def test_where_to_see_the_mlflow_run():
         "to see it: `shg tracking-server --workdir /tmp/w`, then open "
         "http://127.0.0.1:5000/#/experiments/1/runs/abc")
     assert how_to_open("http://127.0.0.1:5001/", "2", "r") == "open http://127.0.0.1:5001/#/experiments/2/runs/r"
+
+
+def test_progress_lines_at_most_every_period_and_at_finish():
+    from pipelines.runtime.progress_lines import ProgressLines, progress_line
+
+    assert progress_line("evaluate val", 1200, 2958, "people", 40.0) == \
+        "evaluate val: 1,200/2,958 people (41 %), 30.0 people/s, 40s elapsed, ETA 59s"
+    assert progress_line("x", 5, 0, "rows", 0.0) == "x: 5 rows, 0.0 rows/s, 0s elapsed, ETA ?"
+    now = [0.0]
+    lines: list[str] = []
+    progress = ProgressLines("evaluate val", 100, "people", lines.append, every_s=10.0, clock=lambda: now[0])
+    for t, n in ((4.0, 20), (9.9, 20), (10.0, 20), (15.0, 20), (20.5, 10)):
+        now[0] = t
+        progress.advance(n)
+    assert lines == ["evaluate val: 60/100 people (60 %), 6.0 people/s, 10s elapsed, ETA 7s",
+                     "evaluate val: 90/100 people (90 %), 4.4 people/s, 20s elapsed, ETA 2s"]
+    now[0] = 22.0
+    progress.finish()
+    assert lines[-1] == "evaluate val: 90/100 people (90 %), 4.1 people/s, 22s elapsed, ETA 2s"

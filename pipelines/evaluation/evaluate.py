@@ -98,19 +98,23 @@ class KeypointPredictor:
         }
 
 
-def predict_split(cfg: EvaluateConfig, model, card) -> dict[str, np.ndarray]:
+def predict_split(cfg: EvaluateConfig, model, card, log=None) -> dict[str, np.ndarray]:
     """Runs the Ray Data job; returns the concatenated columns of `KeypointPredictor`, rows
-    sorted by person_id (deterministic whatever the scheduling)."""
+    sorted by person_id (deterministic whatever the scheduling). With `log`, progress lines
+    (people done, people/s, ETA) go to it every 10 s."""
+    import pyarrow.parquet as pq
     import ray
 
     from pipelines.runtime.prepared import split_files
+    from pipelines.runtime.progress_lines import ProgressLines
     from pipelines.inference.model_dir import plain_state_dict
     from pipelines.runtime.ray_cluster import connect
 
     connect(cfg.address)
     packed = [ray.put((card.to_dict(), plain_state_dict(model)))]
     gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
-    ds = ray.data.read_parquet(split_files(cfg.data, cfg.split), columns=READ_COLUMNS)
+    files = split_files(cfg.data, cfg.split)
+    ds = ray.data.read_parquet(files, columns=READ_COLUMNS)
     predicted = ds.map_batches(
         KeypointPredictor,
         fn_constructor_kwargs={"packed": packed, "flip": cfg.flip, "threads": int(cfg.cpus_per_actor)},
@@ -120,7 +124,17 @@ def predict_split(cfg: EvaluateConfig, model, card) -> dict[str, np.ndarray]:
         num_cpus=cfg.cpus_per_actor,
         num_gpus=gpus,
     )
-    parts = list(predicted.iter_batches(batch_size=None, batch_format="numpy"))
+    progress = None
+    if log is not None:
+        total = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+        progress = ProgressLines(f"evaluate {cfg.split}", total, "people", log)
+    parts = []
+    for part in predicted.iter_batches(batch_size=None, batch_format="numpy"):
+        parts.append(part)
+        if progress is not None:
+            progress.advance(len(part[schema.PERSON_ID]))
+    if progress is not None:
+        progress.finish()
     if not parts:
         raise ValueError(f"{Path(cfg.data) / cfg.split}: the split has no rows")
     columns = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
@@ -148,7 +162,7 @@ def run_evaluate(cfg: EvaluateConfig, log=print) -> dict:
 
     start = time.perf_counter()
     model, card = load_model(cfg.model, tracking_uri=cfg.tracking_uri)
-    columns = predict_split(cfg, model, card)
+    columns = predict_split(cfg, model, card, log=log)
     table = score(columns)
     table.update(rows=int(len(columns["pred"])), seconds=round(time.perf_counter() - start, 2),
                  model=cfg.model, split=cfg.split)

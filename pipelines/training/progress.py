@@ -11,12 +11,13 @@ The text and the ETA are pure functions (:func:`format_update`, :func:`eta_s`).
 from __future__ import annotations
 
 import dataclasses
-import math
 import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from pipelines.runtime.progress_lines import eta_s, format_duration
 
 
 @dataclass(frozen=True)
@@ -35,25 +36,6 @@ class Update:
     val_total: float | None = None  # last validation PCKh@0.5 Total, %
     note: str = ""  # e.g. the chosen speed path
     posted_at: float = field(default=0.0)
-
-
-def eta_s(images: int, images_total: int, images_per_s: float) -> float | None:
-    """Seconds left at `images_per_s` (None while the rate is unknown or the total is)."""
-    if images_per_s <= 0 or images_total <= 0:
-        return None
-    return max(images_total - images, 0) / images_per_s
-
-
-def format_duration(seconds: float | None) -> str:
-    """`95` → `1m35s`, `3725` → `1h02m`, None → `?`."""
-    if seconds is None or not math.isfinite(seconds):
-        return "?"
-    seconds = int(round(seconds))
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    if seconds >= 60:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds}s"
 
 
 def format_update(update: Update, elapsed_s: float) -> str:
