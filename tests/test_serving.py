@@ -37,7 +37,7 @@ BOXES = [[40, 30, 300, 480], [200.5, 10.0, 500.0, 360.0]]  # JSON integers are f
 @pytest.fixture(scope="module")
 def champion(tmp_path_factory):
     """(tracking uri, model, card): a tiny model registered as stacked-hourglass@champion."""
-    from pipelines.tracking.registry import register_model, use_tracking_uri
+    from pipelines.tracking.registry import register_model
 
     import mlflow
 
@@ -50,8 +50,7 @@ def champion(tmp_path_factory):
     model, card = StackedHourglass(cfg).eval(), ModelCard.for_config(cfg, input_size=64, heatmap_size=16)
     run_id = client.create_run(experiment).info.run_id
     version = register_model(model, card, tracking_uri=uri, run_id=run_id, name=MODEL_NAME)
-    with use_tracking_uri(uri):
-        client.set_registered_model_alias(MODEL_NAME, "champion", version)
+    client.set_registered_model_alias(MODEL_NAME, "champion", version)
     return uri, model, card
 
 

@@ -97,13 +97,13 @@ def _rows(pg, query: str, args=()) -> list[tuple]:
         connection.close()
 
 
-def test_training_and_champion_go_to_postgres_and_s3_and_load_back(stores, team_server, ray_local):
+def test_training_and_champion_go_to_postgres_and_s3_and_load_back(stores, team_server, ray_local, tmp_path):
     import mlflow
     import pandas as pd
 
     from pipelines.orchestration.plan import WorkflowConfig
     from pipelines.orchestration.workflow import run_workflow
-    from pipelines.tracking.registry import use_tracking_uri
+    from pipelines.tracking.model_io import download_model
 
     pg, s3, stores_s = stores
     url, root, server_s = team_server
@@ -135,10 +135,10 @@ def test_training_and_champion_go_to_postgres_and_s3_and_load_back(stores, team_
 
     # The champion loads back through the server (artifacts streamed from S3) and predicts.
     started = time.monotonic()
-    with use_tracking_uri(url):
-        pyfunc = mlflow.pyfunc.load_model("models:/stacked-hourglass@champion")
-        image = np.random.default_rng(0).integers(0, 256, size=(96, 80, 3), dtype=np.uint8)
-        out = pyfunc.predict(pd.DataFrame({"image": [image]}))
+    local = download_model("models:/stacked-hourglass@champion", tmp_path / "champion", tracking_uri=url)
+    pyfunc = mlflow.pyfunc.load_model(local)
+    image = np.random.default_rng(0).integers(0, 256, size=(96, 80, 3), dtype=np.uint8)
+    out = pyfunc.predict(pd.DataFrame({"image": [image]}))
     load_s = time.monotonic() - started
     (row,) = out.to_dict("records")
     keypoints = np.asarray(row["keypoints"], dtype=float)

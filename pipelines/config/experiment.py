@@ -50,7 +50,7 @@ class TrainConfig:
     # runs). Off by default: on 2 CPU cores compiling costs ~3 minutes and gained nothing
     # (docs/RECIPES.md, "Speed paths").
     compile: str = "off"
-    deterministic: bool = False
+    deterministic: bool = False  # deterministic kernels and Ray Data blocks in order (for `shg rerun --check`)
     cpus_per_worker: float = 0.5  # < 1 leaves CPUs for the Ray Data augmentation tasks
     cache_data: bool = True  # read the train split once into the object store (see data_stream)
     val_every: int = 1  # validate every N epochs (and always after the last)

@@ -253,6 +253,10 @@ def _fit(cfg: ExperimentConfig, data: Path, run_name: str, storage: Path, uri: s
     board_name = f"shg-progress-{run_name}"
     board = start_progress_board(board_name)
 
+    ingest = ray.train.DataConfig.default_ingest_options()
+    # Ray Data hands blocks on as their tasks finish; a deterministic run needs them in order
+    # (the same batches in the same order on a rerun), at some cost in overlap.
+    ingest.preserve_order = train.deterministic
     trainer = TorchTrainer(
         train_worker,
         train_loop_config={"cfg": cfg, "data": str(data), "tracking_uri": uri, "run_id": run_id,
@@ -262,6 +266,7 @@ def _fit(cfg: ExperimentConfig, data: Path, run_name: str, storage: Path, uri: s
         scaling_config=ray.train.ScalingConfig(
             num_workers=train.workers, use_gpu=train.use_gpu,
             resources_per_worker={"CPU": train.cpus_per_worker, **({"GPU": 1} if train.use_gpu else {})}),
+        dataset_config=ray.train.DataConfig(execution_options=ingest),
         datasets={TRAIN_DATASET: lambda: train_dataset(data, cfg.data, clock_name, shuffle_seed=train.seed,
                                                               cache=train.cache_data)},
         run_config=ray.train.RunConfig(
