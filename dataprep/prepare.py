@@ -298,7 +298,11 @@ def _write_from_tasks(table: pa.Table, cfg: PrepareConfig, target: Location, gen
         batch_size=cfg.rows_per_file,
         batch_format="pyarrow",
         fn_kwargs={"out": target, "generation": generation, "rows_per_file": cfg.rows_per_file},
-        num_cpus=1,
+        # Writing (zstd, I/O) is light next to decoding: like the driver's writer before it, it
+        # runs beside the prepare tasks (no CPU reserved), one task at a time (one batch of
+        # `rows_per_file` rows in memory).
+        compute=ray.data.TaskPoolStrategy(size=1),
+        num_cpus=0,
     )
     yield from ds.iter_batches(batch_size=None, batch_format="pyarrow")
 

@@ -211,7 +211,8 @@ def write_batch(batch: pa.Table, out: str | Location, generation: str, rows_per_
     """
     key = hashlib.sha256("\0".join(batch.column(PERSON_ID).to_pylist()).encode()).hexdigest()[:16]
     writer = PreparedDatasetWriter(out, rows_per_file=rows_per_file, prefix=f"part-{generation}-{key}")
-    writer.write(batch)
+    for start in range(0, len(batch), writer.row_group_rows):  # routing copies one row group at a time
+        writer.write(batch.slice(start, writer.row_group_rows))
     writer.close(empty_files=False)
     return writer.summary()
 
