@@ -2,7 +2,8 @@
 
 The dataset may be a local folder or an object store URI (`dataprep.storage`). Only the files
 its committed `manifest.json` names are read: on an object store the manifest is written last,
-so files of a run that is still writing, or that was killed, are never seen.
+so files of a run that is still writing, or that was killed, are never seen. A local folder
+without a manifest (one made by hand) is read by listing its split folders.
 """
 
 from __future__ import annotations
@@ -27,8 +28,12 @@ def split_source(data: str | Path | Location, split: str) -> tuple[pafs.FileSyst
     there are none."""
     root = location(data)
     folder = root / split
-    names = read_manifest(root).get("files", {}).get(split)
-    if names is None:  # a manifest from before the file list: what the folder holds
+    if (root / MANIFEST).is_file() or not root.is_local:
+        # the committed file list; on an object store nothing else is trusted
+        names = read_manifest(root).get("files", {}).get(split)
+    else:  # a local folder without a manifest (renamed into place whole, or made by hand)
+        names = None
+    if names is None:
         names = [f.name for f in folder.list() if f.name.endswith(".parquet")]
     paths = [(folder / name).path for name in sorted(names)]
     if not paths:
