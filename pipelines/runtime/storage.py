@@ -21,13 +21,16 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow.fs as pafs
 
 from dataprep.storage import Location, is_uri, location
 
-__all__ = ["Location", "copy_folder", "is_uri", "local_state_dir", "location"]
+__all__ = ["Location", "copy_folder", "is_uri", "local_folder", "local_state_dir", "location"]
 
 
 def local_state_dir(workdir: str | Path | Location) -> Path:
@@ -51,3 +54,16 @@ def copy_folder(source: str | Path | Location, destination: str | Path | Locatio
     if dst.is_local:
         dst.mkdir()
     pafs.copy_files(src.path, dst.path, source_filesystem=src.filesystem, destination_filesystem=dst.filesystem)
+
+
+@contextmanager
+def local_folder(folder: str | Path | Location) -> Iterator[Path]:
+    """The folder as a local `Path` for the duration of the block: itself when local, else a
+    temporary copy (e.g. a checkpoint in S3 for `torch.load`), removed afterwards."""
+    where = location(folder)
+    if where.is_local:
+        yield where.local_path()
+        return
+    with tempfile.TemporaryDirectory(prefix="shg-fetch-") as tmp:
+        copy_folder(where, tmp)
+        yield Path(tmp)

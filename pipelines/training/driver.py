@@ -219,14 +219,16 @@ def train_resolved(cfg: ExperimentConfig, inputs: TrainInputs, *, address: str |
     best, _ = pick_best([*(result.best_checkpoints or []), (result.checkpoint, result.metrics or {})])
     best_state = state if best.path == result.checkpoint.path else _final_state(best)
     pckh = {k[len("pckh/"):]: v for k, v in best_state["metrics"].items() if k.startswith("pckh/")}
-    tracker.set_tags({"train.best_epoch": int(best_state["epoch"]), "train.best_checkpoint": best.path})
+    best_uri = Location(storage.filesystem, best.path, storage.scheme).uri  # a URI on an object store
+    tracker.set_tags({"train.best_epoch": int(best_state["epoch"]), "train.best_checkpoint": best_uri})
     out = TrainResult(
         run_name=run_name, run_dir=str(run_dir), mlflow_run_id=run_id, tracking_uri=uri,
         epochs_completed=int(state["epoch"]) + 1, global_step=int(state["global_step"]), pckh=pckh,
         baseline_pckh={k: baseline[k] for k in TABLE_KEYS},
-        val_fingerprint=val.fingerprint, checkpoint=str(result.checkpoint.path), resumed=resumed,
+        val_fingerprint=val.fingerprint, resumed=resumed,
+        checkpoint=Location(storage.filesystem, result.checkpoint.path, storage.scheme).uri,
         registry=None, seconds=round(time.perf_counter() - started, 1),
-        best_epoch=int(best_state["epoch"]), best_checkpoint=str(best.path))
+        best_epoch=int(best_state["epoch"]), best_checkpoint=best_uri)
     tracker.log_metrics({"run/seconds": out.seconds}, step=out.epochs_completed)
     tracking.finish_run(uri, run_id)
     tracking.RunRecord(run_id, uri, experiment,
