@@ -102,7 +102,6 @@ def predict_split(cfg: EvaluateConfig, model, card, log=None) -> dict[str, np.nd
     """Runs the Ray Data job; returns the concatenated columns of `KeypointPredictor`, rows
     sorted by person_id (deterministic whatever the scheduling). With `log`, progress lines
     (people done, people/s, ETA) go to it every 10 s."""
-    import pyarrow.parquet as pq
     import ray
 
     from pipelines.runtime.prepared import split_files
@@ -126,7 +125,7 @@ def predict_split(cfg: EvaluateConfig, model, card, log=None) -> dict[str, np.nd
     )
     progress = None
     if log is not None:
-        total = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+        total = _split_rows(cfg.data, cfg.split)
         progress = ProgressLines(f"evaluate {cfg.split}", total, "people", log)
     parts = []
     for part in predicted.iter_batches(batch_size=None, batch_format="numpy"):
@@ -140,6 +139,16 @@ def predict_split(cfg: EvaluateConfig, model, card, log=None) -> dict[str, np.nd
     columns = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     order = np.argsort(columns[schema.PERSON_ID], kind="stable")
     return {k: v[order] for k, v in columns.items()}
+
+
+def _split_rows(data, split: str) -> int:
+    """Rows of the split by the prepared manifest (0, unknown, for a folder without one)."""
+    from pipelines.runtime.prepared import PreparedDataError, read_manifest
+
+    try:
+        return int(read_manifest(data)["rows"][split])
+    except (PreparedDataError, OSError, KeyError, ValueError, TypeError):
+        return 0
 
 
 def score(columns: dict[str, np.ndarray], threshold: float = 0.5) -> dict:
