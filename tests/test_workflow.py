@@ -62,13 +62,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _hold_lock(workdir: Path) -> subprocess.Popen:
+def _hold_lock(workdir: Path, lock_name: str = ".workflow.lock") -> subprocess.Popen:
     """Another process holding the work-dir lock (what a concurrent `shg run` does)."""
     code = (
         "import sys, time; from pathlib import Path; from pipelines.orchestration.lock import workdir_lock\n"
-        "with workdir_lock(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(120)\n"
+        "with workdir_lock(Path(sys.argv[1]), 'shg run', sys.argv[2]):\n    print('held', flush=True); time.sleep(120)\n"
     )
-    proc = subprocess.Popen([sys.executable, "-c", code, str(workdir)], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", code, str(workdir), lock_name], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "held"
     return proc
 
@@ -138,6 +138,33 @@ def test_workdir_lock_is_exclusive_across_processes_and_names_the_holder(tmp_pat
         holder.wait()
     with workdir_lock(tmp_path):  # released by the kernel when the holder died
         pass
+
+
+def test_prepare_and_train_take_the_lock_of_the_folder_they_write(tmp_path):
+    """`shg prepare --out D` and `shg train` (train.storage=D) refuse, naming the holder, while
+    another shg command holds D; nothing is started or written."""
+    from typer.testing import CliRunner
+
+    from dataprep.synth import SynthConfig, generate
+    from pipelines.cli.app import build_app
+
+    generate(SynthConfig(people=4, seed=1, workers=1), tmp_path / "synth")
+    out, storage = tmp_path / "prepared", tmp_path / "runs"
+    storage.mkdir()
+    holders = [_hold_lock(tmp_path, ".prepared.prepare.lock"), _hold_lock(storage)]  # beside --out; in storage
+    try:
+        prepare = CliRunner().invoke(build_app(), [
+            "prepare", "--annotations", str(tmp_path / "synth" / "annotations.json"),
+            "--images", str(tmp_path / "synth" / "images"), "--out", str(out)])
+        train = CliRunner().invoke(build_app(), ["train", "--data", str(out), f"train.storage={storage}"])
+    finally:
+        for holder in holders:
+            holder.kill()
+            holder.wait()
+    for result, holder in zip((prepare, train), holders):
+        assert result.exit_code == 2, result.output
+        assert f"pid {holder.pid}" in result.output and "another shg command" in result.output
+    assert not out.exists() and sorted(p.name for p in storage.iterdir()) == [".workflow.lock"]
 
 
 def test_unreachable_tracking_server_stops_the_run_before_any_work(tmp_path):

@@ -15,7 +15,7 @@ def register(app: typer.Typer) -> None:
 def prepare(
     annotations: Path = typer.Option(..., help="MPII annotation file (mpii_json, h5, hrnet_json or mat)."),
     images: Path = typer.Option(..., help="Image root; the annotation's image paths are relative to it."),
-    out: Path = typer.Option(..., help="Output folder: train/, val/, quarantine/ parquet and manifest.json."),
+    out: str = typer.Option(..., help="Output folder or object store URI (s3://bucket/prefix): train/, val/, quarantine/ parquet and manifest.json."),
     address: str = typer.Option(None, help="Ray address ('auto', HOST:PORT, ray://...); default: a local cluster."),
     format: str = typer.Option(None, help="Annotation form; default: detected from the file."),
     split: str = typer.Option(None, help="train or val, for a form without a split (default val)."),
@@ -55,16 +55,21 @@ def prepare(
         typer.echo(f"Error: {exc}", err=True)
         raise typer.Exit(2) from exc
 
+    from pipelines.orchestration.lock import WorkflowBusy, workdir_lock
     from pipelines.runtime.ray_cluster import connect
+    from pipelines.runtime.storage import local_state_dir
 
-    connect(address)
     try:
-        manifest = run_prepare(cfg, log=lambda line: typer.echo(line, err=True))
-    except PrepareConfigError as exc:
+        # one writer per output folder; the lock sits beside it (a run replaces the folder whole)
+        state = local_state_dir(out)
+        with workdir_lock(state.parent, "shg prepare", lock_name=f".{state.name}.prepare.lock"):
+            connect(address)
+            manifest = run_prepare(cfg, log=lambda line: typer.echo(line, err=True))
+    except (PrepareConfigError, WorkflowBusy) as exc:
         typer.echo(f"Error: {exc}", err=True)
         raise typer.Exit(2) from exc
     typer.echo(
         f"rows_in={manifest['rows_in']} train={manifest['rows']['train']} val={manifest['rows']['val']} "
         f"quarantined={manifest['quarantined']} fingerprint={manifest['fingerprint']}"
     )
-    typer.echo(f"manifest: {out / 'manifest.json'}")
+    typer.echo(f"manifest: {out.rstrip('/')}/manifest.json")

@@ -39,16 +39,21 @@ def train(
         cfg = load_config(config, overrides or [])
     except ConfigError as err:
         raise typer.BadParameter(str(err), param_hint="KEY=VALUE / --config") from None
-    try:
-        result = run_training(cfg, data, tracking_uri=tracking_uri, experiment=experiment,
-                              address=address, log=typer.echo, verbose=verbose, progress=progress)
-        if register:  # the same evaluation and champion gate as `shg run`
-            from pipelines.orchestration.promotion import evaluate_and_register
+    from pipelines.orchestration.lock import WorkflowBusy, workdir_lock
+    from pipelines.runtime.storage import local_state_dir
 
-            registry = evaluate_and_register(cfg, result, Path(data).resolve(), address=address,
-                                             log=typer.echo, name=model_name)
-            result = dataclasses.replace(result, registry=registry)
-    except (PreparedDataError, TrackingUnavailable, CheckpointMismatchError) as err:
+    try:
+        # the same lock as `shg run` on this folder: one training and one registration at a time
+        with workdir_lock(local_state_dir(cfg.train.storage), "shg train"):
+            result = run_training(cfg, data, tracking_uri=tracking_uri, experiment=experiment,
+                                  address=address, log=typer.echo, verbose=verbose, progress=progress)
+            if register:  # the same evaluation and champion gate as `shg run`
+                from pipelines.orchestration.promotion import evaluate_and_register
+
+                registry = evaluate_and_register(cfg, result, Path(data).resolve(), address=address,
+                                                 log=typer.echo, name=model_name)
+                result = dataclasses.replace(result, registry=registry)
+    except (PreparedDataError, TrackingUnavailable, CheckpointMismatchError, WorkflowBusy) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
     from pipelines.evaluation.pckh import TABLE_KEYS
