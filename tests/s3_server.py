@@ -1,9 +1,10 @@
-"""A real S3 server for the tests: moto in server mode on 127.0.0.1, started and stopped here.
+"""The S3 server of the storage tests, with this process's AWS variables pointed at it.
 
-`s3_server()` starts it on a free port, points the standard AWS variables of this process at
-it (`AWS_ENDPOINT_URL`, dummy keys, a region), creates a bucket, yields the bucket name, and
-on exit stops the server and restores the variables. Child processes started inside the block
-(Ray, the CLI) inherit the variables, as a user's shell would give them.
+`s3_server()` starts moto in server mode (`services.s3_server`: its own process on a free port
+of 127.0.0.1, one bucket), points the standard AWS variables of this process at it
+(`AWS_ENDPOINT_URL`, its keys, a region), yields the bucket name, and on exit stops the server
+and restores the variables. Child processes started inside the block (Ray, the CLI) inherit
+the variables, as a user's shell would give them.
 """
 
 from __future__ import annotations
@@ -13,35 +14,29 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import services
+
 AWS_VARIABLES = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION",
-                 "AWS_REGION", "AWS_PROFILE", "AWS_SESSION_TOKEN")
+                 "AWS_REGION", "AWS_PROFILE", "AWS_SESSION_TOKEN", "MLFLOW_S3_ENDPOINT_URL")
 
 
 @contextmanager
 def s3_server() -> Iterator[str]:
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    saved = {name: os.environ.pop(name, None) for name in AWS_VARIABLES}
-    try:
-        host, port = server.get_host_and_port()
-        os.environ.update(AWS_ENDPOINT_URL=f"http://{host}:{port}", AWS_ACCESS_KEY_ID="testing",
-                          AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
-        bucket = f"shg-test-{uuid.uuid4().hex[:8]}"
-        boto3.client("s3").create_bucket(Bucket=bucket)
-        yield bucket
-    finally:
-        server.stop()
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    with services.s3_server(f"shg-test-{uuid.uuid4().hex[:8]}") as server:
+        saved = {name: os.environ.pop(name, None) for name in AWS_VARIABLES}
+        os.environ.update(server.env())
+        try:
+            yield server.bucket
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
 
 
 def s3_client():
+    """A boto3 client of the server the AWS variables point at."""
     import boto3
 
     return boto3.client("s3")
