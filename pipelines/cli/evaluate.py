@@ -100,7 +100,7 @@ def pckh(
 
 def evaluate(
     model: Annotated[str, typer.Option(help="Model directory or MLflow URI (runs:/..., models:/name@alias).")],
-    data: Annotated[Path, typer.Option(help="Prepared dataset folder (shg prepare --out), with train/ and val/.")],
+    data: Annotated[str, typer.Option(help="Prepared dataset folder or URI (shg prepare --out), with train/ and val/.")],
     split: Annotated[str, typer.Option(help="Split to score: val or train.")] = "val",
     address: Annotated[Optional[str], typer.Option(help="Ray address (auto, HOST:PORT); default a local cluster.")] = None,
     batch_size: Annotated[int, typer.Option(help="Rows per inference batch.")] = 32,

@@ -15,7 +15,7 @@ def register(app: typer.Typer) -> None:
 
 
 def train(
-    data: Annotated[Path, typer.Option(help="Prepared dataset folder (`shg prepare --out`): train/, val/, manifest.json.")],
+    data: Annotated[str, typer.Option(help="Prepared dataset folder or URI (`shg prepare --out`): train/, val/, manifest.json.")],
     overrides: Annotated[Optional[list[str]], typer.Argument(
         metavar="[KEY=VALUE]...",
         help="Dotted config overrides, e.g. model.stacks=2 train.epochs=3 train.max_steps=50.")] = None,
@@ -40,7 +40,7 @@ def train(
     except ConfigError as err:
         raise typer.BadParameter(str(err), param_hint="KEY=VALUE / --config") from None
     from pipelines.orchestration.lock import WorkflowBusy, workdir_lock
-    from pipelines.runtime.storage import local_state_dir
+    from pipelines.runtime.storage import is_uri, local_state_dir
 
     try:
         # the same lock as `shg run` on this folder: one training and one registration at a time
@@ -50,7 +50,8 @@ def train(
             if register:  # the same evaluation and champion gate as `shg run`
                 from pipelines.orchestration.promotion import evaluate_and_register
 
-                registry = evaluate_and_register(cfg, result, Path(data).resolve(), address=address,
+                prepared = data if is_uri(data) else Path(data).resolve()
+                registry = evaluate_and_register(cfg, result, prepared, address=address,
                                                  log=typer.echo, name=model_name)
                 result = dataclasses.replace(result, registry=registry)
     except (PreparedDataError, TrackingUnavailable, CheckpointMismatchError, WorkflowBusy) as err:

@@ -15,8 +15,8 @@ URI (`s3://bucket/prefix`, `pipelines.runtime.storage`). Layout under it:
     .workflow.lock         held while a workflow runs: two runs never train at once here
 
 For a work dir URI, what must be local lives in `local_state_dir(workdir)` instead (the lock,
-the default sqlite MLflow store, `data/synth/`, the run records `<run name>/shg_run.json`, and
-`models/<run name>/` before it is copied to the URI); `ResolvedRun.state` is that folder, and
+the default sqlite MLflow store, `data/synth/`, and `models/<run name>/` before it is copied to
+the URI; the run records `<run name>/shg_run.json` stay beside their checkpoints in the URI); `ResolvedRun.state` is that folder, and
 the work dir itself when it is local.
 """
 

@@ -118,15 +118,16 @@ def train(run: ResolvedRun, prepared: Prepared, parent: ParentRun, *, force: boo
     name = run_name_for(experiment, prepared.fingerprint)
     if force and not experiment.train.run_name:  # a new folder: the finished one would be reported
         name = f"{name}-{_stamp()}"
-    name = run_name_in_store(run.state, name, run.tracking_uri, log)
-    record = RunRecord.read(run.state / name)
+    storage = location(experiment.train.storage)  # the work dir: checkpoints and run records
+    name = run_name_in_store(storage, name, run.tracking_uri, log)
+    record = RunRecord.read(storage / name)
     reused = record is not None and record.status == "finished"
     inputs = TrainInputs(data=prepared.path, manifest=prepared.manifest, tracking_uri=run.tracking_uri,
                          run_name=name, experiment=EXPERIMENT)
     try:
         out = train_resolved(experiment, inputs, address=address or None, log=log, verbose=verbose)
     except BaseException:
-        failed = RunRecord.read(run.state / name)  # the run a failure left behind, if any
+        failed = RunRecord.read(storage / name)  # the run a failure left behind, if any
         parent.runs.attach(failed.mlflow_run_id if failed else None, parent.run_id)
         raise
     if not reused:  # a reused run stays nested under the workflow run that trained it

@@ -9,11 +9,10 @@ What stays local for a work dir URI (`local_state_dir(uri)`, one folder per URI 
 `$SHG_STATE_DIR`, default `~/.local/state/shg/workdirs`): the work-dir lock (a `flock`, which
 an object store cannot hold: two drivers on *different* machines are not kept apart), the
 default sqlite MLflow store, the embedded synthetic dataset's source images (`shg prepare`
-reads images from a local or mounted folder), the Ray Train run records (`shg_run.json`, which
-name the MLflow run a restarted driver resumes; `pipelines.tracking.store.RunRecord` reads
-local paths), and the model directories before they are copied to `<workdir>/models/`.
-Everything else (prepared data, checkpoints, workflow summaries, evaluation records, exported
-model directories) goes to the URI.
+reads images from a local or mounted folder), and the model directories before they are copied
+to `<workdir>/models/`. Everything else (prepared data, checkpoints and the run records beside
+them, `shg_run.json`, which name the MLflow run a restarted driver resumes, workflow summaries,
+evaluation records, exported model directories) goes to the URI.
 """
 
 from __future__ import annotations

@@ -21,6 +21,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from pipelines.runtime.storage import Location, location
+
 RUN_RECORD = "shg_run.json"
 DATA_FINGERPRINT_TAG = "data.fingerprint"  # a prepared dataset's fingerprint (train + val)
 VAL_FINGERPRINT_TAG = "data.val_fingerprint"  # the validation rows a run was scored on
@@ -91,7 +93,9 @@ def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class RunRecord:
-    """What a run directory remembers between driver restarts (`<run dir>/shg_run.json`)."""
+    """What a run directory remembers between driver restarts (`<run dir>/shg_run.json`, beside
+    the run's checkpoints: a local folder or an object store URI, so a driver on another machine
+    finds it)."""
 
     mlflow_run_id: str
     tracking_uri: str
@@ -101,18 +105,18 @@ class RunRecord:
     result: dict[str, Any] | None = None
 
     @classmethod
-    def read(cls, run_dir: str | Path) -> RunRecord | None:
-        path = Path(run_dir) / RUN_RECORD
+    def read(cls, run_dir: str | Path | Location) -> RunRecord | None:
+        path = location(run_dir) / RUN_RECORD
         if not path.is_file():
             return None
         return cls(**json.loads(path.read_text()))
 
-    def write(self, run_dir: str | Path) -> None:
-        path = Path(run_dir) / RUN_RECORD
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(dataclasses.asdict(self), indent=2, default=str) + "\n")
-        tmp.replace(path)  # atomic: a driver killed mid-write leaves the old record
+    def write(self, run_dir: str | Path | Location) -> None:
+        folder = location(run_dir)
+        if folder.is_local:
+            folder.mkdir()
+        # atomic: a driver killed mid-write leaves the old record
+        (folder / RUN_RECORD).write_text_atomic(json.dumps(dataclasses.asdict(self), indent=2, default=str) + "\n")
 
 
 def how_to_open(uri: str, experiment_id: str, run_id: str) -> str:
@@ -210,7 +214,7 @@ def run_exists(tracking_uri: str, run_id: str) -> bool:
     return True
 
 
-def start_or_resume_run(*, tracking_uri: str, experiment: str, run_name: str, run_dir: Path,
+def start_or_resume_run(*, tracking_uri: str, experiment: str, run_name: str, run_dir: Path | Location,
                         storage: Path, model_config: dict[str, Any]) -> tuple[str, bool]:
     """The MLflow run id of this training run: remembered in `run_dir`, else a new run.
 

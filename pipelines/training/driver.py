@@ -121,7 +121,7 @@ def resolve_train_inputs(cfg: ExperimentConfig, data: str | Path, *, tracking_ur
                        experiment=experiment or tracking.DEFAULT_EXPERIMENT)
 
 
-def run_name_in_store(storage: Path, run_name: str, tracking_uri: str, log: Callable[[str], None]) -> str:
+def run_name_in_store(storage: Location, run_name: str, tracking_uri: str, log: Callable[[str], None]) -> str:
     """`run_name`, unless its folder records a run of another MLflow store (or one this store
     lost): then `<run_name>-<store hash>`, a folder of this store's own, and the log says so.
 
@@ -168,13 +168,12 @@ def train_resolved(cfg: ExperimentConfig, inputs: TrainInputs, *, address: str |
     started = time.perf_counter()
     data, manifest, uri, run_name = inputs.data, inputs.manifest, inputs.tracking_uri, inputs.run_name
     experiment = inputs.experiment
-    # Checkpoints go to `train.storage` (a path or URI: Ray Train's storage_path); the run record
-    # (shg_run.json) to its local folder: the storage itself when local, else its
-    # `local_state_dir` (RunRecord reads local paths).
+    # Checkpoints and the run record (shg_run.json) go to `train.storage`, a path or an object
+    # store URI (Ray Train's storage_path): a driver restarted on another machine finds both.
     storage = location(cfg.train.storage)
-    records = local_state_dir(storage)
-    run_name = run_name_in_store(records, run_name, uri, log)
-    run_dir = records / run_name
+    records = local_state_dir(storage)  # local: the default sqlite store's artifact root
+    run_name = run_name_in_store(storage, run_name, uri, log)
+    run_dir = storage / run_name
     record = tracking.RunRecord.read(run_dir)
     if record is not None and record.model_config is not None:
         # Refuse before starting Ray; the workers check each checkpoint again when loading it.
