@@ -7,11 +7,15 @@ Flow (`run_prepare`):
 3. A Ray dataset of plain record columns, in blocks, sorted by image so people of one image
    share a decode; `map_batches(prepare_batch)` decodes, crops, renders targets and quarantines
    missing/corrupt images and boxes outside the image, in a task pool as wide as the cluster.
-4. The driver streams the result (`iter_batches`, never materialised: memory stays bounded by a
-   few blocks) into parquet under a temporary folder, then writes `manifest.json`, fsyncs it
-   all and moves the folder into place with a rename, so a failed run leaves any earlier output
-   untouched; the temporary folders of a run that was killed are removed by the next one
-   (`dataprep.atomic`).
+4. A second `map_batches(write_batch)` writes the rows to parquet from the Ray tasks
+   (`dataprep.prepared_writer`); the driver only receives a ~100-byte summary per row (person
+   id, row digest, destination, reason), so its memory does not grow with the crops. OUT may be
+   a local path or an object store URI (`dataprep.storage`). Locally the files go to a
+   temporary folder; the driver writes `manifest.json`, fsyncs it all and moves the folder into
+   place with a rename, so a failed run leaves any earlier output untouched, and the temporary
+   folders of a run that was killed are removed by the next one (`dataprep.atomic`). On an
+   object store the files (named by a fresh generation) go straight under OUT and the manifest,
+   which names them, is written last: it is the commit (see `run_prepare`).
 
 Hostile input: one bad record never ends the job. Malformed annotation entries, bad names and
 paths, numbers that are not finite as float32, unreadable, oversized (by header, before any
@@ -30,11 +34,14 @@ import json
 import os
 import shutil
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
 from dataprep import quarantine
 from dataprep.atomic import fsync_path, fsync_tree, remove_stale_leftovers, temporary_sibling
@@ -49,9 +56,10 @@ from dataprep.prepare_batch import (
     rejected_row,
 )
 from dataprep.official import apply_official_head_sizes, head_size_sources
-from dataprep.prepared_writer import QUARANTINE, PreparedDatasetWriter, fingerprint
+from dataprep.prepared_writer import QUARANTINE, PreparedDatasetWriter, PrepareTally, fingerprint, write_batch
 from dataprep.quarantine import Rejection
 from dataprep.records import PersonRecord
+from dataprep.storage import Location, location
 from dataprep.schema import (
     CROP_BOX_SCALE,
     CROP_SIZE,
@@ -80,7 +88,8 @@ class PrepareConfig:
         annotations: annotation file, any form `dataprep.mpii.load_annotations` reads ("" = none:
             the workflow then uses its embedded synthetic dataset).
         images: image root; record image paths are relative to it.
-        out: output folder (created or replaced as a whole; see module docstring).
+        out: output folder, a local path or an object store URI such as s3://bucket/prefix (written
+            as a whole; see module docstring).
         address: Ray address for the CLI (None/"local": a private local cluster).
         format: annotation form, one of ANNOTATION_FORMATS; None detects it.
         split: "train" or "val" for a form without a split (None: such forms go to "val").
@@ -116,7 +125,7 @@ class PrepareConfig:
 
 def check_config(cfg: PrepareConfig) -> None:
     """Raises `PrepareConfigError` for a config that cannot work; touches nothing."""
-    annotations, images, out = Path(cfg.annotations), Path(cfg.images), Path(cfg.out)
+    annotations, images = Path(cfg.annotations), Path(cfg.images)
     if not annotations.is_file():
         raise PrepareConfigError(
             f"annotations file not found: {annotations}. Pass --annotations with an MPII "
@@ -139,9 +148,14 @@ def check_config(cfg: PrepareConfig) -> None:
             f"images folder not found: {images}. Pass --images with the folder that the "
             f"annotation's image paths are relative to."
         )
-    if out.exists() and not out.is_dir():
+    try:
+        out = location(cfg.out)
+        out_info = out.info().type
+    except (ValueError, OSError) as exc:
+        raise PrepareConfigError(f"--out {cfg.out}: {exc}") from exc
+    if out_info == pafs.FileType.File:
         raise PrepareConfigError(f"--out {out} is a file. Choose a folder path for --out.")
-    if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).is_file():
+    if out_info == pafs.FileType.Directory and out.list() and not (out / MANIFEST).is_file():
         raise PrepareConfigError(
             f"--out {out} is a non-empty folder that is not a prepared dataset (no {MANIFEST}); "
             f"refusing to replace it. Choose a new or empty folder for --out."
@@ -257,8 +271,13 @@ def _ensure_ray(address: str | None):
     return ray
 
 
-def _stream_prepared(table: pa.Table, cfg: PrepareConfig):
-    """Yields `WORK_SCHEMA` batches of the Ray Data job over the record table."""
+def _write_from_tasks(table: pa.Table, cfg: PrepareConfig, target: Location, generation: str):
+    """Runs the Ray Data job over the record table: `prepare_batch` in a task pool as wide as the
+    cluster, then `write_batch`, which writes the rows under `target` from the tasks (files of
+    at most `rows_per_file` rows). Yields the small `SUMMARY_SCHEMA` batches the driver tallies.
+
+    The tasks get `target` with its file system object (an S3 file system carries its
+    endpoint); credentials come from the workers' own environment (AWS_* variables or roles)."""
     ray = _ensure_ray(cfg.address)
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
     blocks = [table.slice(i, cfg.block_rows) for i in range(0, len(table), cfg.block_rows)]
@@ -274,6 +293,16 @@ def _stream_prepared(table: pa.Table, cfg: PrepareConfig):
         },
         compute=ray.data.TaskPoolStrategy(size=min(cpus, len(blocks))),
         num_cpus=1,
+    ).map_batches(
+        write_batch,
+        batch_size=cfg.rows_per_file,
+        batch_format="pyarrow",
+        fn_kwargs={"out": target, "generation": generation, "rows_per_file": cfg.rows_per_file},
+        # Writing (zstd, I/O) is light next to decoding: like the driver's writer before it, it
+        # runs beside the prepare tasks (no CPU reserved), one task at a time (one batch of
+        # `rows_per_file` rows in memory).
+        compute=ray.data.TaskPoolStrategy(size=1),
+        num_cpus=0,
     )
     yield from ds.iter_batches(batch_size=None, batch_format="pyarrow")
 
@@ -295,10 +324,33 @@ def _move_into_place(tmp: Path, out: Path) -> None:
     fsync_path(out.parent)
 
 
+def _generation_files(root: Location, generation: str) -> dict[str, list[Location]]:
+    """This run's parquet files under `root`, per destination, sorted by name."""
+    prefix = f"part-{generation}-"
+    return {
+        name: [f for f in (root / name).list() if f.name.startswith(prefix) and f.name.endswith(".parquet")]
+        for name in (*SPLITS, QUARANTINE)
+    }
+
+
+def _remove_uncommitted(out: Location, manifest: dict) -> None:
+    """On an object store, after the manifest is committed: deletes every parquet file under
+    `out` that it does not name (an earlier dataset's, or a killed run's)."""
+    for name, committed in manifest["files"].items():
+        for f in (out / name).list():
+            if f.name.endswith(".parquet") and f.name not in committed:
+                f.delete_file()
+
+
 def run_prepare(cfg: PrepareConfig, *, log: Callable[[str], None] = print) -> dict:
     """Runs the preparation job and returns the manifest (also written to OUT/manifest.json).
 
     Uses the Ray cluster this process is connected to, or starts a local one (cfg.address).
+    `cfg.out` may be a local path or an object store URI (`dataprep.storage`): locally the
+    dataset is written to a temporary folder that replaces OUT with a rename; on an object store
+    the data files (named by a fresh generation) are written first and `manifest.json`, which
+    names them, last: readers trust only the files of a committed manifest
+    (`pipelines.runtime.prepared`), and files no manifest names are deleted after the commit.
 
     Raises:
         PrepareConfigError: before any work, for a config or annotation file that cannot work.
@@ -317,35 +369,59 @@ def run_prepare(cfg: PrepareConfig, *, log: Callable[[str], None] = print) -> di
         f"{len(rejected)} rejected before decoding ({len(loaded.malformed)} malformed entries), "
         f"loader left out {dict(loaded.skipped) or 'none'}")
 
-    out = Path(cfg.out).resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    for leftover in remove_stale_leftovers(out):  # of a run that was killed mid-write
-        log(f"prepare: removed {leftover.name}, left by a run that did not finish")
-    tmp = temporary_sibling(out)
+    out = location(cfg.out)
+    generation = uuid.uuid4().hex[:8]
+    if out.is_local:
+        out_path = out.local_path()
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        for leftover in remove_stale_leftovers(out_path):  # of a run that was killed mid-write
+            log(f"prepare: removed {leftover.name}, left by a run that did not finish")
+        tmp = temporary_sibling(out_path)
+        target = location(tmp)
+    else:
+        target = out  # written in place; the manifest, written last, is the commit
     try:
-        writer = PreparedDatasetWriter(tmp, rows_per_file=cfg.rows_per_file)
-        if rejected:
+        tally = PrepareTally()
+        if rejected:  # rows without an image: small, written here
+            writer = PreparedDatasetWriter(target, rows_per_file=cfg.rows_per_file, prefix=f"part-{generation}-screened")
             writer.write(pa.Table.from_pylist(rejected, schema=WORK_SCHEMA))
+            writer.close(empty_files=False)
+            tally.add(writer.summary())
         next_report = cfg.progress_every
         job_started = time.perf_counter()
         if accepted:
-            for batch in _stream_prepared(records_table(accepted), cfg):
-                writer.write(batch)
-                if writer.rows_seen >= next_report or writer.rows_seen == rows_in:
-                    rate = (writer.rows_seen - len(rejected)) / max(time.perf_counter() - job_started, 1e-9)
-                    log(f"prepare: {writer.rows_seen}/{rows_in} people, {rate:.1f} rows/s, "
-                        f"{writer.quarantined} quarantined so far")
-                    next_report = (writer.rows_seen // cfg.progress_every + 1) * cfg.progress_every
-        written = writer.close()
+            for summary in _write_from_tasks(records_table(accepted), cfg, target, generation):
+                tally.add(summary)
+                if tally.rows_seen >= next_report or tally.rows_seen == rows_in:
+                    rate = (tally.rows_seen - len(rejected)) / max(time.perf_counter() - job_started, 1e-9)
+                    log(f"prepare: {tally.rows_seen}/{rows_in} people, {rate:.1f} rows/s, "
+                        f"{tally.quarantined} quarantined so far")
+                    next_report = (tally.rows_seen // cfg.progress_every + 1) * cfg.progress_every
+        files = _generation_files(target, generation)
+        empty = [name for name, found in files.items() if not found]
+        if empty:  # an empty destination still gets one file, for its schema
+            writer = PreparedDatasetWriter(target, prefix=f"part-{generation}-empty")
+            writer.close(empty_files=tuple(empty))
+            files = _generation_files(target, generation)
         seconds = time.perf_counter() - started
-        manifest = _manifest(cfg, loaded, len(rejected), writer, written, tmp, seconds, time.perf_counter() - job_started)
+        manifest = _manifest(cfg, loaded, len(rejected), tally, files, seconds, time.perf_counter() - job_started)
         manifest["head_sizes"] = head_size_report
         manifest["head_size_sources"] = head_size_sources(records)
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        fsync_tree(tmp)  # every byte on disk before the rename makes the dataset visible
-        _move_into_place(tmp, out)
+        text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+        if out.is_local:
+            (tmp / MANIFEST).write_text(text)
+            fsync_tree(tmp)  # every byte on disk before the rename makes the dataset visible
+            _move_into_place(tmp, out_path)
+        else:
+            (out / MANIFEST).write_text_atomic(text)  # the commit
+            _remove_uncommitted(out, manifest)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if out.is_local:
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:  # this run's files: never named by a committed manifest
+            for found in _generation_files(out, generation).values():
+                for f in found:
+                    f.delete_file()
         raise
     by_reason = ", ".join(f"{k}={v}" for k, v in sorted(manifest["quarantined_by_reason"].items()))
     log(f"prepare: wrote {manifest['rows']} to {out}, quarantined {manifest['quarantined']}"
@@ -354,25 +430,30 @@ def run_prepare(cfg: PrepareConfig, *, log: Callable[[str], None] = print) -> di
     return manifest
 
 
-def _manifest(cfg, loaded, n_rejected_early, writer, written, tmp, seconds, job_seconds) -> dict:
+def _manifest(cfg, loaded, n_rejected_early, tally, files, seconds, job_seconds) -> dict:
+    """The manifest; rows per destination are read back from the written files' footers and must
+    match the tasks' summaries and `rows_in`."""
     rows_in = len(loaded.records) + len(loaded.malformed)
+    written = {name: sum(pq.read_metadata(f.path, filesystem=f.filesystem).num_rows for f in found)
+               for name, found in files.items()}
     rows = {split: written[split] for split in SPLITS}
     quarantined = written[QUARANTINE]
-    if sum(rows.values()) + quarantined != rows_in:  # the invariant the manifest promises
-        raise RuntimeError(
-            f"prepare lost rows: {rows_in} in, {rows} written + {quarantined} quarantined"
+    if sum(rows.values()) + quarantined != rows_in or written != {n: tally.rows[n] for n in written}:
+        raise RuntimeError(  # the invariant the manifest promises
+            f"prepare lost rows: {rows_in} in, {rows} written + {quarantined} quarantined, "
+            f"the tasks reported {dict(tally.rows)}"
         )
-    files = {name: sorted(p.name for p in (tmp / name).glob("*.parquet")) for name in (*SPLITS, QUARANTINE)}
-    data_bytes = {name: sum((tmp / name / f).stat().st_size for f in files[name]) for name in files}
+    data_bytes = {name: sum(f.info().size for f in found) for name, found in files.items()}
+    files = {name: [f.name for f in found] for name, found in files.items()}
     prepared_rows = sum(rows.values())
     return {
-        "fingerprint": fingerprint(writer.digests),
+        "fingerprint": fingerprint(tally.digests),
         "rows_in": rows_in,
         "annotation_format": loaded.format,
         "loader_left_out": dict(sorted(loaded.skipped.items())),
         "rows": rows,
         "quarantined": quarantined,
-        "quarantined_by_reason": dict(sorted(writer.by_reason.items())),
+        "quarantined_by_reason": dict(sorted(tally.by_reason.items())),
         "config": dataclasses.asdict(cfg),
         "schema": describe(PREPARED_SCHEMA),
         "quarantine_schema": describe(QUARANTINE_SCHEMA),

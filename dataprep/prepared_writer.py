@@ -1,7 +1,9 @@
-"""Streams `prepare_batch` output into `train/`, `val/` and `quarantine/` parquet files.
+"""Writes `prepare_batch` output into `train/`, `val/` and `quarantine/` parquet files.
 
-Runs on the driver while Ray Data streams batches to it, so memory stays bounded by one row group
-per destination; it also counts rows and collects the per-row digests for the fingerprint.
+Runs inside the Ray tasks of `shg prepare` (`write_batch`: one batch of rows in, its files
+written, a small per-row summary out), so the prepared rows never travel to the driver; the
+driver only adds up the summaries (`PrepareTally`: counts and the per-row digests of the
+fingerprint). Files go through `dataprep.storage`, so the folder may be local or an object store.
 
 Storage choices (measured with `benchmarks/prepare.py` on the real MPII images):
 - `crop_jpeg` is already entropy-coded, so it is stored uncompressed (zstd would only cost CPU)
@@ -23,6 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from dataprep.prepare_batch import DIGEST, WORK_SCHEMA
+from dataprep.storage import Location, location
 from dataprep.schema import (
     CROP_JPEG,
     IMAGE,
@@ -35,6 +38,15 @@ from dataprep.schema import (
 )
 
 QUARANTINE = "quarantine"
+DESTINATION = "destination"
+
+# What a write task hands back to the driver per row: ~100 bytes, never the crop or the targets.
+SUMMARY_SCHEMA = pa.schema([
+    pa.field(PERSON_ID, pa.string()),
+    pa.field(DIGEST, pa.binary(32)),
+    pa.field(DESTINATION, pa.string()),  # train | val | quarantine
+    pa.field(REASON, pa.string()),  # null unless quarantined
+])
 
 
 def fingerprint(pairs: list[tuple[str, bytes]]) -> str:
@@ -51,12 +63,13 @@ def _leaf(field: pa.Field) -> str:
 
 
 class _PartWriter:
-    """Parquet files `part-00000.parquet`, ... in one folder, a new file every `rows_per_file`."""
+    """Parquet files `{prefix}-00000.parquet`, ... in one folder, a new file every `rows_per_file`."""
 
-    def __init__(self, folder: Path, schema: pa.Schema, rows_per_file: int, compression, dictionary):
+    def __init__(self, folder: Location, schema: pa.Schema, rows_per_file: int, compression, dictionary,
+                 prefix: str = "part"):
         self.folder, self.schema, self.rows_per_file = folder, schema, rows_per_file
-        self.compression, self.dictionary = compression, dictionary
-        self.files: list[Path] = []
+        self.compression, self.dictionary, self.prefix = compression, dictionary, prefix
+        self.files: list[str] = []
         self._writer: pq.ParquetWriter | None = None
         self._rows_in_file = 0
         self.rows = 0
@@ -64,9 +77,10 @@ class _PartWriter:
     def write(self, table: pa.Table) -> None:
         while len(table):
             if self._writer is None:
-                path = self.folder / f"part-{len(self.files):05d}.parquet"
+                path = (self.folder / f"{self.prefix}-{len(self.files):05d}.parquet").path
                 self._writer = pq.ParquetWriter(
-                    path, self.schema, compression=self.compression, use_dictionary=self.dictionary
+                    path, self.schema, compression=self.compression, use_dictionary=self.dictionary,
+                    filesystem=self.folder.filesystem,
                 )
                 self.files.append(path)
             take = min(len(table), self.rows_per_file - self._rows_in_file)
@@ -82,13 +96,15 @@ class _PartWriter:
             self._writer.close()
             self._writer, self._rows_in_file = None, 0
 
-    def close(self) -> None:
-        """Closes the open file; an empty destination still gets one file, for its schema."""
+    def close(self, empty_file: bool = True) -> None:
+        """Closes the open file; with `empty_file`, an empty destination still gets one file, for
+        its schema."""
         self._close_file()
-        if not self.files:
-            path = self.folder / "part-00000.parquet"
+        if not self.files and empty_file:
+            path = (self.folder / f"{self.prefix}-00000.parquet").path
             pq.write_table(
-                self.schema.empty_table(), path, compression=self.compression, use_dictionary=self.dictionary
+                self.schema.empty_table(), path, compression=self.compression, use_dictionary=self.dictionary,
+                filesystem=self.folder.filesystem,
             )
             self.files.append(path)
 
@@ -97,12 +113,17 @@ class PreparedDatasetWriter:
     """Writes `WORK_SCHEMA` batches under `root` and keeps counts and digests.
 
     Args:
-        root: the (temporary) output folder; `train/`, `val/`, `quarantine/` are created in it.
+        root: the output folder (a path or a `dataprep.storage` URI); `train/`, `val/`,
+            `quarantine/` are created in it.
         rows_per_file: rows per parquet file (the unit of read parallelism for training).
         row_group_rows: rows buffered per destination before one parquet row group is written.
+        prefix: file names are `{prefix}-00000.parquet`, ...; writers sharing a folder need
+            different prefixes.
     """
 
-    def __init__(self, root: Path, rows_per_file: int = 4096, row_group_rows: int = 256):
+    def __init__(self, root: Path | str | Location, rows_per_file: int = 4096, row_group_rows: int = 256,
+                 prefix: str = "part"):
+        root = location(root)
         self.row_group_rows = row_group_rows
         zstd_except_jpeg = {_leaf(f): ("none" if f.name == CROP_JPEG else "zstd") for f in PREPARED_SCHEMA}
         self._parts: dict[str, _PartWriter] = {}
@@ -110,11 +131,13 @@ class PreparedDatasetWriter:
             *((split, PREPARED_SCHEMA, zstd_except_jpeg, [SPLIT, IMAGE]) for split in SPLITS),
             (QUARANTINE, QUARANTINE_SCHEMA, "zstd", True),
         ]:
-            (root / name).mkdir(parents=True, exist_ok=True)
-            self._parts[name] = _PartWriter(root / name, schema, rows_per_file, compression, dictionary)
+            if root.is_local:  # an object store has no folders to make
+                (root / name).mkdir()
+            self._parts[name] = _PartWriter(root / name, schema, rows_per_file, compression, dictionary, prefix)
         self._buffers: dict[str, list[pa.Table]] = {name: [] for name in self._parts}
         self.digests: list[tuple[str, bytes]] = []
         self.by_reason: Counter[str] = Counter()
+        self._summaries: list[pa.Table] = []
 
     @property
     def rows_seen(self) -> int:
@@ -131,6 +154,10 @@ class PreparedDatasetWriter:
             zip(batch.column(PERSON_ID).to_pylist(), batch.column(DIGEST).to_pylist(), strict=True)
         )
         rejected = pc.is_valid(batch.column(REASON))
+        destination = pc.if_else(rejected, pa.scalar(QUARANTINE), batch.column(SPLIT))
+        self._summaries.append(pa.Table.from_arrays(
+            [batch.column(PERSON_ID), batch.column(DIGEST), destination, batch.column(REASON)],
+            schema=SUMMARY_SCHEMA))
         bad = batch.filter(rejected)
         if len(bad):
             self.by_reason.update(bad.column(REASON).to_pylist())
@@ -157,12 +184,59 @@ class PreparedDatasetWriter:
             self._parts[name].write(pa.concat_tables(self._buffers[name]).combine_chunks())
             self._buffers[name] = []
 
-    def close(self) -> dict[str, int]:
-        """Flushes and closes every file; returns rows written per destination."""
+    def close(self, empty_files: bool | tuple[str, ...] = True) -> dict[str, int]:
+        """Flushes and closes every file; returns rows written per destination. With
+        `empty_files` (True, or the destinations it applies to), an empty destination gets one
+        file with no rows (its schema)."""
         for name in self._parts:
             self._flush(name)
-            self._parts[name].close()
+            self._parts[name].close(empty_files is True or (empty_files is not False and name in empty_files))
         return {name: part.rows for name, part in self._parts.items()}
 
-    def files(self, name: str) -> list[Path]:
+    def files(self, name: str) -> list[str]:
+        """The paths (on the writer's file system) of the files written to one destination."""
         return list(self._parts[name].files)
+
+    def summary(self) -> pa.Table:
+        """`SUMMARY_SCHEMA`: one row per row written (person, digest, where it went, reason)."""
+        return pa.concat_tables([SUMMARY_SCHEMA.empty_table(), *self._summaries])
+
+
+def write_batch(batch: pa.Table, out: str | Location, generation: str, rows_per_file: int) -> pa.Table:
+    """The Ray Data write step: writes one `WORK_SCHEMA` batch under `out` (a path or URI) and
+    returns its `SUMMARY_SCHEMA` rows.
+
+    Files are named `part-{generation}-{key}-NNNNN.parquet`, `key` a hash of the batch's person
+    ids, so tasks never collide and one run's files can be told from another's.
+    """
+    key = hashlib.sha256("\0".join(batch.column(PERSON_ID).to_pylist()).encode()).hexdigest()[:16]
+    writer = PreparedDatasetWriter(out, rows_per_file=rows_per_file, prefix=f"part-{generation}-{key}")
+    for start in range(0, len(batch), writer.row_group_rows):  # routing copies one row group at a time
+        writer.write(batch.slice(start, writer.row_group_rows))
+    writer.close(empty_files=False)
+    return writer.summary()
+
+
+class PrepareTally:
+    """The driver's running totals over the write tasks' summaries: digests for the fingerprint
+    (~100 bytes a row), quarantine reasons, and rows per destination."""
+
+    def __init__(self) -> None:
+        self.digests: list[tuple[str, bytes]] = []
+        self.by_reason: Counter[str] = Counter()
+        self.rows: Counter[str] = Counter()
+
+    @property
+    def rows_seen(self) -> int:
+        return len(self.digests)
+
+    @property
+    def quarantined(self) -> int:
+        return sum(self.by_reason.values())
+
+    def add(self, summary: pa.Table) -> None:
+        self.digests.extend(
+            zip(summary.column(PERSON_ID).to_pylist(), summary.column(DIGEST).to_pylist(), strict=True)
+        )
+        self.rows.update(summary.column(DESTINATION).to_pylist())
+        self.by_reason.update(r for r in summary.column(REASON).to_pylist() if r is not None)

@@ -70,17 +70,25 @@ def official_predictions(pred: np.ndarray, rows: np.ndarray, n_rows: int) -> np.
 
 
 def write_predictions(path: str | Path, preds: np.ndarray) -> None:
-    """Writes (N, 16, 2) predictions as `.npy` or as the toolkit's `.mat` (`preds`)."""
-    path = Path(path)
-    if path.suffix not in EXPORT_SUFFIXES:
+    """Writes (N, 16, 2) predictions as `.npy` or as the toolkit's `.mat` (`preds`), atomically,
+    to a local path or an object store URI (`pipelines.runtime.storage`)."""
+    import io
+    import posixpath
+
+    from pipelines.runtime.storage import location
+
+    target = location(path)
+    suffix = posixpath.splitext(target.name)[1]
+    if suffix not in EXPORT_SUFFIXES:
         raise ValueError(f"--export {path}: the file name must end in {' or '.join(EXPORT_SUFFIXES)}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix == ".npy":
-        np.save(path, preds)
+    buffer = io.BytesIO()
+    if suffix == ".npy":
+        np.save(buffer, preds)
     else:
         from scipy.io import savemat
 
-        savemat(path, {"preds": preds})
+        savemat(buffer, {"preds": preds})
+    target.write_bytes_atomic(buffer.getvalue())
 
 
 def export_predictions(path: str | Path, gt_path: str | Path, person_id: np.ndarray, pred: np.ndarray,
@@ -95,19 +103,29 @@ def export_predictions(path: str | Path, gt_path: str | Path, person_id: np.ndar
 
 
 def read_predictions(path: str | Path) -> np.ndarray:
-    """Reads predictions written by `write_predictions` (or any `.npy`, or a `.mat` with `preds`)."""
-    path = Path(path)
-    if path.suffix == ".mat":
+    """Reads predictions written by `write_predictions` (or any `.npy`, or a `.mat` with `preds`),
+    from a local path or an object store URI."""
+    import io
+    import posixpath
+
+    from pipelines.runtime.storage import location
+
+    source = location(path)
+    try:
+        data = io.BytesIO(source.read_bytes())
+    except OSError as err:
+        raise ValueError(f"{path}: cannot read it ({err})") from err
+    if posixpath.splitext(source.name)[1] == ".mat":
         from scipy.io import loadmat
 
         try:
-            mat = loadmat(path)
+            mat = loadmat(data)
         except (OSError, ValueError, TypeError) as err:
             raise ValueError(f"{path}: not a readable MATLAB .mat file ({err})") from err
         if "preds" not in mat:
             raise ValueError(f"{path}: no `preds` variable; expected the toolkit's preds (N, 16, 2)")
         return np.asarray(mat["preds"])
     try:
-        return np.load(path, allow_pickle=False)
+        return np.load(data, allow_pickle=False)
     except (OSError, ValueError) as err:
         raise ValueError(f"{path}: cannot read a .npy array ({err}); save predictions with numpy.save") from err

@@ -1,4 +1,10 @@
-"""The work-dir lock: two workflows never train at once on one work dir."""
+"""The work-dir lock: two workflows never train at once on one work dir.
+
+The lock is a local `flock` file. For a work dir on an object store it lives in the work dir's
+local state folder (`pipelines.runtime.storage.local_state_dir`, keyed by the URI): it keeps
+apart workflows started on the same machine, not on different ones (an object store offers no
+lock; run one scheduler per work dir URI).
+"""
 
 from __future__ import annotations
 
@@ -16,7 +22,8 @@ class WorkflowBusy(RuntimeError):
 
 @contextmanager
 def workdir_lock(workdir: Path) -> Iterator[None]:
-    """Holds `workdir/.workflow.lock` (flock, non-blocking) for the duration of the block.
+    """Holds `workdir/.workflow.lock` (flock, non-blocking) for the duration of the block;
+    `workdir` is a local folder (for a work dir URI, its `local_state_dir`).
 
     flock is released by the kernel when the holder dies, so a crashed run never leaves a stale
     lock. The file records the holder (pid, host, start time) for the busy message.

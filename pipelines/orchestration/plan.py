@@ -4,7 +4,8 @@
 `ResolvedRun`: the `RunConfig` tree (profile → config file → overrides), where every output goes
 under the work dir, the MLflow store, and the training stage's `ExperimentConfig`.
 
-Layout under the work dir (default `./runs`):
+The work dir (default `./runs`) may be a local path, a mounted shared folder or an object store
+URI (`s3://bucket/prefix`, `pipelines.runtime.storage`). Layout under it:
     data/synth/            the embedded synthetic MPII-format dataset (images/, annotations.json)
     data/prepared/         the prepared parquet dataset (train/, val/, quarantine/, manifest.json)
     data/prepared.inputs.json  what the prepared dataset was made from (the reuse key)
@@ -12,6 +13,11 @@ Layout under the work dir (default `./runs`):
     models/<run name>/     the evaluated model directory and evaluation.json
     workflow/*.json        one summary per workflow run (steps, outcomes, seconds, run ids)
     .workflow.lock         held while a workflow runs: two runs never train at once here
+
+For a work dir URI, what must be local lives in `local_state_dir(workdir)` instead (the lock,
+the default sqlite MLflow store, `data/synth/`, the run records `<run name>/shg_run.json`, and
+`models/<run name>/` before it is copied to the URI); `ResolvedRun.state` is that folder, and
+the work dir itself when it is local.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from dataprep.prepare import PrepareConfig
 from dataprep.synth import SynthConfig
 from pipelines.config.experiment import ExperimentConfig
 from pipelines.config.run import RunConfig, resolve_run_config
+from pipelines.runtime.storage import Location, local_state_dir, location
 from pipelines.tracking.store import resolve_tracking_uri
 
 DEFAULT_PROFILE = "synthetic"
@@ -73,14 +80,15 @@ class DataInputs:
 
     synth: SynthConfig | None
     prepare: PrepareConfig
-    marker: Path
+    marker: Location
 
 
 @dataclasses.dataclass(frozen=True)
 class ResolvedRun:
     """Everything a workflow run will do, resolved before anything starts."""
 
-    workdir: Path
+    workdir: Location  # the outputs: local path or object store URI
+    state: Path  # local: the work dir itself, or its local state folder for a URI
     tracking_uri: str
     config: RunConfig
     data: DataInputs
@@ -90,28 +98,34 @@ class ResolvedRun:
 
 def resolve(cfg: WorkflowConfig) -> ResolvedRun:
     """Builds the run's config and paths; raises ValueError (ConfigError) on any bad key/value."""
-    workdir = Path(cfg.workdir).resolve()
+    workdir = location(cfg.workdir)
+    state = local_state_dir(workdir)
     config = resolve_run_config(cfg.profile, cfg.config or None, cfg.overrides)
     experiment = config.experiment()
     experiment = dataclasses.replace(experiment, train=dataclasses.replace(
-        experiment.train, storage=str(workdir), run_name=cfg.run_name))
+        experiment.train, storage=workdir.uri, run_name=cfg.run_name))
     return ResolvedRun(
         workdir=workdir,
-        tracking_uri=resolve_tracking_uri(cfg.tracking_uri or None, workdir),
+        state=state,
+        tracking_uri=resolve_tracking_uri(cfg.tracking_uri or None, state),
         config=config,
-        data=data_inputs(config, workdir, address=cfg.address),
+        data=data_inputs(config, workdir, address=cfg.address, state=state),
         experiment=experiment,
         params={"workflow.profile": cfg.profile, **config.flatten()},
     )
 
 
-def data_inputs(config: RunConfig, workdir: Path, *, address: str = "") -> DataInputs:
+def data_inputs(config: RunConfig, workdir: str | Path | Location, *, address: str = "",
+                state: Path | None = None) -> DataInputs:
     """Where the data comes from and goes: real files when `prepare.annotations` is set, else
-    the embedded synthetic dataset under `workdir/data/synth`."""
+    the embedded synthetic dataset under `state/data/synth` (`state`: the work dir's local
+    folder, `local_state_dir(workdir)` by default)."""
+    workdir = location(workdir)
     data = workdir / "data"
-    prepare = dataclasses.replace(config.prepare, out=str(data / "prepared"), address=address or None)
+    prepare = dataclasses.replace(config.prepare, out=(data / "prepared").uri, address=address or None)
     if config.uses_real_data:
         return DataInputs(synth=None, prepare=prepare, marker=data / "prepared.inputs.json")
-    prepare = dataclasses.replace(prepare, annotations=str(data / "synth" / "annotations.json"),
-                                  images=str(data / "synth" / "images"))
+    synth = (local_state_dir(workdir) if state is None else state) / "data" / "synth"
+    prepare = dataclasses.replace(prepare, annotations=str(synth / "annotations.json"),
+                                  images=str(synth / "images"))
     return DataInputs(synth=config.synth, prepare=prepare, marker=data / "prepared.inputs.json")

@@ -37,10 +37,12 @@ def save_and_evaluate(experiment: ExperimentConfig, trained: TrainResult, prepar
     from pipelines.evaluation.evaluate import EvaluateConfig, run_evaluate
     from pipelines.inference.model_dir import ModelCard, model_from_state, save_model_dir
     from pipelines.runtime.json_files import json_ready
+    from pipelines.runtime.storage import local_folder
     from pipelines.training.checkpoints import load_state
 
-    checkpoint = trained.best_checkpoint or trained.checkpoint
-    state = load_state(checkpoint, experiment.model)
+    checkpoint = trained.best_checkpoint or trained.checkpoint  # a path, or a URI in an object store
+    with local_folder(checkpoint) as folder:
+        state = load_state(folder, experiment.model)
     card = ModelCard.for_config(experiment.model, input_size=experiment.data.input_size,
                                 heatmap_size=experiment.data.heatmap_size)
     model = model_from_state(state["model"], card, f"checkpoint {checkpoint}")

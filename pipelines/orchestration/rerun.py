@@ -95,7 +95,9 @@ def rerun_run(cfg: RerunConfig, *, log: Callable[[str], None] = print) -> Workfl
     from pipelines.orchestration.workflow import run_workflow
     from pipelines.tracking.store import check_reachable, resolve_tracking_uri
 
-    workdir = Path(cfg.workdir).resolve()
+    from pipelines.runtime.storage import local_state_dir
+
+    workdir = local_state_dir(cfg.workdir)  # the work dir, or its local folder for a URI
     uri = resolve_tracking_uri(cfg.tracking_uri or None, workdir)
     check_reachable(uri)
     runs = WorkflowRuns(uri, workdir)

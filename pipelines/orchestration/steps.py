@@ -12,7 +12,6 @@ nested under it. The runner (`pipelines.orchestration.workflow`) composes them.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,8 @@ from typing import Any
 from pipelines.orchestration.plan import ResolvedRun
 from pipelines.orchestration.promotion import register_and_gate, save_and_evaluate
 from pipelines.orchestration.reuse import prepare_inputs_key, synthesise
-from pipelines.runtime.json_files import write_json_atomic
+from pipelines.runtime.json_files import read_json, write_json_atomic
+from pipelines.runtime.storage import Location, copy_folder, location
 from pipelines.tracking.workflow_runs import DATA_FINGERPRINT_TAG, EXPERIMENT, WorkflowRuns
 from pipelines.training.driver import TrainInputs, TrainResult, run_name_for, run_name_in_store
 
@@ -39,7 +39,7 @@ class ParentRun:
 @dataclass(frozen=True)
 class Prepared:
     status: str  # ran | reused
-    path: Path  # the prepared dataset folder
+    path: str  # the prepared dataset folder: a local path or an object store URI
     manifest: dict[str, Any]
 
     @property
@@ -95,8 +95,8 @@ def prepare(run: ResolvedRun, *, force: bool, log: Log) -> Prepared:
     if inputs.synth is not None:
         synthesised = synthesise(inputs.synth, Path(inputs.prepare.annotations).parent, force=force, log=log)
     key = prepare_inputs_key(inputs.prepare, inputs.synth)
-    out = Path(inputs.prepare.out)
-    manifest_path = out / MANIFEST
+    out = inputs.prepare.out
+    manifest_path = location(out) / MANIFEST
     if not force and not synthesised and inputs.marker.is_file() and manifest_path.is_file():
         marker = _read_json(inputs.marker)
         manifest = _read_json(manifest_path)
@@ -118,15 +118,15 @@ def train(run: ResolvedRun, prepared: Prepared, parent: ParentRun, *, force: boo
     name = run_name_for(experiment, prepared.fingerprint)
     if force and not experiment.train.run_name:  # a new folder: the finished one would be reported
         name = f"{name}-{_stamp()}"
-    name = run_name_in_store(run.workdir, name, run.tracking_uri, log)
-    record = RunRecord.read(run.workdir / name)
+    name = run_name_in_store(run.state, name, run.tracking_uri, log)
+    record = RunRecord.read(run.state / name)
     reused = record is not None and record.status == "finished"
     inputs = TrainInputs(data=prepared.path, manifest=prepared.manifest, tracking_uri=run.tracking_uri,
                          run_name=name, experiment=EXPERIMENT)
     try:
         out = train_resolved(experiment, inputs, address=address or None, log=log, verbose=verbose)
     except BaseException:
-        failed = RunRecord.read(run.workdir / name)  # the run a failure left behind, if any
+        failed = RunRecord.read(run.state / name)  # the run a failure left behind, if any
         parent.runs.attach(failed.mlflow_run_id if failed else None, parent.run_id)
         raise
     if not reused:  # a reused run stays nested under the workflow run that trained it
@@ -137,9 +137,13 @@ def train(run: ResolvedRun, prepared: Prepared, parent: ParentRun, *, force: boo
 
 def evaluate(run: ResolvedRun, prepared: Prepared, trained: Trained, parent: ParentRun, *,
              force: bool, address: str, log: Log) -> Evaluated:
-    """Saves the trained model as a model directory and scores the whole val split (official PCKh)."""
+    """Saves the trained model as a model directory and scores the whole val split (official PCKh).
+
+    The model directory is written locally (`run.state/models/<run name>`, the registry logs it
+    from there); for a work dir URI it is then copied to `<workdir>/models/<run name>`.
+    """
     result = trained.result
-    folder = run.workdir / "models" / result.run_name
+    folder = run.state / "models" / result.run_name
     record_path = folder / "evaluation.json"
     if not force and record_path.is_file():
         record = _read_json(record_path)
@@ -159,6 +163,8 @@ def evaluate(run: ResolvedRun, prepared: Prepared, trained: Trained, parent: Par
     parent.runs.finish(evaluation_id)
     write_json_atomic(record_path, {"train_run_id": result.mlflow_run_id, "mlflow_run_id": evaluation_id,
                                     "model_dir": str(model_dir), "table": table})
+    if not run.workdir.is_local:  # the export: model directory and evaluation record on the URI
+        copy_folder(folder, run.workdir / "models" / result.run_name)
     return Evaluated("ran", evaluation_id, model_dir, table)
 
 
@@ -181,11 +187,12 @@ def register(run: ResolvedRun, prepared: Prepared, trained: Trained, evaluated: 
     return Registered(status, decision)
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    """A JSON file written by an earlier run; an unreadable one counts as absent (redo the step)."""
+def _read_json(path: str | Path | Location) -> dict[str, Any]:
+    """A JSON file written by an earlier run (a path or URI); an unreadable one counts as absent
+    (redo the step)."""
     try:
-        value = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+        value = read_json(path)
+    except (OSError, ValueError):
         return {}
     return value if isinstance(value, dict) else {}
 

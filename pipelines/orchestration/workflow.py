@@ -21,12 +21,12 @@ import datetime as dt
 import json
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 from pipelines.orchestration import steps
 from pipelines.orchestration.lock import WorkflowBusy, workdir_lock
 from pipelines.orchestration.plan import ResolvedRun, WorkflowConfig, resolve
+from pipelines.runtime.storage import Location, location
 from pipelines.tracking.provenance import provenance
 from pipelines.tracking.workflow_runs import CONFIG_ARTIFACT, DATA_FINGERPRINT_TAG, SKIPPED_TAG, WorkflowRuns
 
@@ -86,7 +86,7 @@ def run_workflow(cfg: WorkflowConfig, *, log: Callable[[str], None] = print) -> 
 
     run = resolve(cfg)
     check_reachable(run.tracking_uri)
-    with workdir_lock(run.workdir):
+    with workdir_lock(run.state):  # local, also for a work dir URI (pipelines.runtime.storage)
         return _run_locked(cfg, run, log)
 
 
@@ -104,7 +104,7 @@ def run_firing(cfg: WorkflowConfig, *, log: Callable[[str], None] = print) -> Wo
     except WorkflowBusy as busy:
         log(f"schedule: {busy}")
         run = resolve(cfg)
-        runs = WorkflowRuns(run.tracking_uri, run.workdir)
+        runs = WorkflowRuns(run.tracking_uri, run.state)
         parent_id = runs.start_parent(f"firing-busy-{_stamp()}", {
             SKIPPED_TAG: "busy", "shg.busy_reason": str(busy)[:4000],
             **{f"step.{name}": "skipped" for name in STEPS}})  # fmt: skip
@@ -115,7 +115,7 @@ def run_firing(cfg: WorkflowConfig, *, log: Callable[[str], None] = print) -> Wo
         result = WorkflowResult("", [], error=f"{type(err).__name__}: {err}", failed_step=step)
         log(f"schedule: firing failed in step {step}: {result.error}")
         try:
-            result.summary_path = str(_write_summary(Path(cfg.workdir).resolve(), cfg, result))
+            result.summary_path = str(_write_summary(location(cfg.workdir), cfg, result))
         except OSError as write_err:
             log(f"schedule: could not record the failure under {cfg.workdir}: {write_err}")
         return result
@@ -153,9 +153,9 @@ class _StepRecorder:
 def _run_locked(cfg: WorkflowConfig, run: ResolvedRun, log: Callable[[str], None]) -> WorkflowResult:
     import ray
 
-    runs = WorkflowRuns(run.tracking_uri, run.workdir)
+    runs = WorkflowRuns(run.tracking_uri, run.state)
     parent_id = runs.start_parent(f"workflow-{cfg.profile or 'custom'}-{_stamp()}", {
-        "shg.profile": cfg.profile, "shg.config_file": cfg.config, "shg.workdir": str(run.workdir),
+        "shg.profile": cfg.profile, "shg.config_file": cfg.config, "shg.workdir": run.workdir.uri,
         "shg.overrides": json.dumps(list(cfg.overrides)), "shg.force": str(cfg.force).lower(),
         "shg.ray_address": cfg.address or "embedded", **provenance(), **dict(cfg.tags)})  # fmt: skip
     parent = steps.ParentRun(runs, parent_id)
@@ -218,7 +218,7 @@ def _check_expected_fingerprint(cfg: WorkflowConfig, prepared: steps.Prepared) -
         )
 
 
-def _write_summary(workdir: Path, cfg: WorkflowConfig, result: WorkflowResult) -> Path:
+def _write_summary(workdir: Location, cfg: WorkflowConfig, result: WorkflowResult) -> Location:
     from pipelines.runtime.json_files import write_json_atomic
 
     path = workdir / "workflow" / f"{_stamp()}-{result.parent_run_id[:12] or 'failed'}.json"

@@ -1,17 +1,19 @@
-"""JSON files the pipeline writes: strict JSON (no NaN), written atomically.
+"""JSON files the pipeline writes: strict JSON (no NaN), written atomically, to a local path or
+an object store URI (`pipelines.runtime.storage`).
 
-A killed process never leaves a truncated file behind: the text goes to a temporary file in the
-same folder, is flushed to disk, and replaces the target with one rename.
+A killed process never leaves a truncated file behind: locally the text goes to a temporary file
+in the same folder, is flushed to disk, and replaces the target with one rename; on an object
+store it is one PUT, visible whole or not at all.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from pipelines.runtime.storage import Location, location
 
 
 def json_ready(value: Any) -> Any:
@@ -27,19 +29,13 @@ def json_ready(value: Any) -> Any:
     return value
 
 
-def write_json_atomic(path: str | Path, value: Any) -> Path:
-    """Writes `value` as indented strict JSON to `path` (temp file + fsync + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(json_ready(value), indent=2, allow_nan=False) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+def write_json_atomic(path: str | Path | Location, value: Any) -> Location:
+    """Writes `value` as indented strict JSON to `path` (a path or URI); returns where it went."""
+    target = location(path)
+    target.write_text_atomic(json.dumps(json_ready(value), indent=2, allow_nan=False) + "\n")
+    return target
+
+
+def read_json(path: str | Path | Location) -> Any:
+    """The JSON value stored at `path` (a path or URI)."""
+    return json.loads(location(path).read_text())

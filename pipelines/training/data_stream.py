@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 
 from dataprep import schema
 from dataprep.augment import AugmentConfig, augment_batch, center_batch
-from pipelines.runtime.prepared import PreparedDataError, split_files
+from pipelines.runtime.prepared import PreparedDataError, split_source
 
 TRAIN_COLUMNS = [schema.PERSON_ID, schema.CROP_JPEG, schema.KEYPOINTS, schema.LABELLED]
 VAL_COLUMNS = [schema.PERSON_ID, schema.IMAGE, schema.CROP_JPEG, schema.KEYPOINTS, schema.LABELLED,
@@ -114,11 +114,11 @@ def train_rows(data: str | Path, *, cache: bool = True, rows_per_block: int = 12
     """
     import ray
 
-    files = split_files(data, "train")
-    ds = ray.data.read_parquet(files, columns=TRAIN_COLUMNS)
+    filesystem, files = split_source(data, "train")  # local or object store (dataprep.storage)
+    ds = ray.data.read_parquet(files, columns=TRAIN_COLUMNS, filesystem=filesystem)
     if not cache:
         return ds
-    rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    rows = sum(pq.read_metadata(f, filesystem=filesystem).num_rows for f in files)
     return ds.repartition(max(1, math.ceil(rows / rows_per_block))).materialize()
 
 
@@ -181,12 +181,13 @@ def load_validation(data: str | Path, cfg: AugmentConfig, max_people: int = 0) -
         max_people: keep the first N people by person_id (0 keeps all), to keep validation
             cheap; the fingerprint covers exactly the rows kept.
     """
-    table = pq.ParquetDataset(split_files(data, "val")).read(columns=VAL_COLUMNS)
+    filesystem, files = split_source(data, "val")
+    table = pq.ParquetDataset(files, filesystem=filesystem).read(columns=VAL_COLUMNS)
     table = table.sort_by(schema.PERSON_ID)
     if max_people:
         table = table.slice(0, max_people)
     if table.num_rows == 0:
-        raise PreparedDataError(f"{Path(data) / 'val'}: the validation split has no rows")
+        raise PreparedDataError(f"{data}/val: the validation split has no rows")
     batch = {name: table.column(name).to_numpy(zero_copy_only=False) for name in VAL_COLUMNS}
     centred = center_batch(batch, cfg)
     joints = centred[schema.JOINTS_IMAGE].astype(np.float64)
@@ -228,7 +229,8 @@ def train_keypoints_input_px(data: str | Path, cfg: AugmentConfig) -> tuple[np.n
     """
     from dataprep.augment import crop_to_input
 
-    table = pq.ParquetDataset(split_files(data, "train")).read(
+    filesystem, files = split_source(data, "train")
+    table = pq.ParquetDataset(files, filesystem=filesystem).read(
         columns=[schema.KEYPOINTS, schema.LABELLED, schema.CROP_SIZE_COL])
     n = table.num_rows
     keypoints = np.stack(table.column(schema.KEYPOINTS).to_numpy(zero_copy_only=False)).astype(np.float64)

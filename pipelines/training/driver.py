@@ -32,6 +32,7 @@ from pipelines.config.experiment import ExperimentConfig
 from pipelines.training.data_stream import TRAIN_DATASET
 from pipelines.training.loop import SCORE_METRIC  # "best checkpoint": validation PCKh@0.5 Total
 from pipelines.runtime.prepared import read_manifest, split_files
+from pipelines.runtime.storage import Location, local_state_dir, location
 from pipelines.evaluation.pckh import TABLE_KEYS
 
 # Settings that do not change what is trained: excluded from the derived run name, so a resumed
@@ -110,10 +111,10 @@ def resolve_train_inputs(cfg: ExperimentConfig, data: str | Path, *, tracking_ur
     """
     from pipelines.tracking import store as tracking
 
-    data = Path(data).resolve()
+    data = location(data).uri  # a local path or an object store URI (pipelines.runtime.storage)
     manifest = read_manifest(data)
     split_files(data, "train"), split_files(data, "val")  # fail now if a split is missing
-    uri = tracking.resolve_tracking_uri(tracking_uri, Path(cfg.train.storage).resolve())
+    uri = tracking.resolve_tracking_uri(tracking_uri, local_state_dir(cfg.train.storage))
     tracking.check_reachable(uri)
     return TrainInputs(data=data, manifest=manifest, tracking_uri=uri,
                        run_name=run_name_for(cfg, manifest["fingerprint"]),
@@ -167,9 +168,13 @@ def train_resolved(cfg: ExperimentConfig, inputs: TrainInputs, *, address: str |
     started = time.perf_counter()
     data, manifest, uri, run_name = inputs.data, inputs.manifest, inputs.tracking_uri, inputs.run_name
     experiment = inputs.experiment
-    storage = Path(cfg.train.storage).resolve()
-    run_name = run_name_in_store(storage, run_name, uri, log)
-    run_dir = storage / run_name
+    # Checkpoints go to `train.storage` (a path or URI: Ray Train's storage_path); the run record
+    # (shg_run.json) to its local folder: the storage itself when local, else its
+    # `local_state_dir` (RunRecord reads local paths).
+    storage = location(cfg.train.storage)
+    records = local_state_dir(storage)
+    run_name = run_name_in_store(records, run_name, uri, log)
+    run_dir = records / run_name
     record = tracking.RunRecord.read(run_dir)
     if record is not None and record.model_config is not None:
         # Refuse before starting Ray; the workers check each checkpoint again when loading it.
@@ -187,7 +192,7 @@ def train_resolved(cfg: ExperimentConfig, inputs: TrainInputs, *, address: str |
     baseline = mean_pose_baseline(mean_pose(*train_keypoints_input_px(data, val_cfg)), val)
     run_id, resumed = tracking.start_or_resume_run(
         tracking_uri=uri, experiment=experiment, run_name=run_name,
-        run_dir=run_dir, storage=storage, model_config=dataclasses.asdict(cfg.model))
+        run_dir=run_dir, storage=records, model_config=dataclasses.asdict(cfg.model))
     tracker = tracking.Tracker(uri, run_id)
     if not resumed:
         tracker.log_params(cfg.flatten())
@@ -214,14 +219,16 @@ def train_resolved(cfg: ExperimentConfig, inputs: TrainInputs, *, address: str |
     best, _ = pick_best([*(result.best_checkpoints or []), (result.checkpoint, result.metrics or {})])
     best_state = state if best.path == result.checkpoint.path else _final_state(best)
     pckh = {k[len("pckh/"):]: v for k, v in best_state["metrics"].items() if k.startswith("pckh/")}
-    tracker.set_tags({"train.best_epoch": int(best_state["epoch"]), "train.best_checkpoint": best.path})
+    best_uri = Location(storage.filesystem, best.path, storage.scheme).uri  # a URI on an object store
+    tracker.set_tags({"train.best_epoch": int(best_state["epoch"]), "train.best_checkpoint": best_uri})
     out = TrainResult(
         run_name=run_name, run_dir=str(run_dir), mlflow_run_id=run_id, tracking_uri=uri,
         epochs_completed=int(state["epoch"]) + 1, global_step=int(state["global_step"]), pckh=pckh,
         baseline_pckh={k: baseline[k] for k in TABLE_KEYS},
-        val_fingerprint=val.fingerprint, checkpoint=str(result.checkpoint.path), resumed=resumed,
+        val_fingerprint=val.fingerprint, resumed=resumed,
+        checkpoint=Location(storage.filesystem, result.checkpoint.path, storage.scheme).uri,
         registry=None, seconds=round(time.perf_counter() - started, 1),
-        best_epoch=int(best_state["epoch"]), best_checkpoint=str(best.path))
+        best_epoch=int(best_state["epoch"]), best_checkpoint=best_uri)
     tracker.log_metrics({"run/seconds": out.seconds}, step=out.epochs_completed)
     tracking.finish_run(uri, run_id)
     tracking.RunRecord(run_id, uri, experiment,
@@ -229,7 +236,7 @@ def train_resolved(cfg: ExperimentConfig, inputs: TrainInputs, *, address: str |
     return out
 
 
-def _fit(cfg: ExperimentConfig, data: Path, run_name: str, storage: Path, uri: str, run_id: str,
+def _fit(cfg: ExperimentConfig, data: str, run_name: str, storage: Location, uri: str, run_id: str,
          baseline: dict, address: str | None, *, verbose: bool, progress: bool,
          log: Callable[[str], None]):
     """Runs the TorchTrainer (resuming from the run folder when it has checkpoints)."""
@@ -265,7 +272,7 @@ def _fit(cfg: ExperimentConfig, data: Path, run_name: str, storage: Path, uri: s
         datasets={TRAIN_DATASET: lambda: train_dataset(data, cfg.data, clock_name, shuffle_seed=train.seed,
                                                               cache=train.cache_data)},
         run_config=ray.train.RunConfig(
-            name=run_name, storage_path=str(storage),
+            name=run_name, storage_path=storage.uri,  # Ray Train opens a URI itself
             failure_config=ray.train.FailureConfig(max_failures=train.max_failures),
             # the two best by validation PCKh; Ray V2 also always keeps the latest (the resume point)
             checkpoint_config=ray.train.CheckpointConfig(
