@@ -170,7 +170,7 @@ def test_workflow_job_survives_a_lost_worker_node(stores, team_server):  # noqa:
     import pandas as pd
     from mlflow import MlflowClient
 
-    from pipelines.tracking.registry import use_tracking_uri
+    from pipelines.tracking.model_io import download_model
 
     test_started = time.monotonic()
     _, s3, _ = stores
@@ -243,10 +243,10 @@ def test_workflow_job_survives_a_lost_worker_node(stores, team_server):  # noqa:
         assert any(k.startswith(f"{WORKDIR_PREFIX}/{run_name}/epoch_0001") for k in s3.keys(WORKDIR_PREFIX + "/"))
 
         # The registered model comes back from the S3 artifact store, through the server.
-        with use_tracking_uri(url):
-            pyfunc = mlflow.pyfunc.load_model("models:/stacked-hourglass@champion")
-            image = np.random.default_rng(0).integers(0, 256, size=(96, 80, 3), dtype=np.uint8)
-            (row,) = pyfunc.predict(pd.DataFrame({"image": [image]})).to_dict("records")
+        folder = download_model("models:/stacked-hourglass@champion", root / "champion", tracking_uri=url)
+        pyfunc = mlflow.pyfunc.load_model(folder)
+        image = np.random.default_rng(0).integers(0, 256, size=(96, 80, 3), dtype=np.uint8)
+        (row,) = pyfunc.predict(pd.DataFrame({"image": [image]})).to_dict("records")
         keypoints = np.asarray(row["keypoints"], dtype=float)
         assert keypoints.shape == (16, 2) and np.isfinite(keypoints).all()
         assert [k for k in s3.keys("artifacts/") if k.endswith("/MLmodel")]
