@@ -41,8 +41,8 @@ def save_and_evaluate(experiment: ExperimentConfig, trained: TrainResult, prepar
     from pipelines.training.checkpoints import load_state
 
     checkpoint = trained.best_checkpoint or trained.checkpoint  # a path, or a URI in an object store
-    with local_folder(checkpoint) as folder:
-        state = load_state(folder, experiment.model)
+    with local_folder(checkpoint) as checkpoint_dir:
+        state = load_state(checkpoint_dir, experiment.model)
     card = ModelCard.for_config(experiment.model, input_size=experiment.data.input_size,
                                 heatmap_size=experiment.data.heatmap_size)
     model = model_from_state(state["model"], card, f"checkpoint {checkpoint}")
