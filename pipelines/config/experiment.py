@@ -52,6 +52,9 @@ class TrainConfig:
     compile: str = "off"
     deterministic: bool = False  # deterministic kernels and Ray Data blocks in order (for `shg rerun --check`)
     cpus_per_worker: float = 0.5  # < 1 leaves CPUs for the Ray Data augmentation tasks
+    # A custom Ray resource each training worker takes one unit of ("" none): a node started
+    # with `ray start --resources '{"NAME": k}'` hosts at most k workers, e.g. one per node.
+    worker_resource: str = ""
     cache_data: bool = True  # read the train split once into the object store (see data_stream)
     val_every: int = 1  # validate every N epochs (and always after the last)
     val_flip: bool = True

@@ -62,10 +62,14 @@ class EpochClock:
 
 
 def start_epoch_clock(name: str):
-    """Creates (or finds) the named `EpochClock` actor of a run; returns its handle."""
+    """Creates (or finds) the named `EpochClock` actor of a run on this (the driver's) node, as
+    Ray Train places its controller: losing another node of the cluster does not lose it."""
     import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    return ray.remote(num_cpus=0)(EpochClock).options(name=name, get_if_exists=True).remote()
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    return ray.remote(num_cpus=0)(EpochClock).options(name=name, get_if_exists=True,
+                                                      scheduling_strategy=here).remote()
 
 
 def clock_state(clock_name: str) -> tuple[int, np.ndarray]:

@@ -37,7 +37,8 @@ from pipelines.evaluation.pckh import TABLE_KEYS
 
 # Settings that do not change what is trained: excluded from the derived run name, so a resumed
 # run may use another storage folder layout or retry budget.
-NOT_IN_RUN_NAME = ("train.storage", "train.run_name", "train.max_failures", "train.log_every")
+NOT_IN_RUN_NAME = ("train.storage", "train.run_name", "train.max_failures", "train.log_every",
+                   "train.worker_resource")
 
 
 @dataclass(frozen=True)
@@ -271,7 +272,8 @@ def _fit(cfg: ExperimentConfig, data: str, run_name: str, storage: Location, uri
                            "progress_name": board_name},
         scaling_config=ray.train.ScalingConfig(
             num_workers=train.workers, use_gpu=train.use_gpu,
-            resources_per_worker={"CPU": train.cpus_per_worker, **({"GPU": 1} if train.use_gpu else {})}),
+            resources_per_worker={"CPU": train.cpus_per_worker, **({"GPU": 1} if train.use_gpu else {}),
+                                  **({train.worker_resource: 1} if train.worker_resource else {})}),
         dataset_config=ray.train.DataConfig(execution_options=ingest),
         datasets={TRAIN_DATASET: lambda: train_dataset(data, cfg.data, clock_name, shuffle_seed=train.seed,
                                                               cache=train.cache_data)},

@@ -72,10 +72,14 @@ class ProgressBoard:
 
 
 def start_progress_board(name: str):
-    """Creates (or finds) the named `ProgressBoard` actor; returns its handle."""
+    """Creates (or finds) the named `ProgressBoard` actor on this (the driver's) node; returns
+    its handle. Like the epoch clock (`data_stream.start_epoch_clock`), it outlives a lost node."""
     import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    return ray.remote(num_cpus=0)(ProgressBoard).options(name=name, get_if_exists=True).remote()
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    return ray.remote(num_cpus=0)(ProgressBoard).options(name=name, get_if_exists=True,
+                                                        scheduling_strategy=here).remote()
 
 
 class Poster:
