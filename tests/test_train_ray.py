@@ -69,6 +69,29 @@ def test_unreachable_tracking_server_stops_before_training(prepared, tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+def test_train_refuses_while_another_command_holds_its_storage(prepared, tmp_path):
+    """`shg train` takes the lock `shg run` takes on the folder (train.storage); while another
+    process holds it, it exits 2 naming the holder, and trains nothing."""
+    from typer.testing import CliRunner
+
+    from pipelines.cli.app import build_app
+
+    storage = tmp_path / "runs"
+    storage.mkdir()
+    code = ("import sys, time; from pathlib import Path; from pipelines.orchestration.lock import workdir_lock\n"
+            "with workdir_lock(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(120)\n")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(storage)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        result = CliRunner().invoke(build_app(), ["train", "--data", str(prepared), *TINY, f"train.storage={storage}"])
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.exit_code == 2, result.output
+    assert f"pid {holder.pid}" in result.output and "another shg command" in result.output
+    assert not [p for p in storage.iterdir() if p.name not in (".workflow.lock", "mlflow.db")]
+
+
 def test_two_workers_few_steps_make_one_tracked_run(prepared, tmp_path):
     from pipelines.training.driver import run_training
 

@@ -33,7 +33,7 @@ def train(
     from pipelines.config.experiment import ConfigError, load_config
     from pipelines.runtime.prepared import PreparedDataError
     from pipelines.tracking.store import TrackingUnavailable
-    from pipelines.training.driver import run_training
+    from pipelines.training.driver import resolve_train_inputs, train_resolved
 
     try:
         cfg = load_config(config, overrides or [])
@@ -43,10 +43,12 @@ def train(
     from pipelines.runtime.storage import is_uri, local_state_dir
 
     try:
-        # the same lock as `shg run` on this folder: one training and one registration at a time
+        # inputs checked first (a bad --data or an unreachable store leaves nothing behind),
+        # then the same lock as `shg run` on this folder: one training and registration at a time
+        inputs = resolve_train_inputs(cfg, data, tracking_uri=tracking_uri, experiment=experiment)
         with workdir_lock(local_state_dir(cfg.train.storage), "shg train"):
-            result = run_training(cfg, data, tracking_uri=tracking_uri, experiment=experiment,
-                                  address=address, log=typer.echo, verbose=verbose, progress=progress)
+            result = train_resolved(cfg, inputs, address=address, log=typer.echo, verbose=verbose,
+                                    progress=progress)
             if register:  # the same evaluation and champion gate as `shg run`
                 from pipelines.orchestration.promotion import evaluate_and_register
 
