@@ -101,3 +101,16 @@ def test_cli_json_and_errors(ray_local, prepared, model_dir, tmp_path):
     bad_split = runner.invoke(build_app(), ["evaluate", "--model", str(model_dir), "--data", str(data),
                                             "--split", "test"])
     assert bad_split.exit_code != 0 and "split must be one of" in bad_split.output
+    # 2 one-CPU actors on this 2-CPU cluster would leave the parquet reads no CPU: a hang, refused
+    hang = runner.invoke(build_app(), ["evaluate", "--model", str(model_dir), "--data", str(data),
+                                       "--actors", "2"])
+    assert hang.exit_code != 0 and "would hang" in hang.output and "actors x cpus_per_actor <= 1" in hang.output
+
+
+def test_an_actor_pool_must_leave_a_cpu_for_reading():
+    from pipelines.evaluation.evaluate import pool_leaves_no_reader
+
+    assert pool_leaves_no_reader(2, 1, 1.0) is None and pool_leaves_no_reader(16, 3, 5.0) is None
+    assert "2 of the cluster's 2 CPUs" in pool_leaves_no_reader(2, 2, 1.0)
+    assert pool_leaves_no_reader(2, 1, 1.5) is not None  # 0.5 CPU left: a read task needs 1
+    assert pool_leaves_no_reader(0, 4, 1.0) is None  # no CPUs yet (an autoscaling head): no verdict

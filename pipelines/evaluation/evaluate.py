@@ -98,6 +98,19 @@ class KeypointPredictor:
         }
 
 
+def pool_leaves_no_reader(cluster_cpus: float, actors: int, cpus_per_actor: float) -> str | None:
+    """Why an inference pool of `actors` x `cpus_per_actor` CPUs would hang on a cluster of
+    `cluster_cpus` CPUs, or None when it fits: the actors hold their CPUs for the whole job, and
+    Ray Data's parquet read tasks need one CPU free, or they never start (and nothing fails)."""
+    need = actors * cpus_per_actor
+    if cluster_cpus and cluster_cpus - need < 1:
+        return (f"evaluation would hang: {actors} inference actor(s) x {cpus_per_actor:g} CPU take "
+                f"{need:g} of the cluster's {cluster_cpus:g} CPUs and leave none for reading the "
+                f"parquet; use actors x cpus_per_actor <= {cluster_cpus - 1:g} "
+                "(e.g. --actors 1 --cpus-per-actor 1) or a cluster with more CPUs")
+    return None
+
+
 def predict_split(cfg: EvaluateConfig, model, card, log=None) -> dict[str, np.ndarray]:
     """Runs the Ray Data job; returns the concatenated columns of `KeypointPredictor`, rows
     sorted by person_id (deterministic whatever the scheduling). With `log`, progress lines
@@ -111,7 +124,13 @@ def predict_split(cfg: EvaluateConfig, model, card, log=None) -> dict[str, np.nd
 
     connect(cfg.address)
     packed = [ray.put((card.to_dict(), plain_state_dict(model)))]
-    gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+    resources = ray.cluster_resources()
+    gpus = 1 if resources.get("GPU", 0) >= 1 else 0
+    problem = pool_leaves_no_reader(resources.get("CPU", 0), cfg.actors, cfg.cpus_per_actor)
+    if problem and cfg.address in (None, "", "local"):
+        raise ValueError(problem)  # this process's own cluster: nothing will add CPUs to it
+    if problem and log is not None:
+        log(f"warning: {problem}, unless the cluster adds nodes")
     files = split_files(cfg.data, cfg.split)
     ds = ray.data.read_parquet(files, columns=READ_COLUMNS)
     predicted = ds.map_batches(
