@@ -135,24 +135,11 @@ class PreparedDatasetWriter:
                 (root / name).mkdir()
             self._parts[name] = _PartWriter(root / name, schema, rows_per_file, compression, dictionary, prefix)
         self._buffers: dict[str, list[pa.Table]] = {name: [] for name in self._parts}
-        self.digests: list[tuple[str, bytes]] = []
-        self.by_reason: Counter[str] = Counter()
-        self._summaries: list[pa.Table] = []
-
-    @property
-    def rows_seen(self) -> int:
-        return len(self.digests)
-
-    @property
-    def quarantined(self) -> int:
-        return sum(self.by_reason.values())
+        self._summaries: list[pa.Table] = []  # the totals are PrepareTally's, from summary()
 
     def write(self, batch: pa.Table) -> None:
         """Routes each row of a `WORK_SCHEMA` batch to its split or to the quarantine."""
         batch = batch.cast(WORK_SCHEMA)
-        self.digests.extend(
-            zip(batch.column(PERSON_ID).to_pylist(), batch.column(DIGEST).to_pylist(), strict=True)
-        )
         rejected = pc.is_valid(batch.column(REASON))
         destination = pc.if_else(rejected, pa.scalar(QUARANTINE), batch.column(SPLIT))
         self._summaries.append(pa.Table.from_arrays(
@@ -160,7 +147,6 @@ class PreparedDatasetWriter:
             schema=SUMMARY_SCHEMA))
         bad = batch.filter(rejected)
         if len(bad):
-            self.by_reason.update(bad.column(REASON).to_pylist())
             self._add(QUARANTINE, bad.select(QUARANTINE_SCHEMA.names).cast(QUARANTINE_SCHEMA))
         good = batch.filter(pc.invert(rejected))
         routed = 0
