@@ -84,3 +84,12 @@ def test_dataclass_defaults_are_one_recipe_the_profiles_are_named_others():
 def test_cpu_profiles_state_intent_not_one_machines_answer(name):
     cfg = resolve_run_config(name)  # the speed path is measured on the machine (training.precision)
     assert cfg.train.amp == "auto" and cfg.train.layout == "auto" and not cfg.model.channels_last
+
+
+def test_the_main_job_has_a_time_budget_not_one_machines_step_count():
+    """The README's job fits its 15 minutes by a training-time budget: the whole recipe where
+    the machine is fast enough, a stop at the budget where it is not (docs/RECIPES.md)."""
+    cfg = resolve_run_config("synthetic")
+    train, people = cfg.train, cfg.synth.people * (1 - cfg.synth.val_fraction)  # 3,520 train
+    assert train.max_steps == 0 and 0 < train.max_minutes <= 11
+    assert train.epochs * people >= 30_000  # the full recipe: the ~30 k images that reach 85 %

@@ -67,3 +67,53 @@ def test_negative_cadence_is_refused(bad):
 
     with pytest.raises(ConfigError, match="checkpoint_every"):
         TrainConfig(**bad)
+
+
+def test_resume_carries_the_time_already_spent_training(tmp_path):
+    """`train.max_minutes` counts restarts too: a checkpoint saves the training seconds so far,
+    and a run its budget stopped does not train again when restarted from it."""
+    import ray.train
+
+    from pipelines.config.experiment import load_config
+    from pipelines.training.optim import LrSchedule, build_optimizer
+    from pipelines.training.resume import checkpoint_state, resume
+    from shg_model import StackedHourglass
+
+    cfg = load_config(None, ["model.stacks=1", "model.channels=8", "model.depth=1", "train.epochs=5",
+                             "train.max_minutes=2"])
+    model = StackedHourglass(cfg.model)
+    optimizer, schedule = build_optimizer(model, cfg.train), LrSchedule(1e-3, 0.5)
+
+    def saved(name: str, **kwargs):
+        from pipelines.training.checkpoints import save_state
+
+        folder = tmp_path / name
+        folder.mkdir()
+        save_state(folder, checkpoint_state(cfg, model, optimizer, schedule, global_step=12,
+                                            metrics={}, **kwargs))
+        return ray.train.Checkpoint.from_directory(folder)
+
+    mid = resume(saved("mid", epochs_done=1, in_epoch=EpochProgress(1, 1), train_seconds=75.5),
+                 cfg, model, optimizer, schedule)
+    assert (mid.start_epoch, mid.global_step, mid.train_seconds) == (1, 12, 75.5)
+    over = resume(saved("over", epochs_done=2, stopped=True, train_seconds=120.2), cfg, model, optimizer, schedule)
+    assert (over.start_epoch, over.train_seconds) == (5, 120.2)  # no epoch left to run
+    assert resume(None, cfg, model, optimizer, schedule).train_seconds == 0.0
+
+
+def test_a_run_its_time_budget_stopped_is_repeated_for_its_steps():
+    from pipelines.orchestration.rerun import pinned_steps
+
+    tags = {"train.stopped_by": "max_minutes", "train.stopped_at_step": "713"}
+    assert pinned_steps(tags) == ("train.max_minutes=0", "train.max_steps=713")
+    assert pinned_steps({"train.stopped_by": "max_steps", "train.stopped_at_step": "5"}) == ()
+    assert pinned_steps({}) == ()
+
+
+@pytest.mark.parametrize("bad", [-1.0, float("nan")])
+def test_a_negative_time_budget_is_refused(bad):
+    from pipelines.config.experiment import TrainConfig
+    from pipelines.config.overrides import ConfigError
+
+    with pytest.raises(ConfigError, match="max_minutes"):
+        TrainConfig(max_minutes=bad)

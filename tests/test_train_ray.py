@@ -134,6 +134,25 @@ def test_two_workers_few_steps_make_one_tracked_run(prepared, tmp_path):
     assert version.tags["val.fingerprint"] == card.val_fingerprint == run.data.tags["registry.val_fingerprint"]
 
 
+def test_time_budget_stops_every_worker_validates_and_is_recorded(prepared, tmp_path):
+    """`train.max_minutes`: rank 0's clock decides for both workers (a disagreement would hang
+    the next collective), the run validates where it stopped, and the step is tagged."""
+    from pipelines.training.driver import run_training
+
+    cfg = _cfg(tmp_path, "train.epochs=1000", "train.val_every=1000", "train.max_minutes=0.1")
+    started, lines = time.monotonic(), []
+    result = run_training(cfg, prepared, log=lines.append)
+    assert time.monotonic() - started < 300  # 1000 epochs would take far longer
+    assert any(f"ended training at step {result.global_step}" in line for line in lines), lines
+    client, runs = _runs(result.tracking_uri)
+    run = client.get_run(result.mlflow_run_id)
+    tags = run.data.tags
+    assert tags["train.stopped_by"] == "max_minutes"
+    assert tags["train.stopped_at_step"] == str(result.global_step) and 0 < result.global_step < 3000
+    assert float(tags["train.trained_minutes"]) >= 0.1
+    assert "pckh/Total" in run.data.metrics and result.pckh["Total"] == run.data.metrics["pckh/Total"]
+
+
 def _gcs() -> str:
     """This session's cluster (the state API would refuse to choose when another Ray instance
     runs on the machine)."""

@@ -41,6 +41,11 @@ class TrainConfig:
     lr_drop_epochs: tuple[int, ...] = ()
     lr_plateau_patience: int = 0
     max_steps: int = 0  # total optimiser steps over the whole run; 0 means no cap
+    # Minutes of training passes (startup and validation not counted, restarts included) after
+    # which the run stops, validates and keeps its checkpoint; 0 means no limit. A time budget
+    # that fits the job to the machine: a fast one goes through every epoch, a slow one stops
+    # early (the step it stopped at is tagged, and `shg rerun` repeats exactly that many steps).
+    max_minutes: float = 0.0
     seed: int = 0
     # Speed paths; `auto` is resolved when training starts (pipelines.training.precision): on a
     # GPU bf16 (else fp16) autocast and channels_last; on a CPU the fastest measured path.
@@ -80,6 +85,7 @@ class TrainConfig:
             "optimizer": self.optimizer in ("rmsprop", "adam"),
             "lr_drop_factor": 0 < self.lr_drop_factor <= 1,
             "max_steps": self.max_steps >= 0,
+            "max_minutes": self.max_minutes >= 0,
             "amp": self.amp in ("auto", "off", "bf16", "fp16"),
             "layout": self.layout in ("auto", "nchw", "channels_last"),
             "compile": self.compile in ("auto", "on", "off"),
@@ -94,7 +100,7 @@ class TrainConfig:
         if bad:
             raise ConfigError(
                 f"invalid train settings {bad}: epochs/batch_size/workers/val_every/log_every ≥ 1, "
-                "lr > 0, optimizer in rmsprop|adam, 0 < lr_drop_factor ≤ 1, max_steps ≥ 0, amp in auto|off|bf16|fp16, "
+                "lr > 0, optimizer in rmsprop|adam, 0 < lr_drop_factor ≤ 1, max_steps/max_minutes ≥ 0, amp in auto|off|bf16|fp16, "
                 "layout in auto|nchw|channels_last, compile in auto|on|off, checkpoint_every_steps/minutes ≥ 0, "
                 "max_failures ≥ -1 (-1 retries forever)"
             )

@@ -132,7 +132,11 @@ def predict_split(cfg: EvaluateConfig, model, card, log=None) -> dict[str, np.nd
     if problem and log is not None:
         log(f"warning: {problem}, unless the cluster adds nodes")
     files = split_files(cfg.data, cfg.split)
-    ds = ray.data.read_parquet(files, columns=READ_COLUMNS)
+    # A split file is read as one block, and an actor returns its output when a block is done:
+    # small blocks spread the rows over every actor and bring results (and progress) back as
+    # they come, instead of one actor working through the whole split in silence.
+    ds = ray.data.read_parquet(files, columns=READ_COLUMNS).repartition(
+        target_num_rows_per_block=4 * cfg.batch_size)
     predicted = ds.map_batches(
         KeypointPredictor,
         fn_constructor_kwargs={"packed": packed, "flip": cfg.flip, "threads": int(cfg.cpus_per_actor)},

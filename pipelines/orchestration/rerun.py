@@ -7,7 +7,8 @@ back as its `--config` (so nothing is rebuilt from stringified params), trains u
 name (so the finished original is not just reported back), requires the prepared data to have
 the recorded fingerprint, and with `check` compares the per-step training losses with the
 original's. With `train.workers=1` and `train.deterministic=true` they are equal step for step;
-a different git revision or package version is reported, since it can change the numbers.
+a different git revision or package version is reported, since it can change the numbers. A run
+that its time budget (`train.max_minutes`) stopped is repeated for the same number of steps.
 """
 
 from __future__ import annotations
@@ -106,7 +107,11 @@ def rerun_run(cfg: RerunConfig, *, log: Callable[[str], None] = print) -> Workfl
         was = recorded.tags.get(key)
         if key.startswith(("version.", "git.commit")) and was is not None and was != now:
             log(f"rerun: {key} was {was}, is {now} now; results may differ")
-    original_name = runs.get(recorded.train_run_id).run_name if recorded.train_run_id else "run"
+    original = runs.get(recorded.train_run_id) if recorded.train_run_id else None
+    original_name = original.run_name if original is not None else "run"
+    overrides = pinned_steps(original.tags if original is not None else {})
+    if overrides:
+        log(f"rerun: the original stopped on its time budget; repeating its steps ({' '.join(overrides)})")
     new_name = f"{original_name}-rerun-{recorded.parent_run_id[:8]}-{_short_stamp()}"
     with tempfile.TemporaryDirectory(prefix="shg-rerun-") as tmp:
         config_file = Path(tmp) / CONFIG_ARTIFACT
@@ -114,7 +119,7 @@ def rerun_run(cfg: RerunConfig, *, log: Callable[[str], None] = print) -> Workfl
         workflow = WorkflowConfig(
             profile="", config=str(config_file), workdir=cfg.workdir, tracking_uri=cfg.tracking_uri,
             address=cfg.address, run_name=new_name, expect_fingerprint=recorded.fingerprint,
-            tags=(("shg.rerun_of", recorded.parent_run_id),),
+            overrides=overrides, tags=(("shg.rerun_of", recorded.parent_run_id),),
         )  # fmt: skip
         log(f"rerun: repeating workflow run {recorded.parent_run_id} from its {CONFIG_ARTIFACT}")
         result = run_workflow(workflow, log=log)
@@ -124,6 +129,14 @@ def rerun_run(cfg: RerunConfig, *, log: Callable[[str], None] = print) -> Workfl
         compare_losses(runs, recorded.train_run_id, result.train_run_id)
         log(f"rerun: per-step losses equal the original's ({recorded.train_run_id})")
     return result
+
+
+def pinned_steps(train_tags: dict[str, str]) -> tuple[str, ...]:
+    """Overrides that repeat a run `train.max_minutes` stopped: its step count instead of the
+    clock (a time budget ends at a different step on every run). Empty for any other run."""
+    if train_tags.get("train.stopped_by") != "max_minutes":
+        return ()
+    return ("train.max_minutes=0", f"train.max_steps={int(train_tags['train.stopped_at_step'])}")
 
 
 def compare_losses(runs: WorkflowRuns, original_id: str, repeated_id: str, key: str = LOSS_METRIC) -> None:

@@ -80,15 +80,26 @@ class TrainLoop:
     reporter: Any  # Rank0Reporter on rank 0, else None
     train_rows: int
     global_step: int = 0
+    trained_s: float = 0.0  # seconds spent in training passes, restarts included (`max_minutes`)
     cadence: Cadence = field(default_factory=Cadence)
     on_step: Any = None  # rank 0: on_step(epoch, images/s, loss per stack) for the live display
     val_total: float | None = None  # rank 0: the PCKh Total of the last end_epoch, if it validated
+    stopped_by: str = ""  # "max_steps" or "max_minutes" once a cap ended the run early
+    pass_start: float = 0.0  # perf_counter() when the pass under way began
+
+    def budget_left_s(self) -> float | None:
+        """Seconds of `train.max_minutes` left during a pass; None without a time budget."""
+        if not self.cfg.train.max_minutes:
+            return None
+        spent = self.trained_s + time.perf_counter() - self.pass_start
+        return max(60.0 * self.cfg.train.max_minutes - spent, 0.0)
 
     # --- one pass ------------------------------------------------------------------------------
 
     def run_epoch(self, epoch: int, before: EpochProgress) -> tuple[EpochProgress, bool]:
         """Trains on `epoch`'s samples not in `before` (all of them on a fresh epoch); returns the
-        epoch's progress over every rank, and whether `train.max_steps` stopped the pass."""
+        epoch's progress over every rank, and whether `train.max_steps` or `train.max_minutes`
+        stopped the pass."""
         import ray
 
         train = self.cfg.train
@@ -99,6 +110,8 @@ class TrainLoop:
             torch.distributed.barrier()
         self.cadence.restart(self.global_step, time.perf_counter())
         progress, stretch, stopped = before, _Stretch(self.cfg.model.stacks), False
+        pass_start = self.pass_start = stretch.start
+        budget_s = 60.0 * train.max_minutes - self.trained_s
         window = {"images": 0, "start": stretch.start, "wait": 0.0}
         tick = stretch.start
         batches = self.shard.iter_torch_batches(
@@ -132,16 +145,19 @@ class TrainLoop:
                 local = max(float(stretch.sums[0]), 1.0)
                 self.on_step(epoch, float(stretch.sums[0]) * self.world / max(tick - stretch.start, 1e-9),
                              tuple(float(v) / local for v in stretch.sums[2:]))
-            if train.max_steps and self.global_step >= train.max_steps:
-                stopped = True
+            spent = train.max_minutes > 0 and tick - pass_start >= budget_s
+            due, spent = self._agree(self.cadence.due(self.global_step, tick), spent)
+            if spent or (train.max_steps and self.global_step >= train.max_steps):
+                stopped, self.stopped_by = True, "max_minutes" if spent else "max_steps"
                 break
-            if self._agree(self.cadence.due(self.global_step, tick)):
+            if due:
                 progress = self._combine(progress, stretch)
                 if len(np.unique(progress.keys)) < self.train_rows:  # else the epoch's own follows
-                    self._checkpoint_mid_epoch(epoch, progress)
+                    self._checkpoint_mid_epoch(epoch, progress, self.trained_s + tick - pass_start)
                 stretch = _Stretch(self.cfg.model.stacks)
                 tick = stretch.start
                 self.cadence.restart(self.global_step, tick)
+        self.trained_s += time.perf_counter() - pass_start
         return self._combine(progress, stretch), stopped
 
     def _step(self, batch: dict[str, torch.Tensor]) -> tuple[float, torch.Tensor]:
@@ -161,14 +177,14 @@ class TrainLoop:
 
     # --- checkpoints and the end of an epoch ---------------------------------------------------
 
-    def _checkpoint_mid_epoch(self, epoch: int, progress: EpochProgress) -> None:
+    def _checkpoint_mid_epoch(self, epoch: int, progress: EpochProgress, trained_s: float) -> None:
         metrics = {"epoch": epoch, "global_step": self.global_step, "lr": self.schedule.lr,
                    "in_epoch_samples": len(progress.keys), SCORE_METRIC: float("nan")}
         state = None
         if self.rank == 0:
             state = checkpoint_state(self.cfg, self.model, self.optimizer, self.schedule,
                                      epochs_done=epoch, global_step=self.global_step, metrics=metrics,
-                                     in_epoch=progress)
+                                     in_epoch=progress, train_seconds=trained_s)
         report(metrics, state, f"epoch_{epoch:04d}_step_{self.global_step:08d}")
 
     def end_epoch(self, epoch: int, progress: EpochProgress, stopped: bool) -> bool:
@@ -187,6 +203,10 @@ class TrainLoop:
             self.reporter.epoch(epoch, epoch_metrics)
             if last and val_total is not None:
                 self.reporter.artifacts(result)
+            if stopped:
+                self.reporter.tracker.set_tags({"train.stopped_by": self.stopped_by,
+                                                "train.stopped_at_step": self.global_step,
+                                                "train.trained_minutes": round(self.trained_s / 60, 2)})
             metrics.update(epoch_metrics)
         if self.world > 1 and train.lr_plateau_patience > 0:  # only rank 0 validated: share its score
             shared = torch.tensor([float("nan") if val_total is None else val_total], device=self.device)
@@ -197,7 +217,7 @@ class TrainLoop:
         if self.rank == 0:
             state = checkpoint_state(self.cfg, self.model, self.optimizer, self.schedule,
                                      epochs_done=epoch + 1, global_step=self.global_step,
-                                     metrics=metrics, stopped=stopped)
+                                     metrics=metrics, stopped=stopped, train_seconds=self.trained_s)
         report(metrics, state, f"epoch_{epoch:04d}")
         return last
 
@@ -208,13 +228,15 @@ class TrainLoop:
 
     # --- collectives ---------------------------------------------------------------------------
 
-    def _agree(self, flag: bool) -> bool:
-        """Rank 0's `flag` on every rank (time-based cadence: clocks differ between ranks)."""
-        if self.world == 1 or not self.cfg.train.checkpoint_every_minutes:
-            return flag
-        box = torch.tensor([int(flag)], device=self.device)
+    def _agree(self, due: bool, spent: bool) -> tuple[bool, bool]:
+        """Rank 0's (checkpoint due, time budget spent) on every rank: both may come from clocks,
+        and clocks differ between ranks."""
+        train = self.cfg.train
+        if self.world == 1 or not (train.checkpoint_every_minutes or train.max_minutes):
+            return due, spent
+        box = torch.tensor([int(due), int(spent)], device=self.device)
         torch.distributed.broadcast(box, src=0)
-        return bool(box.item())
+        return bool(box[0].item()), bool(box[1].item())
 
     def _combine(self, progress: EpochProgress, stretch: _Stretch) -> EpochProgress:
         """`progress` plus every rank's `stretch` (keys gathered, sums reduced)."""
@@ -236,7 +258,7 @@ def epoch_summary(progress: EpochProgress, train_rows: int, stopped: bool) -> di
     sample accounting (`samples_repeated` > 0 or `samples_missed` > 0 means the pass did not
     see every training sample exactly once; `missed` counts the rows an equal split across
     workers or a compiled model's dropped last batch left out, and is not logged for a pass that
-    `max_steps` cut short)."""
+    `max_steps` or `max_minutes` cut short)."""
     images = max(float(progress.sums[0]), 1.0)
     stacks = len(progress.sums) - 2
     unique = len(np.unique(progress.keys))

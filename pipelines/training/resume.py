@@ -73,6 +73,7 @@ class Position:
     start_epoch: int = 0
     global_step: int = 0
     in_epoch: EpochProgress | None = None
+    train_seconds: float = 0.0  # time already spent in training passes (`train.max_minutes`)
 
 
 def resume(checkpoint, cfg: ExperimentConfig, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
@@ -87,13 +88,13 @@ def resume(checkpoint, cfg: ExperimentConfig, model: torch.nn.Module, optimizer:
     optimizer.load_state_dict(state["optimizer"])
     schedule.load_state_dict(state["schedule"])
     restore_rng_state(state["rng"])
-    step = int(state["global_step"])
+    step, seconds = int(state["global_step"]), float(state.get("train_seconds", 0.0))
     if state.get("stopped_at_max_steps"):
-        return Position(cfg.train.epochs, step)  # the run already ended at its step cap
+        return Position(cfg.train.epochs, step, None, seconds)  # already ended at its step or time cap
     if state.get("in_epoch"):
         progress = EpochProgress.from_state(state["in_epoch"])
-        return Position(progress.epoch, step, progress)
-    return Position(int(state["epoch"]) + 1, step)
+        return Position(progress.epoch, step, progress, seconds)
+    return Position(int(state["epoch"]) + 1, step, None, seconds)
 
 
 def report(metrics: dict[str, Any], state: dict[str, Any] | None, name: str) -> None:
@@ -111,9 +112,12 @@ def report(metrics: dict[str, Any], state: dict[str, Any] | None, name: str) -> 
 
 def checkpoint_state(cfg: ExperimentConfig, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                      schedule: LrSchedule, *, epochs_done: int, global_step: int, metrics: dict[str, float],
-                     stopped: bool = False, in_epoch: EpochProgress | None = None) -> dict[str, Any]:
+                     stopped: bool = False, in_epoch: EpochProgress | None = None,
+                     train_seconds: float = 0.0) -> dict[str, Any]:
     """What a checkpoint holds. `epochs_done`: completed epochs (`epoch` is the last one, -1 for
-    none); `in_epoch`: the progress of the epoch under way (mid-epoch checkpoints only)."""
+    none); `stopped`: `max_steps` or `max_minutes` ended the run here; `in_epoch`: the progress
+    of the epoch under way (mid-epoch checkpoints only); `train_seconds`: time spent in training
+    passes so far."""
     from pipelines.inference.model_dir import plain_state_dict
 
     return {
@@ -123,7 +127,8 @@ def checkpoint_state(cfg: ExperimentConfig, model: torch.nn.Module, optimizer: t
         "schedule": schedule.state_dict(),
         "epoch": epochs_done - 1,
         "global_step": global_step,
-        "stopped_at_max_steps": stopped,
+        "stopped_at_max_steps": stopped,  # the name predates max_minutes, which sets it too
+        "train_seconds": float(train_seconds),
         "rng": rng_state(),
         "metrics": {k: float(v) for k, v in metrics.items()},
         "in_epoch": None if in_epoch is None else in_epoch.state_dict(),

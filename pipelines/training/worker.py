@@ -101,18 +101,24 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         schedule=schedule, shard=ray.train.get_dataset_shard(TRAIN_DATASET),
         clock=ray.get_actor(loop_config["clock_name"]), reporter=reporter,
         train_rows=int(loop_config.get("train_rows", 0)), global_step=position.global_step,
+        trained_s=position.train_seconds,
         cadence=Cadence(train.checkpoint_every_steps, train.checkpoint_every_minutes))
-    shown = dataclasses.replace(shown, note=f"{choice.path.name}, {torch.get_num_threads()} threads/worker",
+    budget = f", stops after {train.max_minutes:g} min of training" if train.max_minutes else ""
+    shown = dataclasses.replace(shown, note=f"{choice.path.name}, {torch.get_num_threads()} threads/worker{budget}",
                                 step=position.global_step,
                                 images=position.global_step * train.batch_size * world)
 
     if poster is not None:
+        full_total = shown.images_total
+
         def on_step(epoch: int, images_per_s: float, loss_per_stack: tuple[float, ...]) -> None:
             nonlocal shown
+            images, total, left = loop.global_step * train.batch_size * world, full_total, loop.budget_left_s()
+            if left is not None:  # a time budget ends the run where this rate gets in the time left
+                total = min(full_total, images + int(images_per_s * left))
             shown = dataclasses.replace(
-                shown, phase="train", epoch=epoch, step=loop.global_step,
-                images=loop.global_step * train.batch_size * world, images_per_s=images_per_s,
-                loss_per_stack=loss_per_stack)
+                shown, phase="train", epoch=epoch, step=loop.global_step, images=images,
+                images_total=total, images_per_s=images_per_s, loss_per_stack=loss_per_stack)
             poster.post(shown)
         loop.on_step = on_step
 
