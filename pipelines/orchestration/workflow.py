@@ -82,9 +82,12 @@ def run_workflow(cfg: WorkflowConfig, *, log: Callable[[str], None] = print) -> 
         WorkflowBusy: another workflow holds the work-dir lock (nothing was done).
         WorkflowError: a step failed (recorded on the parent run as `step.<name>=failed`).
     """
+    from pipelines.runtime.ray_cluster import quiet_ray_driver
     from pipelines.tracking.store import check_reachable
 
     run = resolve(cfg)
+    if not cfg.verbose:
+        quiet_ray_driver()  # before the first MLflow call sets up its store
     check_reachable(run.tracking_uri)
     with workdir_lock(run.state):  # local, also for a work dir URI (pipelines.runtime.storage)
         return _run_locked(cfg, run, log)

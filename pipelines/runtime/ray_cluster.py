@@ -48,19 +48,27 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, verbose:
             )
         ray.init(
             address="local", num_cpus=num_cpus, include_dashboard=False, dashboard_host="127.0.0.1",
-            log_to_driver=verbose,
+            log_to_driver=verbose, logging_level=logging.INFO if verbose else logging.ERROR,
         )
     else:
-        ray.init(address=address, log_to_driver=verbose)
+        ray.init(address=address, log_to_driver=verbose, logging_level=logging.INFO if verbose else logging.ERROR)
     if not verbose:
         quiet_ray_driver()  # ray.init sets up its own logger levels
 
 
+# MLflow's own progress lines on the driver (database set-up, system-metrics monitor start/stop)
+MLFLOW_CHATTER = ("mlflow.store.db.utils", "mlflow.system_metrics", "mlflow.pyfunc")
+
+
 def quiet_ray_driver() -> None:
-    """This process's Ray loggers show errors only, and Ray's deprecation warnings are hidden
-    (Ray's log files keep everything)."""
+    """This process's Ray loggers show errors only, MLflow's set-up lines warnings only, and Ray's
+    deprecation warnings are hidden (Ray's log files keep everything)."""
+    import ray.data  # noqa: F401  (its import configures the ray.data loggers: quiet them after)
+
     for name in ("ray", "ray.train", "ray.data", "ray.tune"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    for name in MLFLOW_CHATTER:
+        logging.getLogger(name).setLevel(logging.WARNING)
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
     warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"ray(\.|$)")
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"ray(\.|$)")

@@ -31,6 +31,10 @@ import numpy as np
 class PosePyfunc(mlflow.pyfunc.PythonModel):
     """Keypoints of every boxed person in each image."""
 
+    # `predict` has no type hints (the signature is given explicitly when the model is logged):
+    # MLflow's type-hint validation would be a no-op, and defining the class would warn about it
+    _skip_type_hint_validation = True
+
     def load_context(self, context) -> None:
         import torch
 
