@@ -215,10 +215,12 @@ def run_rehearsal(work: Path, *, people: int | None = None, seed: int = 0, chann
 
     # No flip testing: the stand-ins measure scale and bookkeeping, not accuracy, and one actor
     # with one thread needs ~0.19 s per 8-stack forward here (2,958 x 2 with flip: > 18 min).
-    # One single-threaded actor per core but one: the parquet reads need a CPU of their own.
+    # One single-threaded actor per CPU of the cluster but one: the parquet reads need a CPU.
+    import ray
+
+    actors = max(1, int(ray.cluster_resources().get("CPU", 2)) - 1)
     table = run_evaluate(EvaluateConfig(model=str(model_dir), data=str(out), split="val", batch_size=16,
-                                        flip=False, actors=max(1, (os.cpu_count() or 2) - 1),
-                                        cpus_per_actor=1.0), log=log)
+                                        flip=False, actors=actors, cpus_per_actor=1.0), log=log)
     predictions = table.pop("predictions")
     exported = export_predictions(work / "preds.mat", gt, predictions["person_id"], predictions["pred"],
                                   predictions["joints_image"], predictions["labelled"])
