@@ -96,7 +96,7 @@ def test_resume_carries_the_time_already_spent_training(tmp_path):
     mid = resume(saved("mid", epochs_done=1, in_epoch=EpochProgress(1, 1), train_seconds=75.5),
                  cfg, model, optimizer, schedule)
     assert (mid.start_epoch, mid.global_step, mid.train_seconds) == (1, 12, 75.5)
-    over = resume(saved("over", epochs_done=2, stopped=True, train_seconds=120.2), cfg, model, optimizer, schedule)
+    over = resume(saved("over", epochs_done=2, stopped_by="max_minutes", train_seconds=120.2), cfg, model, optimizer, schedule)
     assert (over.start_epoch, over.train_seconds) == (5, 120.2)  # no epoch left to run
     assert resume(None, cfg, model, optimizer, schedule).train_seconds == 0.0
 

@@ -216,8 +216,7 @@ def train_resolved(cfg: ExperimentConfig, inputs: TrainInputs, *, address: str |
         tracking.finish_run(uri, run_id, status="FAILED")  # re-running the command resumes it
         raise
     state = _final_state(result.checkpoint)
-    if state.get("stopped_at_max_steps") and cfg.train.max_minutes and not (
-            cfg.train.max_steps and state["global_step"] >= cfg.train.max_steps):
+    if state.get("stopped_by") == "max_minutes":
         log(f"train: the time budget (train.max_minutes={cfg.train.max_minutes:g}) ended training at step "
             f"{state['global_step']}, in epoch {int(state['epoch']) + 1} of {cfg.train.epochs}")
     best, _ = pick_best([*(result.best_checkpoints or []), (result.checkpoint, result.metrics or {})])

@@ -110,8 +110,7 @@ class TrainLoop:
             torch.distributed.barrier()
         self.cadence.restart(self.global_step, time.perf_counter())
         progress, stretch, stopped = before, _Stretch(self.cfg.model.stacks), False
-        pass_start = self.pass_start = stretch.start
-        budget_s = 60.0 * train.max_minutes - self.trained_s
+        self.pass_start = stretch.start
         window = {"images": 0, "start": stretch.start, "wait": 0.0}
         tick = stretch.start
         batches = self.shard.iter_torch_batches(
@@ -145,19 +144,18 @@ class TrainLoop:
                 local = max(float(stretch.sums[0]), 1.0)
                 self.on_step(epoch, float(stretch.sums[0]) * self.world / max(tick - stretch.start, 1e-9),
                              tuple(float(v) / local for v in stretch.sums[2:]))
-            spent = train.max_minutes > 0 and tick - pass_start >= budget_s
-            due, spent = self._agree(self.cadence.due(self.global_step, tick), spent)
+            due, spent = self._agree(self.cadence.due(self.global_step, tick), self.budget_left_s() == 0.0)
             if spent or (train.max_steps and self.global_step >= train.max_steps):
                 stopped, self.stopped_by = True, "max_minutes" if spent else "max_steps"
                 break
             if due:
                 progress = self._combine(progress, stretch)
                 if len(np.unique(progress.keys)) < self.train_rows:  # else the epoch's own follows
-                    self._checkpoint_mid_epoch(epoch, progress, self.trained_s + tick - pass_start)
+                    self._checkpoint_mid_epoch(epoch, progress, self.trained_s + tick - self.pass_start)
                 stretch = _Stretch(self.cfg.model.stacks)
                 tick = stretch.start
                 self.cadence.restart(self.global_step, tick)
-        self.trained_s += time.perf_counter() - pass_start
+        self.trained_s += time.perf_counter() - self.pass_start
         return self._combine(progress, stretch), stopped
 
     def _step(self, batch: dict[str, torch.Tensor]) -> tuple[float, torch.Tensor]:
@@ -217,7 +215,8 @@ class TrainLoop:
         if self.rank == 0:
             state = checkpoint_state(self.cfg, self.model, self.optimizer, self.schedule,
                                      epochs_done=epoch + 1, global_step=self.global_step,
-                                     metrics=metrics, stopped=stopped, train_seconds=self.trained_s)
+                                     metrics=metrics, stopped_by=self.stopped_by if stopped else "",
+                                     train_seconds=self.trained_s)
         report(metrics, state, f"epoch_{epoch:04d}")
         return last
 

@@ -112,10 +112,10 @@ def report(metrics: dict[str, Any], state: dict[str, Any] | None, name: str) -> 
 
 def checkpoint_state(cfg: ExperimentConfig, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                      schedule: LrSchedule, *, epochs_done: int, global_step: int, metrics: dict[str, float],
-                     stopped: bool = False, in_epoch: EpochProgress | None = None,
+                     stopped_by: str = "", in_epoch: EpochProgress | None = None,
                      train_seconds: float = 0.0) -> dict[str, Any]:
     """What a checkpoint holds. `epochs_done`: completed epochs (`epoch` is the last one, -1 for
-    none); `stopped`: `max_steps` or `max_minutes` ended the run here; `in_epoch`: the progress
+    none); `stopped_by`: "max_steps" or "max_minutes" when that cap ended the run here; `in_epoch`: the progress
     of the epoch under way (mid-epoch checkpoints only); `train_seconds`: time spent in training
     passes so far."""
     from pipelines.inference.model_dir import plain_state_dict
@@ -127,7 +127,8 @@ def checkpoint_state(cfg: ExperimentConfig, model: torch.nn.Module, optimizer: t
         "schedule": schedule.state_dict(),
         "epoch": epochs_done - 1,
         "global_step": global_step,
-        "stopped_at_max_steps": stopped,  # the name predates max_minutes, which sets it too
+        "stopped_at_max_steps": bool(stopped_by),  # the name predates max_minutes, which sets it too
+        "stopped_by": stopped_by,
         "train_seconds": float(train_seconds),
         "rng": rng_state(),
         "metrics": {k: float(v) for k, v in metrics.items()},
