@@ -67,9 +67,9 @@ def plan(quick: bool) -> list[tuple[str, str, Callable[[dict], dict]]]:
     from benchmarks.memory import measure_memory
     from benchmarks.peak import measure_matmul_peak, measure_write_bandwidth
     from benchmarks.published import measure_published
+    from benchmarks.speed import SpeedConfig
     from benchmarks.speed_path import measure_speed_path
     from benchmarks.training import StepShape, measure_training
-    from pipelines.training.speed import SpeedConfig
 
     rounds = 3 if quick else 5
     stack_counts = (2,) if quick else (2, 8)

@@ -50,8 +50,8 @@ def run_child(
     stacks: int, channels: int, depth: int, batch: int, size: int, variant: str, compile: bool = True
 ) -> dict:
     """Measures one model in this process (call it in a fresh one: see :func:`measure_memory`)."""
+    from benchmarks.speed import SpeedConfig
     from benchmarks.training import StepShape, TrainStep, build_pair, make_batch
-    from pipelines.training.speed import SpeedConfig
 
     shape = StepShape(stacks=stacks, channels=channels, depth=depth, batch=batch, size=size)
     speed = SpeedConfig(compile=compile)
@@ -88,7 +88,7 @@ def measure_memory(
 ) -> dict[str, float]:
     """Figures ``mem_<S>stack_<variant>_{peak_rss,step_rss,state}_mib`` for both variants.
 
-    The fast variant is ``pipelines.training.speed.SpeedConfig(compile=compile)`` (fp32).
+    The fast variant is ``benchmarks.speed.SpeedConfig(compile=compile)`` (fp32).
     """
     figures: dict[str, float] = {}
     for variant in VARIANTS:

@@ -3,7 +3,7 @@ versions of the code side by side (e.g. the main checkout before a change and th
 
 The annotations are `mpii_annotations.json.gz` (all 25,204 people, or a fixed sample of
 `--people` drawn with `numpy.random.default_rng(--seed)`, as `benchmarks/rehearsal.py` does);
-the images are `dataprep.standin` stand-ins at every referenced file name (cached under
+the images are `benchmarks.standin` stand-ins at every referenced file name (cached under
 `--work`). Each version runs `run_prepare` in its own child process with its own local Ray
 cluster; the figure is that driver process's RSS high-water mark (`getrusage(RUSAGE_SELF)
 .ru_maxrss`: Ray's workers are other processes). Prints seconds, peak RSS, rows and the
@@ -45,8 +45,8 @@ print(json.dumps({"seconds": round(seconds, 1), "peak_rss_mib": round(resource.g
 def inputs(work: Path, people: int | None, seed: int) -> tuple[Path, Path]:
     """The annotation file and the stand-in image folder (written once, then reused)."""
     from benchmarks.rehearsal import MPII, sample_annotations
+    from benchmarks.standin import image_sizes, write_standin_images
     from dataprep.mpii import load_annotations
-    from dataprep.standin import image_sizes, write_standin_images
 
     work.mkdir(parents=True, exist_ok=True)
     annotations = sample_annotations(MPII / "mpii_annotations.json.gz", people, work, seed)

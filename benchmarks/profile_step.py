@@ -26,8 +26,14 @@ def profile_step(
     """Profiles one training step after two warm-up steps; prints the table; returns the split."""
     from torch.profiler import ProfilerActivity, profile
 
-    from benchmarks.training import StepShape, TrainStep, build_pair, forward_gflop, make_batch
-    from pipelines.training.speed import SpeedConfig
+    from benchmarks.speed import SpeedConfig
+    from benchmarks.training import (
+        StepShape,
+        TrainStep,
+        build_pair,
+        forward_gflop,
+        make_batch,
+    )
 
     shape = StepShape(stacks=stacks, channels=channels, depth=depth, batch=batch, size=size)
     speed = {"bf16": SpeedConfig(compile=False, autocast_bf16=True)}.get(variant, SpeedConfig())

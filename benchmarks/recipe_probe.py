@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> None:
     from pipelines.training.data_stream import TRAIN_COLUMNS, load_validation
     from pipelines.runtime.prepared import split_files
     from pipelines.config.run import resolve_run_config
-    from pipelines.training.device import autocast_dtype, normalise
+    from pipelines.training.device import autocast_dtype
+    from shg_model.pixels import normalise
     from pipelines.training.optim import build_optimizer
     from pipelines.training.validation import validate
     from shg_model import StackedHourglass, heatmap_loss

@@ -3,7 +3,7 @@
 The MPII images are not on this machine, but the real annotation files are, and the pipeline's
 correctness at MPII scale (counts, quarantine, splits, row orders, memory, files) does not
 depend on pixel content. This writes a stand-in JPEG at every file name the annotations
-reference (`dataprep.standin`: the annotated image size, flat colours, a few KB), then runs the
+reference (`benchmarks.standin`: the annotated image size, flat colours, a few KB), then runs the
 real code on the real annotation file:
 1. `shg prepare` (`run_prepare`) on every person, with the official validation head sizes of
    `detections_our_format.mat` (`--head-sizes`), and checks the counts: rows_in = rows +
@@ -151,12 +151,16 @@ def check_prepared(manifest: dict, out: Path, records) -> dict:
 def run_rehearsal(work: Path, *, people: int | None = None, seed: int = 0, channels: int = 32,
                   max_steps: int = 3, val_max_people: int = 64, log=print) -> dict:
     """Runs the whole rehearsal under `work` (see the module docstring); returns its figures."""
+    from benchmarks.standin import image_sizes, write_standin_images
     from dataprep.mpii import load_annotations
     from dataprep.prepare import PrepareConfig, run_prepare
-    from dataprep.standin import image_sizes, write_standin_images
     from pipelines.evaluation.evaluate import EvaluateConfig, run_evaluate
     from pipelines.evaluation.export import export_predictions
-    from pipelines.inference.model_dir import ModelCard, model_from_state, save_model_dir
+    from pipelines.inference.model_dir import (
+        ModelCard,
+        model_from_state,
+        save_model_dir,
+    )
     from pipelines.runtime.ray_cluster import connect
     from pipelines.training.checkpoints import load_state
     from pipelines.training.driver import run_training

@@ -20,11 +20,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from benchmarks.reference import ReferenceStackedHourglass, copy_weights, parameter_total
+from benchmarks.reference import (
+    ReferenceStackedHourglass,
+    copy_weights,
+    parameter_total,
+)
+from benchmarks.speed import SpeedConfig, autocast, build_fast
 from benchmarks.timing import interleaved_medians
 from dataprep.heatmaps import render_heatmaps
 from shg_model import HourglassConfig, heatmap_loss, parameter_count
-from pipelines.training.speed import SpeedConfig, autocast, build_fast
 
 LOSS_TOLERANCE = 1e-3  # relative, after one step, fp32 fast path against the baseline
 

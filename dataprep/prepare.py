@@ -10,10 +10,10 @@ Flow (`run_prepare`):
 4. A second `map_batches(write_batch)` writes the rows to parquet from the Ray tasks
    (`dataprep.prepared_writer`); the driver only receives a ~100-byte summary per row (person
    id, row digest, destination, reason), so its memory does not grow with the crops. OUT may be
-   a local path or an object store URI (`dataprep.storage`). Locally the files go to a
+   a local path or an object store URI (`shg_io.storage`). Locally the files go to a
    temporary folder; the driver writes `manifest.json`, fsyncs it all and moves the folder into
    place with a rename, so a failed run leaves any earlier output untouched, and the temporary
-   folders of a run that was killed are removed by the next one (`dataprep.atomic`). On an
+   folders of a run that was killed are removed by the next one (`shg_io.atomic`). On an
    object store the files (named by a fresh generation) go straight under OUT and the manifest,
    which names them, is written last: it is the commit (see `run_prepare`).
 
@@ -44,9 +44,15 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from dataprep import quarantine
-from dataprep.atomic import fsync_path, fsync_tree, remove_stale_leftovers, temporary_sibling
 from dataprep.joints import FLIP_PERMUTATION, JOINT_NAMES
-from dataprep.mpii import FORMATS, AnnotationFormatError, AnnotationSet, MalformedEntry, read_annotations
+from dataprep.mpii import (
+    FORMATS,
+    AnnotationFormatError,
+    AnnotationSet,
+    MalformedEntry,
+    read_annotations,
+)
+from dataprep.official import apply_official_head_sizes, head_size_sources
 from dataprep.prepare_batch import (
     DEFAULT_MAX_IMAGE_BYTES,
     DEFAULT_MAX_IMAGE_PIXELS,
@@ -55,11 +61,15 @@ from dataprep.prepare_batch import (
     prepare_batch,
     rejected_row,
 )
-from dataprep.official import apply_official_head_sizes, head_size_sources
-from dataprep.prepared_writer import QUARANTINE, PreparedDatasetWriter, PrepareTally, fingerprint, write_batch
+from dataprep.prepared_writer import (
+    QUARANTINE,
+    PreparedDatasetWriter,
+    PrepareTally,
+    fingerprint,
+    write_batch,
+)
 from dataprep.quarantine import Rejection
 from dataprep.records import PersonRecord
-from dataprep.storage import Location, location
 from dataprep.schema import (
     CROP_BOX_SCALE,
     CROP_SIZE,
@@ -71,6 +81,14 @@ from dataprep.schema import (
     SPLITS,
     describe,
 )
+from shg_io.atomic import (
+    fsync_path,
+    fsync_tree,
+    remove_stale_leftovers,
+    temporary_sibling,
+)
+from shg_io.clock import utc_iso
+from shg_io.storage import Location, location
 
 ANNOTATION_FORMATS = FORMATS
 MANIFEST = "manifest.json"
@@ -346,7 +364,7 @@ def run_prepare(cfg: PrepareConfig, *, log: Callable[[str], None] = print) -> di
     """Runs the preparation job and returns the manifest (also written to OUT/manifest.json).
 
     Uses the Ray cluster this process is connected to, or starts a local one (cfg.address).
-    `cfg.out` may be a local path or an object store URI (`dataprep.storage`): locally the
+    `cfg.out` may be a local path or an object store URI (`shg_io.storage`): locally the
     dataset is written to a temporary folder that replaces OUT with a rename; on an object store
     the data files (named by a fresh generation) are written first and `manifest.json`, which
     names them, last: readers trust only the files of a committed manifest
@@ -470,5 +488,5 @@ def _manifest(cfg, loaded, n_rejected_early, tally, files, seconds, job_seconds)
         "seconds": round(seconds, 3),
         "rows_per_s": rows_in / max(seconds, 1e-9),  # end to end, annotation load included
         "decode_rows_per_s": (rows_in - n_rejected_early) / max(job_seconds, 1e-9),
-        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "created_utc": utc_iso(),
     }

@@ -3,7 +3,7 @@
 Runs inside the Ray tasks of `shg prepare` (`write_batch`: one batch of rows in, its files
 written, a small per-row summary out), so the prepared rows never travel to the driver; the
 driver only adds up the summaries (`PrepareTally`: counts and the per-row digests of the
-fingerprint). Files go through `dataprep.storage`, so the folder may be local or an object store.
+fingerprint). Files go through `shg_io.storage`, so the folder may be local or an object store.
 
 Storage choices (measured with `benchmarks/prepare.py` on the real MPII images):
 - `crop_jpeg` is already entropy-coded, so it is stored uncompressed (zstd would only cost CPU)
@@ -25,7 +25,6 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from dataprep.prepare_batch import DIGEST, WORK_SCHEMA
-from dataprep.storage import Location, location
 from dataprep.schema import (
     CROP_JPEG,
     IMAGE,
@@ -36,6 +35,7 @@ from dataprep.schema import (
     SPLIT,
     SPLITS,
 )
+from shg_io.storage import Location, location
 
 QUARANTINE = "quarantine"
 DESTINATION = "destination"
@@ -113,7 +113,7 @@ class PreparedDatasetWriter:
     """Writes `WORK_SCHEMA` batches under `root` and keeps counts and digests.
 
     Args:
-        root: the output folder (a path or a `dataprep.storage` URI); `train/`, `val/`,
+        root: the output folder (a path or a `shg_io.storage` URI); `train/`, `val/`,
             `quarantine/` are created in it.
         rows_per_file: rows per parquet file (the unit of read parallelism for training).
         row_group_rows: rows buffered per destination before one parquet row group is written.

@@ -25,6 +25,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 from dataprep.joints import NUM_JOINTS
+from dataprep.records import SPLITS as SPLITS  # the one definition, re-exported for the schema's readers
 
 CROP_SIZE = 480  # side of the stored crop, px (a multiple of 16: whole JPEG 4:2:0 blocks)
 CROP_BOX_SCALE = 1.875  # the stored crop covers 1.875 x the standard 200*scale box
@@ -33,7 +34,6 @@ CROP_MARGIN = (CROP_SIZE - INPUT_SIZE) // 2  # input px = stored-crop px - CROP_
 HEATMAP_SIZE = 64
 HEATMAP_SIGMA = 1.0  # Gaussian sigma of the stored targets, heatmap px
 
-SPLITS = ("train", "val")
 
 
 def required_box_scale(rotation_deg: float, scale_min: float) -> float:

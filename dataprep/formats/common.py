@@ -23,7 +23,7 @@ SCALE_FACTOR = 1.25
 # labelled: median of normalize / ||head_top - upper_neck|| = 0.7500000 (least squares
 # 0.74999); relative error median 5e-6, mean 0.056 %, 99th percentile 0.9 %. The JSON's
 # upper_neck and head_top are the MPII head-box diagonal's ends scaled by 0.8 (0.6/0.8 = 0.75).
-# tests/test_dataprep_mpii.py refits it on the real files.
+# tests/unit/test_dataprep_mpii.py refits it on the real files.
 HEAD_SEGMENT_TO_HEAD_SIZE = 0.75
 HEAD_BOX_TO_HEAD_SIZE = 0.6  # official PCKh: 0.6 x head-box diagonal
 

@@ -17,9 +17,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from dataprep.atomic import fsync_tree, remove_stale_leftovers_in, write_bytes_atomic, write_text_atomic
 from dataprep.synth.config import SynthConfig
 from dataprep.synth.scene import PersonAnnotation, render_scene
+from shg_io.atomic import (
+    fsync_tree,
+    remove_stale_leftovers_in,
+    write_bytes_atomic,
+    write_text_atomic,
+)
 
 ANNOTATIONS = "annotations.json"
 MANIFEST = "synth_manifest.json"

@@ -23,10 +23,10 @@ def _fail(message: str) -> NoReturn:
 
 
 def _emit_table(table: dict, as_json: bool) -> None:
-    from pipelines.evaluation import pckh as pckh_lib
+    from dataprep import pckh as pckh_lib
 
     if as_json:
-        from pipelines.runtime.json_files import json_ready
+        from shg_io.json_files import json_ready
 
         typer.echo(json.dumps(json_ready(table), indent=2))
         return
@@ -74,7 +74,7 @@ def pckh(
     """Score predictions with the official MPII PCKh (Total = all 14 scored joints pooled, <=)."""
     import numpy as np
 
-    from pipelines.evaluation import pckh as pckh_lib
+    from dataprep import pckh as pckh_lib
 
     if not gt.is_file():
         _fail(f"{gt}: no such file; pass --gt /path/to/detections_our_format.mat")

@@ -31,7 +31,12 @@ def prepare(
     max_image_bytes: int = typer.Option(128 * 2**20, help="Quarantine an image file larger than this."),
 ) -> None:
     """Crop every person, render the targets, quarantine bad records; print the manifest summary."""
-    from dataprep.prepare import PrepareConfig, PrepareConfigError, check_config, run_prepare
+    from dataprep.prepare import (
+        PrepareConfig,
+        PrepareConfigError,
+        check_config,
+        run_prepare,
+    )
 
     cfg = PrepareConfig(
         annotations=str(annotations),
@@ -57,7 +62,7 @@ def prepare(
 
     from pipelines.orchestration.lock import WorkflowBusy, workdir_lock
     from pipelines.runtime.ray_cluster import connect
-    from pipelines.runtime.storage import local_state_dir
+    from shg_io.storage import local_state_dir
 
     try:
         # one writer per output folder; the lock sits beside it (a run replaces the folder whole)

@@ -29,10 +29,10 @@ def train(
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Live progress: a bar on a terminal, a line every 30 s otherwise.")] = True,
 ) -> None:
     """Train the Stacked Hourglass; re-running the same command resumes an interrupted run."""
-    from pipelines.training.checkpoints import CheckpointMismatchError
     from pipelines.config.experiment import ConfigError, load_config
     from pipelines.runtime.prepared import PreparedDataError
     from pipelines.tracking.store import TrackingUnavailable
+    from pipelines.training.checkpoints import CheckpointMismatchError
     from pipelines.training.driver import resolve_train_inputs, train_resolved
 
     try:
@@ -40,7 +40,7 @@ def train(
     except ConfigError as err:
         raise typer.BadParameter(str(err), param_hint="KEY=VALUE / --config") from None
     from pipelines.orchestration.lock import WorkflowBusy, workdir_lock
-    from pipelines.runtime.storage import is_uri, local_state_dir
+    from shg_io.storage import is_uri, local_state_dir
 
     try:
         # inputs checked first (a bad --data or an unreachable store leaves nothing behind),
@@ -59,7 +59,7 @@ def train(
     except (PreparedDataError, TrackingUnavailable, CheckpointMismatchError, WorkflowBusy) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
-    from pipelines.evaluation.pckh import TABLE_KEYS
+    from dataprep.pckh import TABLE_KEYS
 
     typer.echo(f"run {result.run_name}: {result.epochs_completed} epochs, {result.global_step} steps, "
                f"{result.seconds:.0f} s; MLflow run {result.mlflow_run_id} ({result.tracking_uri})")

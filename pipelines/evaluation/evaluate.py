@@ -117,9 +117,9 @@ def predict_split(cfg: EvaluateConfig, model, card, log=None) -> dict[str, np.nd
     (people done, people/s, ETA) go to it every 10 s."""
     import ray
 
+    from pipelines.inference.model_dir import plain_state_dict
     from pipelines.runtime.prepared import split_files
     from pipelines.runtime.progress_lines import ProgressLines
-    from pipelines.inference.model_dir import plain_state_dict
     from pipelines.runtime.ray_cluster import connect
 
     connect(cfg.address)
@@ -175,8 +175,8 @@ def _split_rows(data, split: str) -> int:
 
 
 def score(columns: dict[str, np.ndarray], threshold: float = 0.5) -> dict:
-    """The official PCKh table (`pipelines.evaluation.pckh.pckh_table`) of predicted columns."""
-    from pipelines.evaluation.pckh import pckh_table
+    """The official PCKh table (`dataprep.pckh.pckh_table`) of predicted columns."""
+    from dataprep.pckh import pckh_table
 
     n = len(columns["pred"])
     pred = columns["pred"].reshape(n, -1, 2)

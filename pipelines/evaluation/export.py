@@ -71,11 +71,11 @@ def official_predictions(pred: np.ndarray, rows: np.ndarray, n_rows: int) -> np.
 
 def write_predictions(path: str | Path, preds: np.ndarray) -> None:
     """Writes (N, 16, 2) predictions as `.npy` or as the toolkit's `.mat` (`preds`), atomically,
-    to a local path or an object store URI (`pipelines.runtime.storage`)."""
+    to a local path or an object store URI (`shg_io.storage`)."""
     import io
     import posixpath
 
-    from pipelines.runtime.storage import location
+    from shg_io.storage import location
 
     target = location(path)
     suffix = posixpath.splitext(target.name)[1]
@@ -108,7 +108,7 @@ def read_predictions(path: str | Path) -> np.ndarray:
     import io
     import posixpath
 
-    from pipelines.runtime.storage import location
+    from shg_io.storage import location
 
     source = location(path)
     try:

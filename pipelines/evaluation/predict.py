@@ -31,7 +31,12 @@ import numpy as np
 
 from pipelines.evaluation import coco
 from pipelines.inference.people import (  # noqa: F401  (crop_input: shg predict's geometry, tested here)
-    box_to_center_scale, crop_input, decode_image, default_box, predict_people)
+    box_to_center_scale,
+    crop_input,
+    decode_image,
+    default_box,
+    predict_people,
+)
 
 DEFAULT_MODEL = "models:/stacked-hourglass@champion"
 
@@ -214,7 +219,7 @@ def run_predict(cfg: PredictConfig, log=print) -> list[dict]:
 
     import torch
 
-    from pipelines.evaluation.plots import draw_skeleton
+    from pipelines.figures.plots import draw_skeleton
     from pipelines.tracking.model_io import load_model
 
     jobs = plan_images(cfg, log)

@@ -15,8 +15,7 @@ from torch import nn
 
 from dataprep.geometry import heatmap_to_input
 from shg_model import decode, flip_average
-
-PIXEL_MEAN = 0.5  # input normalisation: x / 255 - 0.5, every channel
+from shg_model.pixels import PIXEL_MEAN
 
 
 def normalise_images(images: np.ndarray | torch.Tensor) -> torch.Tensor:

@@ -2,7 +2,7 @@
 `shg train` lock the work dir / `train.storage`, `shg prepare` its `--out` folder).
 
 The lock is a local `flock` file. For a work dir on an object store it lives in the work dir's
-local state folder (`pipelines.runtime.storage.local_state_dir`, keyed by the URI): it keeps
+local state folder (`shg_io.storage.local_state_dir`, keyed by the URI): it keeps
 apart workflows started on the same machine, not on different ones (an object store offers no
 lock; run one scheduler per work dir URI).
 """
@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from pipelines.tracking.provenance import utc_now
+from shg_io.clock import utc_iso
 
 
 class WorkflowBusy(RuntimeError):
@@ -46,7 +46,7 @@ def workdir_lock(workdir: Path, command: str = "shg run", lock_name: str = ".wor
                 f"work dir at once. Wait for it, or use another folder. Lock: {path}"
             ) from None
         os.ftruncate(fd, 0)
-        os.write(fd, f"{command}, pid {os.getpid()} on {os.uname().nodename} since {utc_now()}".encode())
+        os.write(fd, f"{command}, pid {os.getpid()} on {os.uname().nodename} since {utc_iso()}".encode())
         try:
             yield
         finally:

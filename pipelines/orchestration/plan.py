@@ -5,7 +5,7 @@
 under the work dir, the MLflow store, and the training stage's `ExperimentConfig`.
 
 The work dir (default `./runs`) may be a local path, a mounted shared folder or an object store
-URI (`s3://bucket/prefix`, `pipelines.runtime.storage`). Layout under it:
+URI (`s3://bucket/prefix`, `shg_io.storage`). Layout under it:
     data/synth/            the embedded synthetic MPII-format dataset (images/, annotations.json)
     data/prepared/         the prepared parquet dataset (train/, val/, quarantine/, manifest.json)
     data/prepared.inputs.json  what the prepared dataset was made from (the reuse key)
@@ -30,8 +30,8 @@ from dataprep.prepare import PrepareConfig
 from dataprep.synth import SynthConfig
 from pipelines.config.experiment import ExperimentConfig
 from pipelines.config.run import RunConfig, resolve_run_config
-from pipelines.runtime.storage import Location, local_state_dir, location
 from pipelines.tracking.store import resolve_tracking_uri
+from shg_io.storage import Location, local_state_dir, location
 
 DEFAULT_PROFILE = "synthetic"
 

@@ -35,10 +35,14 @@ def save_and_evaluate(experiment: ExperimentConfig, trained: TrainResult, prepar
     table and the split's fingerprint.
     """
     from pipelines.evaluation.evaluate import EvaluateConfig, run_evaluate
-    from pipelines.inference.model_dir import ModelCard, model_from_state, save_model_dir
-    from pipelines.runtime.json_files import json_ready
-    from pipelines.runtime.storage import local_folder
+    from pipelines.inference.model_dir import (
+        ModelCard,
+        model_from_state,
+        save_model_dir,
+    )
     from pipelines.training.checkpoints import load_state
+    from shg_io.json_files import json_ready
+    from shg_io.storage import local_folder
 
     checkpoint = trained.best_checkpoint or trained.checkpoint  # a path, or a URI in an object store
     with local_folder(checkpoint) as checkpoint_dir:
@@ -63,10 +67,14 @@ def register_and_gate(model_dir: Path, table: dict[str, Any], data_fingerprint: 
 
     Returns the gate's decision (`GateDecision` as a dict).
     """
+    from dataprep.pckh import TABLE_KEYS
     from pipelines.evaluation.evaluate import EvaluateConfig, run_evaluate
-    from pipelines.evaluation.pckh import TABLE_KEYS
     from pipelines.inference.model_dir import load_model_dir
-    from pipelines.tracking.registry import DEFAULT_MODEL_NAME, promote_if_better, register_model
+    from pipelines.tracking.registry import (
+        DEFAULT_MODEL_NAME,
+        promote_if_better,
+        register_model,
+    )
 
     name = name or DEFAULT_MODEL_NAME
 

@@ -28,6 +28,7 @@ from pipelines.tracking.workflow_runs import (
     WORKFLOW_TAG,
     WorkflowRuns,
 )
+from shg_io.clock import utc_compact
 
 LOSS_METRIC = "loss"  # per-step training loss, logged every train.log_every steps
 
@@ -95,8 +96,7 @@ def rerun_run(cfg: RerunConfig, *, log: Callable[[str], None] = print) -> Workfl
     """Repeats the run (see the module docstring); returns the new workflow's result."""
     from pipelines.orchestration.workflow import run_workflow
     from pipelines.tracking.store import check_reachable, resolve_tracking_uri
-
-    from pipelines.runtime.storage import local_state_dir
+    from shg_io.storage import local_state_dir
 
     workdir = local_state_dir(cfg.workdir)  # the work dir, or its local folder for a URI
     uri = resolve_tracking_uri(cfg.tracking_uri or None, workdir)
@@ -112,7 +112,7 @@ def rerun_run(cfg: RerunConfig, *, log: Callable[[str], None] = print) -> Workfl
     overrides = pinned_steps(original.tags if original is not None else {})
     if overrides:
         log(f"rerun: the original stopped on its time budget; repeating its steps ({' '.join(overrides)})")
-    new_name = f"{original_name}-rerun-{recorded.parent_run_id[:8]}-{_short_stamp()}"
+    new_name = f"{original_name}-rerun-{recorded.parent_run_id[:8]}-{utc_compact(microseconds=False)}"
     with tempfile.TemporaryDirectory(prefix="shg-rerun-") as tmp:
         config_file = Path(tmp) / CONFIG_ARTIFACT
         config_file.write_text(recorded.config_yaml)
@@ -153,8 +153,3 @@ def compare_losses(runs: WorkflowRuns, original_id: str, repeated_id: str, key: 
         if a != b:
             raise RerunMismatch(f"{key!r} differs at step {step}: {a!r} (original {original_id}) vs {b!r} ({repeated_id})")
 
-
-def _short_stamp() -> str:
-    import time
-
-    return time.strftime("%Y%m%dT%H%M%S", time.gmtime())

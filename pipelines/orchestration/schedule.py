@@ -23,6 +23,8 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
+from shg_io.clock import utc_now
+
 
 @dataclasses.dataclass(frozen=True)
 class ScheduleConfig:
@@ -72,8 +74,6 @@ class FiringFailed:
     error: str
 
 
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def run_schedule(

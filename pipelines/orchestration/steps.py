@@ -20,10 +20,20 @@ from typing import Any
 from pipelines.orchestration.plan import ResolvedRun
 from pipelines.orchestration.promotion import register_and_gate, save_and_evaluate
 from pipelines.orchestration.reuse import prepare_inputs_key, synthesise
-from pipelines.runtime.json_files import read_json, write_json_atomic
-from pipelines.runtime.storage import Location, copy_folder, location
-from pipelines.tracking.workflow_runs import DATA_FINGERPRINT_TAG, EXPERIMENT, WorkflowRuns
-from pipelines.training.driver import TrainInputs, TrainResult, run_name_for, run_name_in_store
+from pipelines.tracking.workflow_runs import (
+    DATA_FINGERPRINT_TAG,
+    EXPERIMENT,
+    WorkflowRuns,
+)
+from pipelines.training.driver import (
+    TrainInputs,
+    TrainResult,
+    run_name_for,
+    run_name_in_store,
+)
+from shg_io.clock import utc_compact
+from shg_io.json_files import read_json, write_json_atomic
+from shg_io.storage import Location, copy_folder, location
 
 Log = Callable[[str], None]
 
@@ -117,7 +127,7 @@ def train(run: ResolvedRun, prepared: Prepared, parent: ParentRun, *, force: boo
     experiment = run.experiment
     name = run_name_for(experiment, prepared.fingerprint)
     if force and not experiment.train.run_name:  # a new folder: the finished one would be reported
-        name = f"{name}-{_stamp()}"
+        name = f"{name}-{utc_compact()}"
     storage = location(experiment.train.storage)  # the work dir: checkpoints and run records
     name = run_name_in_store(storage, name, run.tracking_uri, log)
     record = RunRecord.read(storage / name)
@@ -197,8 +207,3 @@ def _read_json(path: str | Path | Location) -> dict[str, Any]:
         return {}
     return value if isinstance(value, dict) else {}
 
-
-def _stamp() -> str:
-    import datetime as dt
-
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")

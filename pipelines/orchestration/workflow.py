@@ -17,7 +17,6 @@ as params and as `config.yaml`, tags `step.<name>` = ran | reused | failed | ski
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import json
 import time
 from collections.abc import Callable
@@ -26,9 +25,15 @@ from typing import Any, TypeVar
 from pipelines.orchestration import steps
 from pipelines.orchestration.lock import WorkflowBusy, workdir_lock
 from pipelines.orchestration.plan import ResolvedRun, WorkflowConfig, resolve
-from pipelines.runtime.storage import Location, location
 from pipelines.tracking.provenance import provenance
-from pipelines.tracking.workflow_runs import CONFIG_ARTIFACT, DATA_FINGERPRINT_TAG, SKIPPED_TAG, WorkflowRuns
+from pipelines.tracking.workflow_runs import (
+    CONFIG_ARTIFACT,
+    DATA_FINGERPRINT_TAG,
+    SKIPPED_TAG,
+    WorkflowRuns,
+)
+from shg_io.clock import utc_compact
+from shg_io.storage import Location, location
 
 STEPS: tuple[str, ...] = ("prepare", "train", "evaluate", "register")
 Step = TypeVar("Step")
@@ -89,7 +94,7 @@ def run_workflow(cfg: WorkflowConfig, *, log: Callable[[str], None] = print) -> 
     if not cfg.verbose:
         quiet_ray_driver()  # before the first MLflow call sets up its store
     check_reachable(run.tracking_uri)
-    with workdir_lock(run.state):  # local, also for a work dir URI (pipelines.runtime.storage)
+    with workdir_lock(run.state):  # local, also for a work dir URI (shg_io.storage)
         return _run_locked(cfg, run, log)
 
 
@@ -108,7 +113,7 @@ def run_firing(cfg: WorkflowConfig, *, log: Callable[[str], None] = print) -> Wo
         log(f"schedule: {busy}")
         run = resolve(cfg)
         runs = WorkflowRuns(run.tracking_uri, run.state)
-        parent_id = runs.start_parent(f"firing-busy-{_stamp()}", {
+        parent_id = runs.start_parent(f"firing-busy-{utc_compact()}", {
             SKIPPED_TAG: "busy", "shg.busy_reason": str(busy)[:4000],
             **{f"step.{name}": "skipped" for name in STEPS}})  # fmt: skip
         runs.finish(parent_id)
@@ -157,7 +162,7 @@ def _run_locked(cfg: WorkflowConfig, run: ResolvedRun, log: Callable[[str], None
     import ray
 
     runs = WorkflowRuns(run.tracking_uri, run.state)
-    parent_id = runs.start_parent(f"workflow-{cfg.profile or 'custom'}-{_stamp()}", {
+    parent_id = runs.start_parent(f"workflow-{cfg.profile or 'custom'}-{utc_compact()}", {
         "shg.profile": cfg.profile, "shg.config_file": cfg.config, "shg.workdir": run.workdir.uri,
         "shg.overrides": json.dumps(list(cfg.overrides)), "shg.force": str(cfg.force).lower(),
         "shg.ray_address": cfg.address or "embedded", **provenance(), **dict(cfg.tags)})  # fmt: skip
@@ -222,11 +227,8 @@ def _check_expected_fingerprint(cfg: WorkflowConfig, prepared: steps.Prepared) -
 
 
 def _write_summary(workdir: Location, cfg: WorkflowConfig, result: WorkflowResult) -> Location:
-    from pipelines.runtime.json_files import write_json_atomic
+    from shg_io.json_files import write_json_atomic
 
-    path = workdir / "workflow" / f"{_stamp()}-{result.parent_run_id[:12] or 'failed'}.json"
+    path = workdir / "workflow" / f"{utc_compact()}-{result.parent_run_id[:12] or 'failed'}.json"
     return write_json_atomic(path, {"config": dataclasses.asdict(cfg), **dataclasses.asdict(result)})
 
-
-def _stamp() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")

@@ -1,6 +1,6 @@
 """Reading a prepared dataset's layout: its manifest and the parquet files of each split.
 
-The dataset may be a local folder or an object store URI (`dataprep.storage`). Only the files
+The dataset may be a local folder or an object store URI (`shg_io.storage`). Only the files
 its committed `manifest.json` names are read: on an object store the manifest is written last,
 so files of a run that is still writing, or that was killed, are never seen. A local folder
 without a manifest (one made by hand) is read by listing its split folders.
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 
-from dataprep.storage import Location, location
+from shg_io.storage import Location, location
 
 MANIFEST = "manifest.json"
 

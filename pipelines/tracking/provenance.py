@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 from pathlib import Path
+
+from shg_io.clock import utc_iso
+
 
 def provenance(repo_root: Path | None = None) -> dict[str, str]:
     """Tags that let a run be repeated: git revision (and dirty flag), versions, host, time."""
     from importlib.metadata import PackageNotFoundError, version
 
-    tags: dict[str, str] = {"shg.started_utc": utc_now(), "shg.host": os.uname().nodename}
+    tags: dict[str, str] = {"shg.started_utc": utc_iso(), "shg.host": os.uname().nodename}
     root = repo_root or Path(__file__).resolve().parents[2]
     tags.update(git_revision(root))
     for name in ("shg", "torch", "ray", "mlflow", "numpy", "pyarrow", "albumentations", "opencv-python-headless"):
@@ -47,6 +49,3 @@ def git_revision(root: Path) -> dict[str, str]:
         commit = os.environ.get("SHG_GIT_COMMIT", "unknown")
         return {"git.commit": commit, "git.dirty": os.environ.get("SHG_GIT_DIRTY", "unknown")}
 
-
-def utc_now() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

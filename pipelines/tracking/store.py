@@ -21,7 +21,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from pipelines.runtime.storage import Location, location
+from shg_io.storage import Location, location
 
 RUN_RECORD = "shg_run.json"
 DATA_FINGERPRINT_TAG = "data.fingerprint"  # a prepared dataset's fingerprint (train + val)
@@ -293,7 +293,9 @@ def system_tags(*, workers: int, use_gpu: bool) -> dict[str, str]:
     """Workers, devices, library versions and the git revision, as run tags."""
     import torch
 
-    from pipelines.tracking.provenance import provenance  # one definition of a repeatable run
+    from pipelines.tracking.provenance import (
+        provenance,  # one definition of a repeatable run
+    )
 
     tags = provenance()
     tags.update({

@@ -118,7 +118,7 @@ def train_rows(data: str | Path, *, cache: bool = True, rows_per_block: int = 12
     """
     import ray
 
-    filesystem, files = split_source(data, "train")  # local or object store (dataprep.storage)
+    filesystem, files = split_source(data, "train")  # local or object store (shg_io.storage)
     ds = ray.data.read_parquet(files, columns=TRAIN_COLUMNS, filesystem=filesystem)
     if not cache:
         return ds

@@ -1,11 +1,11 @@
-"""What a training worker computes with: CPU threads, the autocast dtype, input normalisation."""
+"""What a training worker computes with: CPU threads and the autocast dtype (input normalisation
+is the model's contract: `shg_model.pixels.normalise`)."""
 
 from __future__ import annotations
 
 import torch
 
 from pipelines.config.experiment import TrainConfig
-from pipelines.inference.keypoints import PIXEL_MEAN
 
 
 def autocast_dtype(train: TrainConfig, on_gpu: bool) -> torch.dtype | None:
@@ -26,7 +26,3 @@ def cpu_threads(node_cpus: int, local_workers: int) -> int:
     2-core machine using half of it."""
     return max(1, node_cpus // max(1, local_workers))
 
-
-def normalise(images: torch.Tensor) -> torch.Tensor:
-    """uint8 (B, H, W, 3) RGB → float (B, 3, H, W) in [-0.5, 0.5] (`x / 255 - 0.5`, the card's)."""
-    return images.permute(0, 3, 1, 2).float().div_(255.0).sub_(PIXEL_MEAN)

@@ -27,13 +27,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from pipelines.training.checkpoints import check_model_config
+from dataprep.pckh import TABLE_KEYS
 from pipelines.config.experiment import ExperimentConfig
+from pipelines.runtime.prepared import read_manifest, split_files
+from pipelines.training.checkpoints import check_model_config
 from pipelines.training.data_stream import TRAIN_DATASET
 from pipelines.training.loop import SCORE_METRIC  # "best checkpoint": validation PCKh@0.5 Total
-from pipelines.runtime.prepared import read_manifest, split_files
-from pipelines.runtime.storage import Location, local_state_dir, location
-from pipelines.evaluation.pckh import TABLE_KEYS
+from shg_io.clock import utc_iso
+from shg_io.storage import Location, local_state_dir, location
 
 # Settings that do not change what is trained: excluded from the derived run name, so a resumed
 # run may use another storage folder layout or retry budget.
@@ -112,7 +113,7 @@ def resolve_train_inputs(cfg: ExperimentConfig, data: str | Path, *, tracking_ur
     """
     from pipelines.tracking import store as tracking
 
-    data = location(data).uri  # a local path or an object store URI (pipelines.runtime.storage)
+    data = location(data).uri  # a local path or an object store URI (shg_io.storage)
     manifest = read_manifest(data)
     split_files(data, "train"), split_files(data, "val")  # fail now if a split is missing
     uri = tracking.resolve_tracking_uri(tracking_uri, local_state_dir(cfg.train.storage))
@@ -203,7 +204,7 @@ def train_resolved(cfg: ExperimentConfig, inputs: TrainInputs, *, address: str |
         tracker.log_params({f"baseline.pckh.{k}": round(float(baseline[k]), 2) for k in TABLE_KEYS})
         log(f"train: MLflow run {run_id} in {uri}; mean-pose baseline PCKh Total {baseline['Total']:.1f} %")
     else:
-        tracker.set_tags({"shg.resumed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+        tracker.set_tags({"shg.resumed_at": utc_iso()})
         log(f"train: resuming run {run_name} (MLflow run {run_id})")
     experiment_id = tracker.client.get_run(run_id).info.experiment_id
     log(f"train: {tracking.how_to_open(uri, experiment_id, run_id)}")
@@ -249,11 +250,10 @@ def _fit(cfg: ExperimentConfig, data: str, run_name: str, storage: Location, uri
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    from pipelines.training.data_stream import start_epoch_clock, train_dataset
     from pipelines.runtime.ray_cluster import connect
-    from pipelines.training.worker import train_worker
-
+    from pipelines.training.data_stream import start_epoch_clock, train_dataset
     from pipelines.training.progress import ProgressDisplay, start_progress_board
+    from pipelines.training.worker import train_worker
 
     connect(address, num_cpus=None, verbose=verbose)
     train = cfg.train

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from pipelines.config.experiment import ExperimentConfig
-from pipelines.training.device import normalise
+from shg_model.pixels import normalise
 from pipelines.training.optim import LrSchedule, set_lr
 from pipelines.training.resume import EpochProgress, checkpoint_state, report
 from shg_model import heatmap_loss

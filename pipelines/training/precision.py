@@ -17,14 +17,14 @@ starts:
      (AVX512-BF16 / AMX; :func:`native_bf16`), measured only there: on an AVX2-only CPU
      oneDNN emulates bf16, ~5x *slower* than fp32, and the measurement alone would cost a
      minute (seconds per step at one thread).
-  3. with `train.compile=auto` only: compiled (:func:`pipelines.training.speed.compile_blocks`,
+  3. with `train.compile=auto` only: compiled (:func:`shg_model.compile.compile_blocks`,
      Inductor), channels_last, in the precision that won 1-2. Compiling costs minutes on 2 cores, so it is only tried when
      the eager winner's projected training time is at least ``compile_payback`` (4x) the
      expected compile time (:func:`worth_compiling`); once compiled, it is kept only if it is
      faster than the eager winner.
 
   Eager channels_last in fp32 is deliberately *not* a candidate: eager PyTorch's channels_last
-  BatchNorm sums its statistics less accurately (see `pipelines.training.speed`), so it would
+  BatchNorm sums its statistics less accurately (see `benchmarks.speed`), so it would
   be a faster path with worse numbers than the fp32 baseline. Compiled channels_last is
   accurate (Inductor generates its own reductions), and bf16 is an explicit precision change
   the measurement only keeps where it pays (the eager bf16 + channels_last recipe reached the
@@ -203,8 +203,8 @@ def resolve(model_cfg, amp: str, layout: str, compile_mode: str, *, batch_size: 
 
     import torch
 
-    from pipelines.training.speed import compile_blocks
     from shg_model import StackedHourglass, heatmap_loss
+    from shg_model.compile import compile_blocks
 
     if model_cfg.channels_last and layout == "auto":
         layout = "channels_last"

@@ -27,8 +27,8 @@ class Rank0Reporter:
     """
 
     def __init__(self, loop_config: dict[str, Any], cfg: ExperimentConfig) -> None:
-        from pipelines.training.data_stream import load_validation
         from pipelines.tracking.buffered import BufferedTracker
+        from pipelines.training.data_stream import load_validation
 
         self.cfg = cfg
         # MLflow writes go through a background queue: a tracking outage never stalls or kills
@@ -78,7 +78,7 @@ class Rank0Reporter:
 
     def validate(self, model, epoch: int, epoch_metrics: dict, amp):
         """Validates, adds `pckh/*` and `val/*` to `epoch_metrics`; returns the ValidationResult."""
-        from pipelines.evaluation.pckh import TABLE_KEYS
+        from dataprep.pckh import TABLE_KEYS
         from pipelines.training.validation import validate
 
         start = time.perf_counter()
@@ -108,7 +108,7 @@ class Rank0Reporter:
     def artifacts(self, result) -> None:
         """End-of-run plots and tables (the epoch metrics of this epoch are already logged)."""
         from dataprep.geometry import apply_affine, invert_affine
-        from pipelines.evaluation import plots
+        from pipelines.figures import plots
 
         per_stack, xs = {}, {}
         try:  # the whole run's curves, resumed attempts included, are in the store

@@ -3,7 +3,7 @@
 Validation runs the model once per batch on the images and their mirrors (flip testing,
 `shg_model.flip_average`); the unflipped half of the same forward pass gives the per-stack
 validation loss, so the flip costs no extra pass. Predictions map back to original image px
-(`pipelines.inference.keypoints`) and are scored with the official MPII PCKh (`pipelines.evaluation.pckh`).
+(`pipelines.inference.keypoints`) and are scored with the official MPII PCKh (`dataprep.pckh`).
 """
 
 from __future__ import annotations
@@ -16,9 +16,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from dataprep.pckh import pckh_curve, pckh_table
+from pipelines.inference.keypoints import (
+    keypoints_from_heatmaps,
+    normalise_images,
+    to_image_px,
+)
 from pipelines.training.data_stream import ValidationSet
-from pipelines.inference.keypoints import keypoints_from_heatmaps, normalise_images, to_image_px
-from pipelines.evaluation.pckh import pckh_curve, pckh_table
 from shg_model import flip_average, heatmap_loss
 
 CURVE_THRESHOLDS = np.round(np.linspace(0.0, 1.0, 41), 3)

@@ -12,24 +12,35 @@ Object stores: `pyarrow.fs.FileSystem.from_uri` reads the standard AWS variables
 (MinIO, moto, Ceph) needs no extra option here.
 
 Atomic writes (`write_bytes_atomic`): on a local or mounted file system, temporary sibling +
-fsync + rename (`dataprep.atomic`); on an object store, one PUT of the whole content (an object
+fsync + rename (`shg_io.atomic`); on an object store, one PUT of the whole content (an object
 is visible whole or not at all; a writer killed before the PUT completes leaves nothing). There is
 no atomic rename of a folder on an object store, so a multi-file output (a prepared dataset)
 commits by writing its manifest last: readers trust only the files a committed manifest names.
 
-This module sits in `dataprep` (the lowest package that writes files) so that `dataprep` and
-`pipelines` share it: the import contracts forbid `dataprep` to import `pipelines`.
+What stays local for a work dir URI (`local_state_dir(uri)`, one folder per URI under
+`$SHG_STATE_DIR`, default `~/.local/state/shg/workdirs`): the work-dir lock (a `flock`, which
+an object store cannot hold: two drivers on *different* machines are not kept apart), the
+default sqlite MLflow store, the embedded synthetic dataset's source images, and the model
+directories before they are copied to `<workdir>/models/`. Everything else (prepared data,
+checkpoints and the run records beside them, workflow summaries, evaluation records, exported
+model directories) goes to the URI.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 import posixpath
+import re
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow.fs as pafs
 
-from dataprep.atomic import write_bytes_atomic as _write_local_atomic
+from shg_io.atomic import write_bytes_atomic as _write_local_atomic
 
 
 @dataclass(frozen=True)
@@ -164,3 +175,38 @@ def is_uri(value: str | Path) -> bool:
     """True for an object store (non-local) URI such as `s3://bucket/prefix`."""
     text = str(value)
     return "://" in text and not text.lower().startswith("file://")
+
+def local_state_dir(workdir: str | Path | Location) -> Path:
+    """The local folder for what a work dir keeps on this machine: the work dir itself when it
+    is local; for an object store URI, a folder named after the URI (readable prefix + hash)
+    under `$SHG_STATE_DIR` (default `~/.local/state/shg/workdirs`)."""
+    where = location(workdir)
+    if where.is_local:
+        return where.local_path()
+    root = Path(os.environ.get("SHG_STATE_DIR") or Path.home() / ".local" / "state" / "shg" / "workdirs")
+    readable = re.sub(r"[^A-Za-z0-9_.-]+", "_", where.uri)[:80]
+    return root / f"{readable}-{hashlib.sha256(where.uri.encode()).hexdigest()[:12]}"
+
+
+def copy_folder(source: str | Path | Location, destination: str | Path | Location) -> None:
+    """Copies every file under `source` to the same relative path under `destination` (any
+    file systems, e.g. a local model directory to `s3://…/models/<run>`)."""
+    src, dst = location(source), location(destination)
+    if src.uri == dst.uri:
+        return
+    if dst.is_local:
+        dst.mkdir()
+    pafs.copy_files(src.path, dst.path, source_filesystem=src.filesystem, destination_filesystem=dst.filesystem)
+
+
+@contextmanager
+def local_folder(folder: str | Path | Location) -> Iterator[Path]:
+    """The folder as a local `Path` for the duration of the block: itself when local, else a
+    temporary copy (e.g. a checkpoint in S3 for `torch.load`), removed afterwards."""
+    where = location(folder)
+    if where.is_local:
+        yield where.local_path()
+        return
+    with tempfile.TemporaryDirectory(prefix="shg-fetch-") as tmp:
+        copy_folder(where, tmp)
+        yield Path(tmp)

@@ -21,7 +21,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from dataprep.joints import JOINT_NAMES, SKELETON
-from pipelines.evaluation.pckh import TABLE_KEYS
+from dataprep.pckh import TABLE_KEYS
 
 # Colours by body side, RGB: right limbs red, left limbs blue, centre line yellow.
 RIGHT, LEFT, CENTRE = (230, 60, 50), (40, 120, 230), (240, 200, 30)
@@ -98,7 +98,7 @@ def pckh_curve_figure(curve: Mapping[str, np.ndarray], keys: Sequence[str] = TAB
     """PCKh (%) against the threshold (head sizes), one line per table column.
 
     Args:
-        curve: `pipelines.evaluation.pckh.pckh_curve` output (`threshold` and one array per key).
+        curve: `dataprep.pckh.pckh_curve` output (`threshold` and one array per key).
     """
     fig = _new_figure(7, 4.5)
     ax = fig.add_subplot()
@@ -210,7 +210,7 @@ def _fmt(value) -> str:
 
 
 def pckh_markdown(table: Mapping) -> str:
-    """The PCKh table (`pipelines.evaluation.pckh.pckh_table`) as Markdown: the official row, then per joint."""
+    """The PCKh table (`dataprep.pckh.pckh_table`) as Markdown: the official row, then per joint."""
     lines = [
         f"PCKh@{table.get('threshold', 0.5):g}, official MPII (Total = 14 scored joints pooled)",
         "",

@@ -1,5 +1,5 @@
 """JSON files the pipeline writes: strict JSON (no NaN), written atomically, to a local path or
-an object store URI (`pipelines.runtime.storage`).
+an object store URI (`shg_io.storage`).
 
 A killed process never leaves a truncated file behind: locally the text goes to a temporary file
 in the same folder, is flushed to disk, and replaces the target with one rename; on an object
@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from pipelines.runtime.storage import Location, location
+from shg_io.storage import Location, location
 
 
 def json_ready(value: Any) -> Any:

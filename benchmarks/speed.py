@@ -1,4 +1,5 @@
-"""Speed paths for training and inference on CPU (and GPU): how to run the same network faster.
+"""Speed paths for training and inference on CPU (and GPU), as the benchmarks build them: how to
+run the same network faster. Training chooses among them by measurement (`pipelines.training.precision`).
 
 None of these changes what the network computes beyond float rounding, and none changes the
 state dict's keys, so weights move freely between a plain and a sped-up model:
@@ -9,7 +10,7 @@ state dict's keys, so weights move freely between a plain and a sped-up model:
   8x64x128x128 its output error against float64 is ~65x the NCHW kernel's, and after one
   RMSprop step a 2-stack model's loss is 3x further from a float64 run than the plain NCHW
   model's), whereas Inductor generates its own, accurate reductions.
-- :func:`compile_blocks`: ``torch.compile`` (Inductor) of the stem and of each stack, in place.
+- :func:`shg_model.compile.compile_blocks`: ``torch.compile`` (Inductor) of the stem and of each stack, in place.
   Inductor fuses the memory-bound BatchNorm/ReLU/add chains between the convolutions into a
   few loops. Compiling per block rather than the whole model lets all stacks share one
   compiled graph (they are the same code on the same shapes), so compilation costs about the
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from shg_model.compile import compile_blocks
 from shg_model.hourglass import HourglassConfig, StackedHourglass
 
 
@@ -56,21 +58,6 @@ class SpeedConfig:
             if not isinstance(value, bool):
                 raise ValueError(f"SpeedConfig.{field.name} must be a bool, got {value!r}")
 
-
-def compile_blocks(model: StackedHourglass, **compile_kwargs) -> StackedHourglass:
-    """Compiles ``model.stem`` and every ``model.stacks[i]`` in place and returns ``model``.
-
-    Uses ``nn.Module.compile``, so parameter names, ``state_dict`` and ``parameters()`` are
-    unchanged (no ``_orig_mod.`` prefix) and the model can still be wrapped in DDP or saved as
-    usual. The merges between stacks (two 1x1 convolutions and adds) stay eager. Keyword
-    arguments go to ``torch.compile`` (e.g. ``mode="max-autotune"``).
-    """
-    if not isinstance(model, StackedHourglass):
-        raise TypeError(f"compile_blocks expects a StackedHourglass, got {type(model).__name__}")
-    model.stem.compile(**compile_kwargs)
-    for stack in model.stacks:
-        stack.compile(**compile_kwargs)
-    return model
 
 
 def build_fast(cfg: HourglassConfig, speed: SpeedConfig = SpeedConfig()) -> nn.Module:

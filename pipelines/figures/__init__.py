@@ -1,0 +1,1 @@
+"""Figures the runs draw: skeleton grids, PCKh curves, learning curves (matplotlib, no display)."""
