@@ -13,7 +13,7 @@ if [ -z "$py" ]; then
 fi
 [ -n "$py" ] || { echo "setup: no python3.11 found; install Python 3.11 or set PYTHON=/path/to/python3.11" >&2; exit 1; }
 
-# Chromium for tests/test_browser_ui.py (Debian's package; Playwright drives it, nothing is
+# Chromium for tests/integration/test_browser_ui.py (Debian's package; Playwright drives it, nothing is
 # downloaded by Playwright). Installed only when missing and running as root; otherwise that
 # test skips and says why.
 if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
@@ -25,7 +25,7 @@ if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/
   fi
 fi
 
-# PostgreSQL 15 for tests/test_team_tracking.py (Debian's package; the test starts and stops its own
+# PostgreSQL 15 for tests/integration/test_team_tracking.py (Debian's package; the test starts and stops its own
 # throwaway cluster). No default cluster is created or started by the install. Installed only
 # when missing and running as root; otherwise that test skips and says why.
 if [ ! -x /usr/lib/postgresql/15/bin/initdb ]; then
@@ -51,6 +51,6 @@ fi
 .venv/bin/python -c 'import sys; assert sys.version_info[:2] == (3, 11), f"shg needs Python 3.11, .venv has {sys.version.split()[0]}"'
 .venv/bin/python -m pip install --quiet --upgrade pip setuptools wheel
 # torch==2.13.0 is pinned; on machines with a CPU wheel in pip's find-links it is taken from there.
-.venv/bin/python -m pip install --quiet -c constraints.txt -e '.[browser,services]'
+.venv/bin/python -m pip install --quiet -c constraints.txt -e '.[test,browser,services]'
 echo "$want" > "$stamp"
 echo "setup: .venv ready ($(.venv/bin/python --version))"

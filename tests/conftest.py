@@ -16,6 +16,17 @@ SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 MPII_DIR = SHARED_DATA / "mpii"
 
 
+_TIERS = ("unit", "integration", "e2e")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Each test carries the marker of its folder: `pytest -m unit` runs the pure tier alone."""
+    for item in items:
+        tier = Path(str(item.fspath)).parent.name
+        if tier in _TIERS:
+            item.add_marker(getattr(pytest.mark, tier))
+
+
 @pytest.fixture(scope="session")
 def mpii_dir() -> Path:
     if not MPII_DIR.exists():
@@ -28,7 +39,7 @@ def ray_local():
     """One real local Ray cluster (2 CPUs) shared by the tests of a session.
 
     The dashboard runs because the state API (`ray.util.state.list_actors`, used to find a
-    Ray Train worker to kill in tests/test_train_ray.py) is served by it.
+    Ray Train worker to kill in tests/integration/test_train_ray.py) is served by it.
     """
     import ray
 

@@ -20,30 +20,7 @@ import pytest
 from pipelines.orchestration.plan import WorkflowConfig, resolve
 from pipelines.orchestration.workflow import STEPS
 from pipelines.orchestration.lock import WorkflowBusy, workdir_lock
-
-# One deterministic worker and a loss logged every step: `shg rerun --check` can compare runs.
-TINY = (
-    "synth.people=24", "synth.workers=1", "model.stacks=1", "model.channels=8", "train.epochs=1",
-    "train.workers=1", "train.batch_size=7", "train.val_max_people=8", "train.log_every=1",
-    "train.deterministic=true",
-)  # fmt: skip
-VENV_BIN = Path(sys.executable).parent
-_SHARED: dict[str, tuple] = {}
-
-
-def run_tiny_once(root: Path):
-    """The shared tiny workflow run: (WorkflowConfig, WorkflowResult), made once per session.
-
-    A plain cache rather than a fixture alone, so that test_rerun.py and test_tracking_server.py
-    can use the same run without a conftest entry.
-    """
-    from pipelines.orchestration.workflow import run_workflow
-
-    if "tiny" not in _SHARED:
-        cfg = WorkflowConfig(profile="smoke", workdir=str(root / "tiny-workdir"), overrides=TINY)
-        _SHARED["tiny"] = (cfg, run_workflow(cfg))
-    return _SHARED["tiny"]
-
+from tiny_run import TINY, VENV_BIN, run_tiny_once
 
 @pytest.fixture(scope="session")
 def tiny_workflow(tmp_path_factory, ray_local):
@@ -143,7 +120,7 @@ def test_workdir_lock_is_exclusive_across_processes_and_names_the_holder(tmp_pat
 def test_prepare_takes_the_lock_beside_the_folder_it_writes(tmp_path):
     """`shg prepare --out D` refuses, naming the holder, while another shg command holds D's
     lock (beside D: a run replaces D whole); nothing is started or written. (`shg train`:
-    tests/test_train_ray.py.)"""
+    tests/integration/test_train_ray.py.)"""
     from typer.testing import CliRunner
 
     from dataprep.synth import SynthConfig, generate

@@ -16,11 +16,11 @@ import socket
 from pathlib import Path
 
 import pytest
-from test_workflow import run_tiny_once
+from tiny_run import run_tiny_once
 
 from pipelines.tracking.server import TrackingServerConfig, start_server, stop_server, wait_until_ready
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT_MS = 60_000  # a cold UI bundle on 2 busy cores
 
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from benchmarks.rehearsal import run_rehearsal, sample_annotations
 from dataprep.mpii import load_annotations
-from dataprep.standin import image_generator, image_sizes, standin_image, write_standin_images
+from benchmarks.standin import image_generator, image_sizes, standin_image, write_standin_images
 
 
 def test_standin_sizes_fit_the_people_and_images_are_deterministic(mpii_dir, tmp_path):

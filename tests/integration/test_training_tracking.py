@@ -57,5 +57,5 @@ def test_training_runs_carry_mlflows_standard_tags(tmp_path):
     tags = MlflowClient(uri).get_run(run_id).data.tags
     assert not resumed and tags["mlflow.runName"] == "r"
     assert tags["mlflow.source.type"] == "LOCAL" and tags["mlflow.source.name"] and tags["mlflow.user"]
-    commit = git_revision(Path(__file__).resolve().parents[1])["git.commit"]
+    commit = git_revision(Path(__file__).resolve().parents[2])["git.commit"]
     assert tags.get("mlflow.source.git.commit", "unknown") == commit

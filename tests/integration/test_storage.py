@@ -1,4 +1,4 @@
-"""The storage layer (`dataprep.storage`) on the local file system and on a real S3 server
+"""The storage layer (`shg_io.storage`) on the local file system and on a real S3 server
 (moto in server mode, `tests/s3_server.py`): one API for both, atomic small-file writes, and a
 killed writer never leaves a committed half-file."""
 
@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from s3_server import s3_client, s3_server
 
-from dataprep.atomic import remove_stale_leftovers
-from dataprep.storage import Location, is_uri, location
+from shg_io.atomic import remove_stale_leftovers
+from shg_io.storage import Location, is_uri, location
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,7 @@ def test_write_read_list_delete(root):
 
 _WRITER = r"""
 import os, sys, time
-from dataprep.storage import location
+from shg_io.storage import location
 if sys.argv[2] == "stall-before-commit":  # the local commit is the rename after the fsync
     os.fsync = lambda fd: time.sleep(600)
 location(sys.argv[1]).write_bytes_atomic(b"x" * int(sys.argv[3]))

@@ -14,7 +14,7 @@ from dataprep.prepare import PrepareConfig
 from pipelines.config.experiment import TrainConfig
 from shg_model import HourglassConfig
 
-PROFILE = Path(__file__).resolve().parents[1] / "pipelines" / "config" / "profiles" / "mpii.yaml"
+PROFILE = Path(__file__).resolve().parents[2] / "pipelines" / "config" / "profiles" / "mpii.yaml"
 SECTIONS = {"model": HourglassConfig, "data": AugmentConfig, "train": TrainConfig, "prepare": PrepareConfig}
 PREPARE_PATHS = {"annotations": "a", "images": "i", "out": "o"}  # the user's, never the profile's
 

@@ -18,11 +18,11 @@ import pytest
 from s3_server import s3_client, s3_server
 
 from dataprep.augment import AugmentConfig
-from dataprep.storage import location
+from shg_io.storage import location
 from pipelines.runtime.prepared import read_manifest, split_files, split_source
 from pipelines.training.data_stream import load_validation
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 _PREPARE = r"""
 import json, sys

@@ -21,7 +21,7 @@ import pytest
 
 from pipelines.orchestration import submit as jobs
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 
 
@@ -144,7 +144,7 @@ def test_stop_a_running_job(ray_head):
 @pytest.mark.slow
 def test_submit_the_tiny_workflow_as_a_ray_job(ray_head, tmp_path):
     """The whole workflow as a Ray job on the cluster (`--address auto` inside the job)."""
-    from test_workflow import TINY
+    from tiny_run import TINY
 
     workdir = tmp_path / "work"
     cfg = jobs.SubmitConfig(address=ray_head, step="run",

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # Runs in the subprocess: start the embedded cluster, list the listening sockets of this
 # process and its descendants (/proc/net/tcp{,6} state 0A = LISTEN, matched by socket inode).

@@ -34,7 +34,7 @@ import pytest
 import yaml
 from test_infra import K8S, ROOT, _parse_with_cli, _yaml_docs
 
-CRD_DIR = Path(__file__).parent / "data" / "kuberay_crds"
+CRD_DIR = Path(__file__).resolve().parents[1] / "data" / "kuberay_crds"
 SHARED_MOUNT = "/mnt/shg"
 
 

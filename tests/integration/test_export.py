@@ -16,7 +16,8 @@ from dataprep.official import SOURCE_MAT, apply_official_head_sizes
 from dataprep.prepare import records_table
 from dataprep.prepare_batch import prepare_batch
 from pipelines.cli.app import build_app
-from pipelines.evaluation import export, pckh
+from dataprep import pckh
+from pipelines.evaluation import export
 from pipelines.inference import model_dir as model_io
 from shg_model import HourglassConfig, StackedHourglass
 

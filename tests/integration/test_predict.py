@@ -20,7 +20,7 @@ from pipelines.cli.app import build_app
 from pipelines.inference.keypoints import predict_keypoints
 from shg_model import HourglassConfig, StackedHourglass
 
-PHOTOS = predict.Path(__file__).resolve().parents[2] / "shared" / "data" / "photos"
+PHOTOS = predict.Path(__file__).resolve().parents[3] / "shared" / "data" / "photos"
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from dataprep.prepare_batch import prepare_batch
 from pipelines.evaluation import evaluate
 from pipelines.inference import model_dir as saved_model
 from pipelines.tracking import model_io
-from pipelines.evaluation import pckh
+from dataprep import pckh
 from pipelines.cli.app import build_app
 from pipelines.inference.keypoints import predict_keypoints, to_image_px
 from shg_model import HourglassConfig, StackedHourglass

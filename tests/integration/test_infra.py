@@ -18,7 +18,7 @@ import pytest
 import typer.main
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra"
 K8S = INFRA / "k8s"
 
@@ -171,7 +171,7 @@ def test_tracking_server_uses_postgres_and_s3_and_training_points_at_it():
     (container,) = _containers(deployment)
     command = " ".join(container["args"])
     assert "mlflow server" in command
-    assert "--backend-store-uri \"postgresql+psycopg2://" in command  # the URI tests/test_team_tracking.py serves
+    assert "--backend-store-uri \"postgresql+psycopg2://" in command  # the URI tests/integration/test_team_tracking.py serves
     assert "--artifacts-destination s3://mlflow/" in command
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["MLFLOW_S3_ENDPOINT_URL"].startswith("http://minio.")

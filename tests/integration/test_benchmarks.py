@@ -21,7 +21,8 @@ from benchmarks.reference import ReferenceStackedHourglass, copy_weights, parame
 from benchmarks.timing import interleaved_medians
 from benchmarks.training import StepShape, build_pair, measure_training
 from shg_model import HourglassConfig, StackedHourglass, parameter_count
-from pipelines.training.speed import SpeedConfig, compile_blocks
+from benchmarks.speed import SpeedConfig
+from shg_model.compile import compile_blocks
 
 TINY = StepShape(stacks=2, channels=16, depth=2, batch=2, size=64)
 EAGER = SpeedConfig(compile=False)

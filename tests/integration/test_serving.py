@@ -29,7 +29,7 @@ from pipelines.inference.model_dir import ModelCard
 from pipelines.inference.people import box_to_center_scale, decode_image, predict_people
 from shg_model import HourglassConfig, StackedHourglass
 
-PHOTO = Path(__file__).resolve().parents[2] / "shared" / "data" / "photos" / "man_running.jpg"
+PHOTO = Path(__file__).resolve().parents[3] / "shared" / "data" / "photos" / "man_running.jpg"
 MODEL_NAME = "stacked-hourglass"
 BOXES = [[40, 30, 300, 480], [200.5, 10.0, 500.0, 360.0]]  # JSON integers are fine too
 
@@ -129,7 +129,7 @@ def test_pyfunc_loads_and_predicts_where_shg_is_not_importable(champion, python_
     result = json.loads(done.stdout.strip().splitlines()[-1])
     # the code came with the model, not from this checkout, and nothing heavy was imported
     assert Path(result["pipelines"]).parts[-3:] == ("code", "pipelines", "__init__.py")
-    assert not Path(result["pipelines"]).resolve().is_relative_to(Path(__file__).resolve().parents[1])
+    assert not Path(result["pipelines"]).resolve().is_relative_to(Path(__file__).resolve().parents[2])
     assert result["heavy"] == []
     rows = result["rows"]
     assert [(r["image_index"], r["person_index"]) for r in rows] == [(0, 0), (0, 1), (1, 0)]

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from pipelines.evaluation import pckh
+from dataprep import pckh
 
 # Offsets (px) of person 0's predictions from the truth, head size 10, so 5 px is the bound.
 # Correct (<= 5): 9 (exactly 5), 12, 13, 11 (4.9), 15, 2, 3, 1. Wrong: 8, 14, 10, 4, 0, 5, 6, 7.

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from matplotlib._pylab_helpers import Gcf
 
-from pipelines.evaluation import pckh
-from pipelines.evaluation import plots
+from dataprep import pckh
+from pipelines.figures import plots
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from pipelines.evaluation import pckh
+from dataprep import pckh
 from pipelines.cli.app import build_app
 
 

@@ -8,7 +8,7 @@ stopped at the end also when the test fails):
   `trainer`; the training workers ask for one (`train.worker_resource=trainer`), so the two
   of them run on two different worker nodes;
 - a PostgreSQL 15 cluster and an S3 server (moto), from tests/services.py, and `shg
-  tracking-server` over them (the fixtures of tests/test_team_tracking.py);
+  tracking-server` over them (the fixtures of tests/integration/test_team_tracking.py);
 - the work dir on S3 (`--workdir s3://…/w`): prepared data, Ray Train's storage_path and its
   checkpoints, the workflow summary and the exported model. The S3 endpoint and keys are in
   the cluster's environment (its own identity), never in the job's.
@@ -41,7 +41,7 @@ from services import free_port
 from test_team_tracking import stores, team_server  # noqa: F401  (fixtures: PostgreSQL + S3 + server)
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 WORKDIR_PREFIX = "w"
 # The smoke profile, smaller: 2 workers, 2 epochs of a few steps, a checkpoint every 2 steps.

@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 from s3_server import s3_client, s3_server
 
-from pipelines.runtime.storage import local_state_dir, location
+from shg_io.storage import local_state_dir, location
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
-# The tiny workflow of tests/test_workflow.py, three epochs so that there is a run to resume.
+# The tiny workflow of tests/e2e/test_workflow.py, three epochs so that there is a run to resume.
 TINY = ("synth.people=24", "synth.workers=1", "model.stacks=1", "model.channels=8", "train.epochs=3",
         "train.workers=1", "train.batch_size=7", "train.val_max_people=8", "train.log_every=1")
 

@@ -10,7 +10,8 @@ import torch
 
 from pipelines.training.checkpoints import CheckpointMismatchError, load_state, save_state
 from pipelines.config.experiment import TrainConfig
-from pipelines.training.device import autocast_dtype, normalise
+from pipelines.training.device import autocast_dtype
+from shg_model.pixels import normalise
 from pipelines.training.optim import LrSchedule
 from pipelines.training.data_stream import ValidationSet
 from pipelines.training.validation import mean_pose, mean_pose_baseline, validate

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from test_workflow import run_tiny_once
+from tiny_run import run_tiny_once
 
 from pipelines.orchestration.rerun import (
     RerunConfig,

@@ -8,7 +8,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from test_workflow import TINY
+from tiny_run import TINY
 
 from pipelines.tracking.server import (
     TrackingServerConfig,

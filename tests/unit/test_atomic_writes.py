@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from dataprep.atomic import remove_stale_leftovers, temporary_sibling
+from shg_io.atomic import remove_stale_leftovers, temporary_sibling
 from dataprep.synth.config import SynthConfig
 from dataprep.synth.writer import ANNOTATIONS, IMAGES, MANIFEST, generate
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CFG = SynthConfig(people=150, seed=3, workers=1)
 
 

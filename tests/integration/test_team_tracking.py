@@ -3,7 +3,7 @@
 The test starts its own PostgreSQL 15 cluster and its own S3 endpoint (moto in server mode) on
 127.0.0.1 (tests/services.py), then the real tracking server through `shg tracking-server
 --artifacts-destination s3://…` (the PostgreSQL URI, password included, in MLFLOW_BACKEND_STORE_URI
-so that `ps` does not show it). A tiny workflow (train + register, as tests/test_workflow.py)
+so that `ps` does not show it). A tiny workflow (train + register, as tests/e2e/test_workflow.py)
 logs to that server, and the test reads what landed where: rows in PostgreSQL's own tables,
 objects in the bucket, and the champion loaded back through the server. The training side has no
 S3 keys at all: the server proxies every artifact (`--serve-artifacts`), as in infra/.
@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 from services import free_port, postgres_cluster, s3_server
-from test_workflow import TINY, VENV_BIN
+from tiny_run import TINY, VENV_BIN
 
 pytestmark = pytest.mark.slow
 S3_PREFIX = "artifacts"
