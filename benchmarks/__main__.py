@@ -1,7 +1,9 @@
-"""`python -m benchmarks [--quick] [--json FILE] [--only NAME ...]`: run the suite, print a table.
+"""`python -m benchmarks [--quick | --tiny] [--json FILE] [--only NAME ...]`: run the suite, print a table.
 
 Run it alone on the machine: ``flock /tmp/shg-heavy.lock .venv/bin/python -m benchmarks``.
-``--quick`` measures everything at 2 stacks with fewer repetitions (a few minutes).
+``--quick`` measures everything at 2 stacks with fewer repetitions (a few minutes). ``--tiny``
+runs every section on toy sizes with one repetition: its figures mean nothing, it only proves
+that each section still runs end to end (the test suite runs it, section by section).
 """
 
 from __future__ import annotations
@@ -60,8 +62,11 @@ def machine() -> dict[str, str | float]:
     }
 
 
-def plan(quick: bool) -> list[tuple[str, str, Callable[[dict], dict]]]:
-    """(section, label, function of the figures so far) in the order they run."""
+def plan(quick: bool, tiny: bool = False) -> list[tuple[str, str, Callable[[dict], dict]]]:
+    """(section, label, function of the figures so far) in the order they run; `tiny` shrinks
+    every problem to toy size (see the module docstring)."""
+    if tiny:
+        return tiny_plan()
     from benchmarks.data_pipeline import measure_data_pipeline
     from benchmarks.heatmaps import measure_heatmaps
     from benchmarks.memory import measure_memory
@@ -77,7 +82,7 @@ def plan(quick: bool) -> list[tuple[str, str, Callable[[dict], dict]]]:
     steps: list[tuple[str, str, Callable[[dict], dict]]] = [
         ("peak", "fp32 matmul peak", lambda f: measure_matmul_peak(rounds=rounds)),
         ("peak", "write bandwidth", lambda f: measure_write_bandwidth(rounds=rounds)),
-        ("speedpath", "train.amp/layout/compile=auto on the default job", lambda f: measure_speed_path()),
+        ("speedpath", "train.amp/layout/compile=auto on the main job", lambda f: measure_speed_path()),
     ]
     for stacks in stack_counts:
         shape = StepShape(stacks=stacks)
@@ -106,6 +111,33 @@ def plan(quick: bool) -> list[tuple[str, str, Callable[[dict], dict]]]:
     return steps
 
 
+def tiny_plan() -> list[tuple[str, str, Callable[[dict], dict]]]:
+    """Every section of `plan` on toy sizes, one repetition, nothing compiled."""
+    from benchmarks.data_pipeline import measure_data_pipeline
+    from benchmarks.heatmaps import measure_heatmaps
+    from benchmarks.memory import measure_memory
+    from benchmarks.peak import measure_matmul_peak, measure_write_bandwidth
+    from benchmarks.published import measure_published
+    from benchmarks.speed import SpeedConfig
+    from benchmarks.speed_path import measure_speed_path
+    from benchmarks.training import StepShape, measure_training
+
+    shape = StepShape(stacks=2, channels=16, depth=2, batch=2, size=64)
+    eager = SpeedConfig(compile=False)
+    return [
+        ("peak", "fp32 matmul peak", lambda f: measure_matmul_peak(sizes=(256,), rounds=1)),
+        ("peak", "write bandwidth", lambda f: measure_write_bandwidth(nbytes=4 << 20, rounds=1)),
+        ("speedpath", "train.amp/layout/compile=auto on the main job", lambda f: measure_speed_path(images_per_worker=64)),
+        ("training", "tiny eager fp32", lambda f: measure_training(
+            shape, eager, rounds=1, matmul_gflop_s=f.get("matmul_fp32_gflop_s"), float64_check=False)),
+        ("published", "vs pytorch-stacked-hourglass (extra `bench`)",
+         lambda f: measure_published((1,), batch=2, size=64, steps=1)),
+        ("memory", "tiny peak RSS", lambda f: measure_memory(stacks=1, channels=16, depth=2, batch=1, size=64, compile=False)),
+        ("heatmaps", "render_heatmaps", lambda f: measure_heatmaps(rounds=2)),
+        ("data", "prepare + stream", lambda f: measure_data_pipeline(people=40, stream_epochs=1, rounds=1)),
+    ]
+
+
 def format_value(value) -> str:
     if isinstance(value, str):
         return value
@@ -130,7 +162,9 @@ def format_table(figures: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="2 stacks only, fewer repetitions")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="2 stacks only, fewer repetitions")
+    size.add_argument("--tiny", action="store_true", help="toy sizes, one repetition: checks that every section runs")
     parser.add_argument("--json", type=Path, help="write the figures to this file (flat JSON object)")
     parser.add_argument("--only", nargs="+", choices=SECTIONS, help="run only these sections")
     args = parser.parse_args(argv)
@@ -138,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     figures: dict = machine()
     failed: list[str] = []
     started = time.perf_counter()
-    for section, label, measure in plan(args.quick):
+    for section, label, measure in plan(args.quick, args.tiny):
         if args.only and section not in args.only:
             continue
         began = time.perf_counter()

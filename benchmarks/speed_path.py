@@ -1,8 +1,8 @@
 """The training speed path `auto` chooses on this machine, and the rates behind the choice.
 
 Runs `pipelines.training.precision.resolve` (the same measurement a training worker makes) on
-the `default` profile's model and batch, in one process with all threads, with the default job's
-images per worker so that compiling is considered. Also times eager fp32 channels_last, which
+the main job's profile (`synthetic`: its model, input size and batch), in one process with all
+threads, with the main job's images per worker so that compiling is considered. Also times eager fp32 channels_last, which
 `auto` never picks (eager channels_last BatchNorm is less accurate on CPU), for comparison.
 
     flock /tmp/shg-heavy.lock .venv/bin/python -m benchmarks --only speedpath
@@ -12,22 +12,23 @@ from __future__ import annotations
 
 import dataclasses
 
-DEFAULT_JOB_IMAGES_PER_WORKER = 3520 // 2 * 9  # the default set's train split, 2 workers, 9 epochs
+MAIN_JOB_PROFILE = "synthetic"
 
 
-def measure_speed_path(images_per_worker: int = DEFAULT_JOB_IMAGES_PER_WORKER) -> dict[str, float]:
+def measure_speed_path(images_per_worker: int | None = None, profile: str = MAIN_JOB_PROFILE) -> dict[str, float]:
     """`speedpath_<path>_images_per_s` for every measured path, the compile seconds, the
     choice as 0/1 flags (`speedpath_chosen_*`) and the measurement's own cost."""
     import torch
 
-    from pipelines.config.experiment import load_config
-    from pipelines.config.profiles import profile_overrides
+    from pipelines.config.run import resolve_run_config
     from pipelines.training.precision import Path, measure_path, resolve
     from pipelines.training.optim import build_optimizer
     from shg_model import StackedHourglass, heatmap_loss
 
-    profile = [o for o in profile_overrides("default") if not o.startswith("synth.")]
-    cfg = load_config(None, profile)
+    cfg = resolve_run_config(profile)
+    if images_per_worker is None:  # the main job's training images per worker over its epochs
+        train_rows = round(cfg.synth.people * (1.0 - cfg.synth.val_fraction))
+        images_per_worker = train_rows // max(1, cfg.train.workers) * cfg.train.epochs
     torch.manual_seed(0)
     choice, _ = resolve(cfg.model, "auto", "auto", "auto", batch_size=cfg.train.batch_size,
                         input_size=cfg.data.input_size, images_per_worker=images_per_worker,

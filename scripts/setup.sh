@@ -51,6 +51,6 @@ fi
 .venv/bin/python -c 'import sys; assert sys.version_info[:2] == (3, 11), f"shg needs Python 3.11, .venv has {sys.version.split()[0]}"'
 .venv/bin/python -m pip install --quiet --upgrade pip setuptools wheel
 # torch==2.13.0 is pinned; on machines with a CPU wheel in pip's find-links it is taken from there.
-.venv/bin/python -m pip install --quiet -c constraints.txt -e '.[test,browser,services]'
+.venv/bin/python -m pip install --quiet -c constraints.txt -e '.[test,bench,browser,services]'
 echo "$want" > "$stamp"
 echo "setup: .venv ready ($(.venv/bin/python --version))"

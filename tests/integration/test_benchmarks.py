@@ -13,7 +13,7 @@ import math
 import pytest
 import torch
 
-from benchmarks.__main__ import format_table, main
+from benchmarks.__main__ import SECTIONS, format_table, machine, main, plan
 from benchmarks.heatmaps import measure_heatmaps
 from benchmarks.memory import measure_memory
 from benchmarks.peak import measure_matmul_peak, measure_write_bandwidth
@@ -167,3 +167,19 @@ def test_profile_step_tiny_splits_the_step(capsys):
     split = profile_step(stacks=1, variant="baseline", rows=5, channels=8, depth=1, batch=1, size=16)
     assert 0 < split["conv_s"] <= split["step_s"] and 0 < split["conv_share"] <= 1
     assert "convolution" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("section", SECTIONS)
+def test_every_section_runs_in_its_tiny_form(section, tmp_path, ray_local):
+    """`python -m benchmarks --tiny --only SECTION`: a renamed function, a broken import or a
+    section that measures nothing fails here, not in the hands of a README reader."""
+    out = tmp_path / "figures.json"
+    assert main(["--tiny", "--only", section, "--json", str(out)]) == 0
+    figures = json.loads(out.read_text())
+    measured = set(figures) - set(machine()) - {"suite_seconds"}
+    assert measured, f"section {section!r} returned no figures"
+    assert all(isinstance(figures[k], (int, float)) for k in measured)
+
+
+def test_tiny_plan_covers_every_section():
+    assert {section for section, _, _ in plan(False, tiny=True)} == set(SECTIONS)
