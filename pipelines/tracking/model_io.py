@@ -109,7 +109,7 @@ MODEL_INPUT_COLUMNS = ("image", "boxes")
 MODEL_OUTPUT_COLUMNS = ("image_index", "person_index", "box", "keypoints", "confidence", "joint_names", "score")
 # What the served model imports, by package: the pure modules only (no ray, mlflow, albumentations).
 MODEL_CODE: dict[str, tuple[str, ...]] = {
-    "shg_model": ("__init__.py", "decode.py", "hourglass.py", "layers.py", "loss.py"),
+    "shg_model": ("__init__.py", "decode.py", "hourglass.py", "layers.py", "loss.py", "pixels.py"),
     "dataprep": ("__init__.py", "geometry.py", "joints.py"),
     "pipelines": ("__init__.py",),
     "pipelines/inference": ("__init__.py", "keypoints.py", "model_dir.py", "people.py"),
