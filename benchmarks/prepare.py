@@ -65,10 +65,11 @@ def main() -> int:
     parser.add_argument("--people", type=int, default=1000)
     parser.add_argument("--cpus", type=int, default=2)
     args = parser.parse_args()
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # auth stays Ray's default (token)
-    import ray
+    import ray  # heavy: only for the shutdown at the end
 
-    ray.init(address="local", num_cpus=args.cpus, include_dashboard=False)
+    from pipelines.runtime.ray_cluster import connect
+
+    connect(num_cpus=args.cpus)  # a local cluster, auth Ray's default (token)
     with tempfile.TemporaryDirectory() as tmp:
         annotations = make_inputs(Path(tmp), args.people)
         cfg = PrepareConfig(annotations=str(annotations), images=str(Path(tmp) / "images"), out=f"{tmp}/out")

@@ -32,6 +32,7 @@ import json, os, resource, sys, time
 import ray
 from dataprep.prepare import PrepareConfig, run_prepare
 annotations, images, out, cpus = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+# ray.init, not pipelines.runtime.ray_cluster.connect: the child also runs older versions of the code
 ray.init(address="local", num_cpus=cpus, include_dashboard=False)
 start = time.perf_counter()
 manifest = run_prepare(PrepareConfig(annotations=annotations, images=images, out=out), log=lambda line: None)

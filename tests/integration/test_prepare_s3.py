@@ -29,8 +29,9 @@ import json, sys
 import ray
 from dataprep.prepare import PrepareConfig, run_prepare
 from pipelines.runtime.prepared import split_files
+from pipelines.runtime.ray_cluster import connect
 annotations, images, local_out, s3_out = sys.argv[1:5]
-ray.init(address="local", num_cpus=2, include_dashboard=False)
+connect(num_cpus=2)
 quiet = lambda line: None
 local = run_prepare(PrepareConfig(annotations=annotations, images=images, out=local_out), log=quiet)
 first = run_prepare(PrepareConfig(annotations=annotations, images=images, out=s3_out, block_rows=2), log=quiet)
