@@ -38,6 +38,8 @@ start = time.perf_counter()
 manifest = run_prepare(PrepareConfig(annotations=annotations, images=images, out=out), log=lambda line: None)
 seconds = time.perf_counter() - start
 ray.shutdown()
+if not isinstance(manifest, dict):  # a PreparedManifest (older versions return the JSON dict)
+    manifest = manifest.to_json()
 print(json.dumps({"seconds": round(seconds, 1), "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
                   "rows": manifest["rows"], "quarantined": manifest["quarantined"], "fingerprint": manifest["fingerprint"]}))
 """

@@ -27,8 +27,9 @@ covers every stored column (quarantined rows: their reason), so it does not depe
 order or parallelism, and same inputs give the same fingerprint and byte-identical targets.
 
 The steps live in this package's modules: `config` (PrepareConfig and the checks before any
-work), `screening` (annotations read and screened on the driver), `ray_job` (the Ray Data job,
-on the cluster the caller connected to: dataprep never starts Ray), `commit` (the rename or the
+work), `screening` (annotations read and screened on the driver), `ray_job` (the Ray Data
+job, on the cluster the caller connected to: dataprep never starts Ray), `manifest`
+(`PreparedManifest`, what `run_prepare` returns and commits), `commit` (the rename or the
 manifest that makes a dataset visible) and `run` (`run_prepare`, which composes them).
 """
 
@@ -39,6 +40,7 @@ from dataprep.prepare.config import (
     PrepareConfigError,
     check_config,
 )
+from dataprep.prepare.manifest import ManifestError, PreparedManifest
 from dataprep.prepare.ray_job import RayNotConnected
 from dataprep.prepare.run import run_prepare
 from dataprep.prepare.screening import load_head_sizes, load_records, records_table, screen_records
@@ -46,8 +48,10 @@ from dataprep.prepare.screening import load_head_sizes, load_records, records_ta
 __all__ = [
     "ANNOTATION_FORMATS",
     "MANIFEST",
+    "ManifestError",
     "PrepareConfig",
     "PrepareConfigError",
+    "PreparedManifest",
     "RayNotConnected",
     "check_config",
     "load_head_sizes",

@@ -7,6 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
+from dataprep.prepare.manifest import PreparedManifest
 from dataprep.prepared_writer import QUARANTINE
 from dataprep.schema import SPLITS
 from shg_io.atomic import fsync_path, temporary_sibling
@@ -39,10 +40,10 @@ def generation_files(root: Location, generation: str) -> dict[str, list[Location
     }
 
 
-def remove_uncommitted(out: Location, manifest: dict) -> None:
+def remove_uncommitted(out: Location, manifest: PreparedManifest) -> None:
     """On an object store, after the manifest is committed: deletes every parquet file under
     `out` that it does not name (an earlier dataset's, or a killed run's)."""
-    for name, committed in manifest["files"].items():
+    for name, committed in manifest.files.items():
         for f in (out / name).list():
             if f.name.endswith(".parquet") and f.name not in committed:
                 f.delete_file()

@@ -15,7 +15,9 @@ import pyarrow.parquet as pq
 from dataprep.joints import FLIP_PERMUTATION, JOINT_NAMES
 from dataprep.official import head_size_sources
 from dataprep.prepare.commit import generation_files, move_into_place, remove_uncommitted
+from dataprep.mpii import AnnotationSet
 from dataprep.prepare.config import MANIFEST, PrepareConfig, check_config
+from dataprep.prepare.manifest import PreparedManifest
 from dataprep.prepare.ray_job import require_ray, write_from_tasks
 from dataprep.prepare.screening import load_head_sizes, load_records, records_table, screen_records
 from dataprep.prepare_batch import WORK_SCHEMA
@@ -33,10 +35,10 @@ from dataprep.schema import (
 )
 from shg_io.atomic import fsync_tree, remove_stale_leftovers, temporary_sibling
 from shg_io.clock import utc_iso
-from shg_io.storage import location
+from shg_io.storage import Location, location
 
 
-def run_prepare(cfg: PrepareConfig, *, log: Callable[[str], None] = print) -> dict:
+def run_prepare(cfg: PrepareConfig, *, log: Callable[[str], None] = print) -> PreparedManifest:
     """Runs the preparation job and returns the manifest (also written to OUT/manifest.json).
 
     Runs on the Ray cluster this process is connected to: callers connect first
@@ -102,10 +104,9 @@ def run_prepare(cfg: PrepareConfig, *, log: Callable[[str], None] = print) -> di
             writer.close(empty_files=tuple(empty))
             files = generation_files(target, generation)
         seconds = time.perf_counter() - started
-        manifest = _manifest(cfg, loaded, len(rejected), tally, files, seconds, time.perf_counter() - job_started)
-        manifest["head_sizes"] = head_size_report
-        manifest["head_size_sources"] = head_size_sources(records)
-        text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+        manifest = _manifest(cfg, loaded, len(rejected), tally, files, seconds, time.perf_counter() - job_started,
+                             head_size_report)
+        text = json.dumps(manifest.to_json(), indent=2, sort_keys=True) + "\n"
         if out.is_local:
             (tmp / MANIFEST).write_text(text)
             fsync_tree(tmp)  # every byte on disk before the rename makes the dataset visible
@@ -121,14 +122,16 @@ def run_prepare(cfg: PrepareConfig, *, log: Callable[[str], None] = print) -> di
                 for f in found:
                     f.delete_file()
         raise
-    by_reason = ", ".join(f"{k}={v}" for k, v in sorted(manifest["quarantined_by_reason"].items()))
-    log(f"prepare: wrote {manifest['rows']} to {out}, quarantined {manifest['quarantined']}"
-        f"{f' ({by_reason})' if by_reason else ''}, {manifest['rows_per_s']:.1f} rows/s, "
-        f"fingerprint {manifest['fingerprint']}")
+    by_reason = ", ".join(f"{k}={v}" for k, v in sorted(manifest.quarantined_by_reason.items()))
+    log(f"prepare: wrote {manifest.rows} to {out}, quarantined {manifest.quarantined}"
+        f"{f' ({by_reason})' if by_reason else ''}, {manifest.rows_per_s:.1f} rows/s, "
+        f"fingerprint {manifest.fingerprint}")
     return manifest
 
 
-def _manifest(cfg, loaded, n_rejected_early, tally, files, seconds, job_seconds) -> dict:
+def _manifest(cfg: PrepareConfig, loaded: AnnotationSet, n_rejected_early: int, tally: PrepareTally,
+              files: dict[str, list[Location]], seconds: float, job_seconds: float,
+              head_size_report: dict | None) -> PreparedManifest:
     """The manifest; rows per destination are read back from the written files' footers and must
     match the tasks' summaries and `rows_in`."""
     rows_in = len(loaded.records) + len(loaded.malformed)
@@ -142,31 +145,32 @@ def _manifest(cfg, loaded, n_rejected_early, tally, files, seconds, job_seconds)
             f"the tasks reported {dict(tally.rows)}"
         )
     data_bytes = {name: sum(f.info().size for f in found) for name, found in files.items()}
-    files = {name: [f.name for f in found] for name, found in files.items()}
     prepared_rows = sum(rows.values())
-    return {
-        "fingerprint": fingerprint(tally.digests),
-        "rows_in": rows_in,
-        "annotation_format": loaded.format,
-        "loader_left_out": dict(sorted(loaded.skipped.items())),
-        "rows": rows,
-        "quarantined": quarantined,
-        "quarantined_by_reason": dict(sorted(tally.by_reason.items())),
-        "config": dataclasses.asdict(cfg),
-        "schema": describe(PREPARED_SCHEMA),
-        "quarantine_schema": describe(QUARANTINE_SCHEMA),
-        "crop_size": CROP_SIZE,
-        "crop_box_scale": CROP_BOX_SCALE,
-        "input_size": INPUT_SIZE,
-        "heatmap_size": HEATMAP_SIZE,
-        "heatmap_sigma": HEATMAP_SIGMA,
-        "joint_names": list(JOINT_NAMES),
-        "flip_permutation": list(FLIP_PERMUTATION),
-        "files": files,
-        "bytes": data_bytes,
-        "bytes_per_row": (data_bytes["train"] + data_bytes["val"]) / prepared_rows if prepared_rows else None,
-        "seconds": round(seconds, 3),
-        "rows_per_s": rows_in / max(seconds, 1e-9),  # end to end, annotation load included
-        "decode_rows_per_s": (rows_in - n_rejected_early) / max(job_seconds, 1e-9),
-        "created_utc": utc_iso(),
-    }
+    return PreparedManifest(
+        fingerprint=fingerprint(tally.digests),
+        rows_in=rows_in,
+        annotation_format=loaded.format,
+        loader_left_out=dict(sorted(loaded.skipped.items())),
+        rows=rows,
+        quarantined=quarantined,
+        quarantined_by_reason=dict(sorted(tally.by_reason.items())),
+        config=dataclasses.asdict(cfg),
+        schema=describe(PREPARED_SCHEMA),
+        quarantine_schema=describe(QUARANTINE_SCHEMA),
+        crop_size=CROP_SIZE,
+        crop_box_scale=CROP_BOX_SCALE,
+        input_size=INPUT_SIZE,
+        heatmap_size=HEATMAP_SIZE,
+        heatmap_sigma=HEATMAP_SIGMA,
+        joint_names=tuple(JOINT_NAMES),
+        flip_permutation=tuple(FLIP_PERMUTATION),
+        files={name: tuple(f.name for f in found) for name, found in files.items()},
+        bytes=data_bytes,
+        bytes_per_row=(data_bytes["train"] + data_bytes["val"]) / prepared_rows if prepared_rows else None,
+        seconds=round(seconds, 3),
+        rows_per_s=rows_in / max(seconds, 1e-9),  # end to end, annotation load included
+        decode_rows_per_s=(rows_in - n_rejected_early) / max(job_seconds, 1e-9),
+        created_utc=utc_iso(),
+        head_sizes=head_size_report,
+        head_size_sources=head_size_sources(loaded.records),
+    )

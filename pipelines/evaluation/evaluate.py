@@ -169,7 +169,7 @@ def _split_rows(data, split: str) -> int:
     from pipelines.runtime.prepared import PreparedDataError, read_manifest
 
     try:
-        return int(read_manifest(data)["rows"][split])
+        return int(read_manifest(data).rows[split])
     except (PreparedDataError, OSError, KeyError, ValueError, TypeError):
         return 0
 

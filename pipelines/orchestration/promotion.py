@@ -107,7 +107,7 @@ def evaluate_and_register(experiment: ExperimentConfig, trained: TrainResult, pr
     if done.get("version"):
         log(f"register: {done['name']} v{done['version']} was registered from this run before")
         return done
-    fingerprint = read_manifest(prepared)["fingerprint"]
+    fingerprint = read_manifest(prepared).fingerprint
     folder = Path(experiment.train.storage).resolve() / "models" / trained.run_name
     model_dir, table = save_and_evaluate(experiment, trained, prepared, fingerprint, folder,
                                          tracking_uri=trained.tracking_uri, address=address, log=log)

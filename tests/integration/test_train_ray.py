@@ -205,7 +205,7 @@ def test_worker_killed_mid_epoch_resumes_inside_the_epoch(prepared, tmp_path):
     from pipelines.runtime.prepared import read_manifest
     from pipelines.training.driver import run_training
 
-    rows = int(read_manifest(prepared)["rows"]["train"])
+    rows = int(read_manifest(prepared).rows["train"])
     cfg = _cfg(tmp_path, "train.epochs=2", "train.run_name=mid", "train.workers=1", "train.batch_size=4",
                "train.log_every=1", "train.checkpoint_every_steps=2", "train.max_failures=2")
     assert rows % 4 == 0, "the test counts steps: the split must fill whole batches"
