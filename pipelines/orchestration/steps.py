@@ -12,6 +12,7 @@ nested under it. The runner (`pipelines.orchestration.workflow`) composes them.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from pipelines.orchestration.plan import ResolvedRun
 from pipelines.orchestration.promotion import register_and_gate, save_and_evaluate
 from pipelines.orchestration.reuse import prepare_inputs_key, synthesise
 from pipelines.runtime.prepared import MANIFEST, PreparedDataError, PreparedManifest, read_manifest
+from pipelines.tracking.registry import GateDecision
 from pipelines.tracking.workflow_runs import (
     DATA_FINGERPRINT_TAG,
     EXPERIMENT,
@@ -88,10 +90,10 @@ class Evaluated:
 @dataclass(frozen=True)
 class Registered:
     status: str
-    decision: dict[str, Any]  # name, version, alias, promoted, both numbers, reason
+    decision: GateDecision  # name, version, alias, promoted, both numbers, reason
 
     def detail(self) -> dict[str, Any]:
-        return dict(self.decision)
+        return dataclasses.asdict(self.decision)
 
 
 def prepare(run: ResolvedRun, *, force: bool, log: Log) -> Prepared:
@@ -186,18 +188,17 @@ def register(run: ResolvedRun, prepared: Prepared, trained: Trained, evaluated: 
              parent: ParentRun, *, force: bool, address: str, log: Log) -> Registered:
     """Registers the evaluated model and moves `champion` only through the gate."""
     train_run_id = trained.result.mlflow_run_id
-    tags = parent.runs.get(train_run_id).tags
-    if not force and tags.get("registry.version"):
-        decision = {k[len("registry."):]: v for k, v in tags.items() if k.startswith("registry.")}
-        log(f"register: {decision['name']} v{decision['version']} was registered from this run before; reused")
+    before = GateDecision.from_tags(parent.runs.get(train_run_id).tags)
+    if not force and before is not None:
+        decision = before
+        log(f"register: {decision.name} v{decision.version} was registered from this run before; reused")
         status = "reused"
     else:
         decision = register_and_gate(evaluated.model_dir, evaluated.table, prepared.fingerprint, prepared.path,
                                      tracking_uri=run.tracking_uri, run_id=train_run_id,
                                      address=address or None, log=log)
         status = "ran"
-    parent.runs.tracker(parent.run_id).set_tags(
-        {f"registry.{k}": "" if v is None else str(v) for k, v in decision.items()})
+    parent.runs.tracker(parent.run_id).set_tags(decision.to_tags())
     return Registered(status, decision)
 
 

@@ -128,8 +128,8 @@ def test_two_workers_few_steps_make_one_tracked_run(prepared, tmp_path):
     # one register-and-gate path: the card, the version's tags and the run's tags agree
     from pipelines.tracking.model_io import load_model
 
-    version = client.get_model_version("stacked-hourglass", decision["version"])
-    _, card = load_model(f"models:/stacked-hourglass/{decision['version']}", tracking_uri=result.tracking_uri)
+    version = client.get_model_version("stacked-hourglass", decision.version)
+    _, card = load_model(f"models:/stacked-hourglass/{decision.version}", tracking_uri=result.tracking_uri)
     assert float(version.tags["val.pckh_total"]) == card.val_metrics["Total"] == float(run.data.tags["registry.new_total"])
     assert version.tags["val.fingerprint"] == card.val_fingerprint == run.data.tags["registry.val_fingerprint"]
 
