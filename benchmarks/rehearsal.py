@@ -225,11 +225,11 @@ def run_rehearsal(work: Path, *, people: int | None = None, seed: int = 0, chann
     import ray
 
     actors = max(1, int(ray.cluster_resources().get("CPU", 2)) - 1)
-    table = run_evaluate(EvaluateConfig(model=str(model_dir), data=str(out), split="val", batch_size=16,
-                                        flip=False, actors=actors, cpus_per_actor=1.0), log=log)
-    predictions = table.pop("predictions")
-    exported = export_predictions(work / "preds.mat", gt, predictions["person_id"], predictions["pred"],
-                                  predictions["joints_image"], predictions["labelled"])
+    evaluated = run_evaluate(EvaluateConfig(model=str(model_dir), data=str(out), split="val", batch_size=16,
+                                            flip=False, actors=actors, cpus_per_actor=1.0), log=log)
+    table, predictions = evaluated.summary(), evaluated.predictions
+    exported = export_predictions(work / "preds.mat", gt, predictions.person_id, predictions.pred,
+                                  predictions.joints_image, predictions.labelled)
     report["evaluate"] = {k: table[k] for k in ("rows", "Total", "Head", "Wrist", "Ankle")}
     report["export"] = {"rows": exported.rows, "predicted": exported.predicted, "unmatched": exported.unmatched}
     lap("evaluate + export")

@@ -52,10 +52,9 @@ def save_and_evaluate(experiment: ExperimentConfig, trained: TrainResult, prepar
                                 heatmap_size=experiment.data.heatmap_size)
     model = model_from_state(state["model"], card, f"checkpoint {checkpoint}")
     model_dir = save_model_dir(model, card, folder / "model")
-    table = run_evaluate(EvaluateConfig(model=str(model_dir), data=str(prepared), split="val",
-                                        address=address, tracking_uri=tracking_uri), log=log)
-    table.pop("predictions", None)
-    table = json_ready(table)
+    evaluated = run_evaluate(EvaluateConfig(model=str(model_dir), data=str(prepared), split="val",
+                                            address=address, tracking_uri=tracking_uri), log=log)
+    table = json_ready(evaluated.summary())
     card = dataclasses.replace(card, val_fingerprint=val_split_fingerprint(data_fingerprint), val_metrics=table)
     save_model_dir(model, card, model_dir)  # the card states what the gate will see
     return model_dir, table
@@ -81,7 +80,7 @@ def register_and_gate(model_dir: Path, table: dict[str, Any], data_fingerprint: 
         log(f"register: scoring the champion {model_uri} on the same validation rows")
         scored = run_evaluate(EvaluateConfig(model=model_uri, data=str(prepared), split="val",
                                              address=address, tracking_uri=tracking_uri), log=log)
-        return float(scored["Total"])
+        return float(scored.table["Total"])
 
     model, card = load_model_dir(model_dir)
     # the whole-split score, on the run and linked to the logged model (its page shows it)
