@@ -20,7 +20,9 @@ Durability:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import hashlib
 import time
 from dataclasses import dataclass
@@ -33,6 +35,7 @@ from pipelines.runtime.prepared import PreparedManifest, read_manifest, split_fi
 from pipelines.training.checkpoints import check_model_config
 from pipelines.training.data_stream import TRAIN_DATASET
 from pipelines.training.loop import SCORE_METRIC  # "best checkpoint": validation PCKh@0.5 Total
+from pipelines.training.worker_args import WorkerArgs
 from shg_io.clock import utc_iso
 from shg_io.storage import Location, local_state_dir, location
 
@@ -57,10 +60,16 @@ class TrainResult:
     val_fingerprint: str
     checkpoint: str
     resumed: bool
-    registry: dict[str, Any] | None
     seconds: float
     best_epoch: int | None = None  # the epoch of the best checkpoint (where `pckh` was measured)
     best_checkpoint: str = ""  # what is evaluated and registered (`pick_best`)
+
+    @classmethod
+    def from_record(cls, values: dict[str, Any], *, resumed: bool) -> TrainResult:
+        """The result a run record (`shg_run.json`) holds; records written before the registry's
+        decision left this class carry `registry` (always null there), which is dropped."""
+        values = {k: v for k, v in values.items() if k != "registry"}
+        return cls(**{**values, "resumed": resumed})
 
 
 def pick_best(candidates: list[tuple[Any, dict]]) -> tuple[Any, dict]:
@@ -183,7 +192,7 @@ def train_resolved(cfg: ExperimentConfig, inputs: TrainInputs, *, address: str |
     if record is not None and record.status == "finished" and record.result:
         log(f"train: run {run_name} already finished (MLflow run {record.mlflow_run_id}); "
             f"pass train.run_name=<new name> to train again")
-        return TrainResult(**{**record.result, "resumed": True})
+        return TrainResult.from_record(record.result, resumed=True)
 
     val_cfg = dataclasses.replace(cfg.data, enabled=False)
     from pipelines.training.data_stream import load_validation, train_keypoints_input_px
@@ -211,8 +220,10 @@ def train_resolved(cfg: ExperimentConfig, inputs: TrainInputs, *, address: str |
 
     try:
         with tracking.system_metrics(uri, run_id, resumed=resumed, log=log):
-            result = _fit(cfg, data, run_name, storage, uri, run_id, baseline, address,
-                          verbose=verbose, progress=progress, log=log)
+            args = WorkerArgs(cfg=cfg, data=str(data), tracking_uri=uri, run_id=run_id, baseline=baseline,
+                              clock_name=f"shg-epoch-clock-{run_name}", train_rows=int(manifest.rows["train"]),
+                              progress_name=f"shg-progress-{run_name}")
+            result = _fit(args, run_name, storage, address, verbose=verbose, progress=progress, log=log)
     except BaseException:
         tracking.finish_run(uri, run_id, status="FAILED")  # re-running the command resumes it
         raise
@@ -231,7 +242,7 @@ def train_resolved(cfg: ExperimentConfig, inputs: TrainInputs, *, address: str |
         baseline_pckh={k: baseline[k] for k in TABLE_KEYS},
         val_fingerprint=val.fingerprint, resumed=resumed,
         checkpoint=Location(storage.filesystem, result.checkpoint.path, storage.scheme).uri,
-        registry=None, seconds=round(time.perf_counter() - started, 1),
+        seconds=round(time.perf_counter() - started, 1),
         best_epoch=int(best_state["epoch"]), best_checkpoint=best_uri)
     tracker.log_metrics({"run/seconds": out.seconds}, step=out.epochs_completed)
     tracking.finish_run(uri, run_id)
@@ -240,13 +251,10 @@ def train_resolved(cfg: ExperimentConfig, inputs: TrainInputs, *, address: str |
     return out
 
 
-def _fit(cfg: ExperimentConfig, data: str, run_name: str, storage: Location, uri: str, run_id: str,
-         baseline: dict, address: str | None, *, verbose: bool, progress: bool,
-         log: Callable[[str], None]):
+def _fit(args: WorkerArgs, run_name: str, storage: Location, address: str | None, *, verbose: bool,
+         progress: bool, log: Callable[[str], None]):
     """Runs the TorchTrainer (resuming from the run folder when it has checkpoints)."""
-    import contextlib
-
-    import ray
+    import ray  # heavy: ray, torch and the worker's modules load only when training starts
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -256,29 +264,25 @@ def _fit(cfg: ExperimentConfig, data: str, run_name: str, storage: Location, uri
     from pipelines.training.worker import train_worker
 
     connect(address, num_cpus=None, verbose=verbose)
-    train = cfg.train
+    cfg, data, train = args.cfg, args.data, args.cfg.train
 
-    clock_name = f"shg-epoch-clock-{run_name}"
-    clock = start_epoch_clock(clock_name)  # held here: the actor lives as long as this driver
-    board_name = f"shg-progress-{run_name}"
-    board = start_progress_board(board_name)
+    clock = start_epoch_clock(args.clock_name)  # held here: the actor lives as long as this driver
+    board = start_progress_board(args.progress_name)
 
     ingest = ray.train.DataConfig.default_ingest_options()
     # Ray Data hands blocks on as their tasks finish; a deterministic run needs them in order
     # (the same batches in the same order on a rerun), at some cost in overlap.
     ingest.preserve_order = train.deterministic
     trainer = TorchTrainer(
-        train_worker,
-        train_loop_config={"cfg": cfg, "data": str(data), "tracking_uri": uri, "run_id": run_id,
-                           "baseline": baseline, "clock_name": clock_name,
-                           "train_rows": int(read_manifest(data).rows["train"]),
-                           "progress_name": board_name},
+        # the arguments bound here, not as `train_loop_config`: Ray Train V2 records that as a
+        # JSON dict in its run state, and the worker takes one typed value
+        functools.partial(train_worker, args),
         scaling_config=ray.train.ScalingConfig(
             num_workers=train.workers, use_gpu=train.use_gpu,
             resources_per_worker={"CPU": train.cpus_per_worker, **({"GPU": 1} if train.use_gpu else {}),
                                   **({train.worker_resource: 1} if train.worker_resource else {})}),
         dataset_config=ray.train.DataConfig(execution_options=ingest),
-        datasets={TRAIN_DATASET: lambda: train_dataset(data, cfg.data, clock_name, shuffle_seed=train.seed,
+        datasets={TRAIN_DATASET: lambda: train_dataset(data, cfg.data, args.clock_name, shuffle_seed=train.seed,
                                                               cache=train.cache_data)},
         run_config=ray.train.RunConfig(
             name=run_name, storage_path=storage.uri,  # Ray Train opens a URI itself
