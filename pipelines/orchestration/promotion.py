@@ -1,4 +1,4 @@
-"""One register-and-gate path for `shg run` and `shg train`.
+"""One register-and-gate path for `shg run` and `shg train` (the steps' evaluate and register).
 
 A trained run's best checkpoint is saved as a model directory, scored on the whole validation
 split of its prepared dataset (official PCKh, flip test), registered, and put through the
@@ -92,21 +92,3 @@ def register_and_gate(model_dir: Path, table: dict[str, Any], data_fingerprint: 
     log(f"register: {gate.name} v{gate.version} -> {gate.alias} ({gate.reason})")
     return gate
 
-
-def evaluate_and_register(experiment: ExperimentConfig, trained: TrainResult, prepared: Path, *,
-                          address: str | None, log: Log, name: str | None = None) -> GateDecision:
-    """`shg train`'s registration: the same evaluation and gate as `shg run`'s; a run that was
-    registered before (re-running a finished command) is reported, not registered twice."""
-    from pipelines.runtime.prepared import read_manifest
-    from pipelines.tracking.store import run_tags
-
-    done = GateDecision.from_tags(run_tags(trained.tracking_uri, trained.mlflow_run_id))
-    if done is not None:
-        log(f"register: {done.name} v{done.version} was registered from this run before")
-        return done
-    fingerprint = read_manifest(prepared).fingerprint
-    folder = Path(experiment.train.storage).resolve() / "models" / trained.run_name
-    model_dir, table = save_and_evaluate(experiment, trained, prepared, fingerprint, folder,
-                                         tracking_uri=trained.tracking_uri, address=address, log=log)
-    return register_and_gate(model_dir, table, fingerprint, prepared, tracking_uri=trained.tracking_uri,
-                             run_id=trained.mlflow_run_id, address=address, log=log, name=name)

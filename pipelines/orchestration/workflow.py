@@ -26,6 +26,7 @@ from pipelines.orchestration import steps
 from pipelines.orchestration.lock import WorkflowBusy, workdir_lock
 from pipelines.orchestration.plan import ResolvedRun, WorkflowConfig, resolve
 from pipelines.tracking.provenance import provenance
+from pipelines.tracking.store import TrackingUnavailable, check_reachable  # noqa: F401 (the CLI catches it from here)
 from pipelines.tracking.workflow_runs import (
     CONFIG_ARTIFACT,
     DATA_FINGERPRINT_TAG,
@@ -88,7 +89,6 @@ def run_workflow(cfg: WorkflowConfig, *, log: Callable[[str], None] = print) -> 
         WorkflowError: a step failed (recorded on the parent run as `step.<name>=failed`).
     """
     from pipelines.runtime.ray_cluster import quiet_ray_driver
-    from pipelines.tracking.store import check_reachable
 
     run = resolve(cfg)
     if not cfg.verbose:
@@ -191,15 +191,16 @@ def _run_locked(cfg: WorkflowConfig, run: ResolvedRun, log: Callable[[str], None
             result.skipped = "unchanged-data"
             tracker.set_tags({SKIPPED_TAG: "unchanged-data"})
         else:
+            plan = run.train_plan
             trained = record.run("train", lambda: steps.train(
-                run, prepared, parent, force=cfg.force, address=cfg.address, verbose=cfg.verbose, log=log))
+                plan, prepared, parent, force=cfg.force, address=cfg.address, verbose=cfg.verbose, log=log))
             result.train_run_id = trained.result.mlflow_run_id
             evaluated = record.run("evaluate", lambda: steps.evaluate(
-                run, prepared, trained, parent, force=cfg.force, address=cfg.address, log=log))
+                plan, prepared, trained, parent, force=cfg.force, address=cfg.address, log=log))
             result.pckh_total = evaluated.table["Total"]
             tracker.log_metrics({"pckh/Total": evaluated.table["Total"]}, step=0)
             record.run("register", lambda: steps.register(
-                run, prepared, trained, evaluated, parent, force=cfg.force, address=cfg.address, log=log))
+                plan, prepared, trained, evaluated, parent, force=cfg.force, address=cfg.address, log=log))
         record.skip_rest()
         runs.finish(parent_id)
     except BaseException as err:

@@ -163,7 +163,7 @@ def train_resolved(cfg: ExperimentConfig, inputs: TrainInputs, *, address: str |
                    progress: bool = True) -> TrainResult:
     """Trains `cfg` on `inputs.data` (see the module docstring); the caller resolved the inputs.
 
-    Registration is the caller's (`pipelines.orchestration.promotion`, one path for `shg train`
+    Registration is the caller's (the register step, `pipelines.orchestration.steps`, for `shg train`
     and `shg run`).
 
     Args:

@@ -98,7 +98,7 @@ def test_two_workers_few_steps_make_one_tracked_run(prepared, tmp_path):
     cfg = _cfg(tmp_path, "train.epochs=2", "train.max_steps=5")
     result = run_training(cfg, prepared, log=lambda _: None)
     assert result.global_step == 5  # the cap, inside epoch 0 or 1 (a few steps per epoch here)
-    from pipelines.orchestration.promotion import evaluate_and_register  # shg train's own path
+    from pipelines.orchestration.standalone import evaluate_and_register  # shg train's own steps
 
     decision = evaluate_and_register(cfg, result, prepared, address=None, log=lambda _: None)
     client, runs = _runs(result.tracking_uri)
