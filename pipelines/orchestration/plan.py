@@ -30,7 +30,8 @@ from dataprep.prepare import PrepareConfig
 from dataprep.synth import SynthConfig
 from pipelines.config.experiment import ExperimentConfig
 from pipelines.config.run import RunConfig, resolve_run_config
-from pipelines.tracking.store import DEFAULT_EXPERIMENT, resolve_tracking_uri
+from pipelines.tracking.tracker import DEFAULT_EXPERIMENT
+from pipelines.tracking.uris import resolve_tracking_uri
 from shg_io.storage import Location, local_state_dir, location
 
 DEFAULT_PROFILE = "synthetic"

@@ -23,7 +23,7 @@ from pipelines.orchestration.plan import TrainPlan
 from pipelines.runtime.prepared import PreparedDataError, read_manifest
 from pipelines.runtime.ray_cluster import connect
 from pipelines.tracking.registry import GateDecision
-from pipelines.tracking.store import TrackingUnavailable
+from pipelines.tracking.uris import TrackingUnavailable
 from pipelines.training.checkpoints import CheckpointMismatchError
 from pipelines.training.driver import TrainResult, resolve_train_inputs
 from shg_io.storage import local_state_dir, location

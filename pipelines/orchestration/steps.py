@@ -25,7 +25,8 @@ from pipelines.orchestration.promotion import register_and_gate, save_and_evalua
 from pipelines.orchestration.reuse import prepare_inputs_key, synthesise
 from pipelines.runtime.prepared import MANIFEST, PreparedDataError, PreparedManifest, read_manifest
 from pipelines.tracking.registry import GateDecision
-from pipelines.tracking.store import RunRecord, run_tags
+from pipelines.tracking.run_records import RunRecord
+from pipelines.tracking.tracker import run_tags
 from pipelines.tracking.workflow_runs import DATA_FINGERPRINT_TAG, WorkflowRuns
 from pipelines.training.driver import (
     TrainInputs,

@@ -26,7 +26,7 @@ from pipelines.orchestration import steps
 from pipelines.orchestration.lock import WorkflowBusy, workdir_lock
 from pipelines.orchestration.plan import ResolvedRun, WorkflowConfig, resolve
 from pipelines.tracking.provenance import provenance
-from pipelines.tracking.store import TrackingUnavailable, check_reachable  # noqa: F401 (the CLI catches it from here)
+from pipelines.tracking.uris import TrackingUnavailable, check_reachable  # noqa: F401 (the CLI catches it from here)
 from pipelines.tracking.workflow_runs import (
     CONFIG_ARTIFACT,
     DATA_FINGERPRINT_TAG,

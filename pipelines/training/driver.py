@@ -32,9 +32,24 @@ from typing import Any, Callable
 from dataprep.pckh import TABLE_KEYS
 from pipelines.config.experiment import ExperimentConfig
 from pipelines.runtime.prepared import PreparedManifest, read_manifest, split_files
-from pipelines.training.checkpoints import check_model_config
-from pipelines.training.data_stream import TRAIN_DATASET
+from pipelines.runtime.ray_cluster import connect
+from pipelines.tracking.datasets import log_dataset
+from pipelines.tracking.run_records import RunRecord
+from pipelines.tracking.system import system_metrics, system_tags
+from pipelines.tracking.tracker import DEFAULT_EXPERIMENT, Tracker, finish_run, run_exists, start_or_resume_run
+from pipelines.tracking.uris import check_reachable, how_to_open, resolve_tracking_uri
+from pipelines.training.checkpoints import check_model_config, load_state
+from pipelines.training.data_stream import (
+    TRAIN_DATASET,
+    load_validation,
+    start_epoch_clock,
+    train_dataset,
+    train_keypoints_input_px,
+)
 from pipelines.training.loop import SCORE_METRIC  # "best checkpoint": validation PCKh@0.5 Total
+from pipelines.training.progress import ProgressDisplay, start_progress_board
+from pipelines.training.validation import mean_pose, mean_pose_baseline
+from pipelines.training.worker import train_worker
 from pipelines.training.worker_args import WorkerArgs
 from shg_io.clock import utc_iso
 from shg_io.storage import Location, local_state_dir, location
@@ -120,16 +135,14 @@ def resolve_train_inputs(cfg: ExperimentConfig, data: str | Path, *, tracking_ur
         PreparedDataError: `data` is not a prepared dataset.
         TrackingUnavailable: the store cannot be reached (before any training).
     """
-    from pipelines.tracking import store as tracking
-
     data = location(data).uri  # a local path or an object store URI (shg_io.storage)
     manifest = read_manifest(data)
     split_files(data, "train"), split_files(data, "val")  # fail now if a split is missing
-    uri = tracking.resolve_tracking_uri(tracking_uri, local_state_dir(cfg.train.storage))
-    tracking.check_reachable(uri)
+    uri = resolve_tracking_uri(tracking_uri, local_state_dir(cfg.train.storage))
+    check_reachable(uri)
     return TrainInputs(data=data, manifest=manifest, tracking_uri=uri,
                        run_name=run_name_for(cfg, manifest.fingerprint),
-                       experiment=experiment or tracking.DEFAULT_EXPERIMENT)
+                       experiment=experiment or DEFAULT_EXPERIMENT)
 
 
 def run_name_in_store(storage: Location, run_name: str, tracking_uri: str, log: Callable[[str], None]) -> str:
@@ -138,10 +151,8 @@ def run_name_in_store(storage: Location, run_name: str, tracking_uri: str, log: 
 
     A run folder is resumed (or reported as finished) only by the store and run it belongs to.
     """
-    from pipelines.tracking import store as tracking
-
-    record = tracking.RunRecord.read(storage / run_name)
-    if record is None or (record.tracking_uri == tracking_uri and tracking.run_exists(tracking_uri, record.mlflow_run_id)):
+    record = RunRecord.read(storage / run_name)
+    if record is None or (record.tracking_uri == tracking_uri and run_exists(tracking_uri, record.mlflow_run_id)):
         return run_name
     own = f"{run_name}-{hashlib.sha256(tracking_uri.encode()).hexdigest()[:6]}"
     log(f"train: {storage / run_name} belongs to MLflow run {record.mlflow_run_id} in {record.tracking_uri}, "
@@ -174,8 +185,6 @@ def train_resolved(cfg: ExperimentConfig, inputs: TrainInputs, *, address: str |
             a bar on a terminal, a line every 30 s (and at each phase/validation) through `log`
             otherwise.
     """
-    from pipelines.tracking import store as tracking
-
     started = time.perf_counter()
     data, manifest, uri, run_name = inputs.data, inputs.manifest, inputs.tracking_uri, inputs.run_name
     experiment = inputs.experiment
@@ -185,7 +194,7 @@ def train_resolved(cfg: ExperimentConfig, inputs: TrainInputs, *, address: str |
     records = local_state_dir(storage)  # local: the default sqlite store's artifact root
     run_name = run_name_in_store(storage, run_name, uri, log)
     run_dir = storage / run_name
-    record = tracking.RunRecord.read(run_dir)
+    record = RunRecord.read(run_dir)
     if record is not None and record.model_config is not None:
         # Refuse before starting Ray; the workers check each checkpoint again when loading it.
         check_model_config(record.model_config, cfg.model, where=f"run {run_dir}")
@@ -195,19 +204,17 @@ def train_resolved(cfg: ExperimentConfig, inputs: TrainInputs, *, address: str |
         return TrainResult.from_record(record.result, resumed=True)
 
     val_cfg = dataclasses.replace(cfg.data, enabled=False)
-    from pipelines.training.data_stream import load_validation, train_keypoints_input_px
-    from pipelines.training.validation import mean_pose, mean_pose_baseline
 
     val = load_validation(data, val_cfg, cfg.train.val_max_people)
     baseline = mean_pose_baseline(mean_pose(*train_keypoints_input_px(data, val_cfg)), val)
-    run_id, resumed = tracking.start_or_resume_run(
+    run_id, resumed = start_or_resume_run(
         tracking_uri=uri, experiment=experiment, run_name=run_name,
         run_dir=run_dir, storage=records, model_config=dataclasses.asdict(cfg.model))
-    tracker = tracking.Tracker(uri, run_id)
+    tracker = Tracker(uri, run_id)
     if not resumed:
         tracker.log_params(cfg.flatten())
-        tracking.log_dataset(tracker, manifest, data, val.fingerprint)
-        tracker.set_tags({**tracking.system_tags(workers=cfg.train.workers, use_gpu=cfg.train.use_gpu),
+        log_dataset(tracker, manifest, data, val.fingerprint)
+        tracker.set_tags({**system_tags(workers=cfg.train.workers, use_gpu=cfg.train.use_gpu),
                           "shg.run_dir": str(run_dir)})
         # params, not metrics: nine one-point bar charts would head the run's metric charts
         tracker.log_params({f"baseline.pckh.{k}": round(float(baseline[k]), 2) for k in TABLE_KEYS})
@@ -216,16 +223,16 @@ def train_resolved(cfg: ExperimentConfig, inputs: TrainInputs, *, address: str |
         tracker.set_tags({"shg.resumed_at": utc_iso()})
         log(f"train: resuming run {run_name} (MLflow run {run_id})")
     experiment_id = tracker.client.get_run(run_id).info.experiment_id
-    log(f"train: {tracking.how_to_open(uri, experiment_id, run_id)}")
+    log(f"train: {how_to_open(uri, experiment_id, run_id)}")
 
     try:
-        with tracking.system_metrics(uri, run_id, resumed=resumed, log=log):
+        with system_metrics(uri, run_id, resumed=resumed, log=log):
             args = WorkerArgs(cfg=cfg, data=str(data), tracking_uri=uri, run_id=run_id, baseline=baseline,
                               clock_name=f"shg-epoch-clock-{run_name}", train_rows=int(manifest.rows["train"]),
                               progress_name=f"shg-progress-{run_name}")
             result = _fit(args, run_name, storage, address, verbose=verbose, progress=progress, log=log)
     except BaseException:
-        tracking.finish_run(uri, run_id, status="FAILED")  # re-running the command resumes it
+        finish_run(uri, run_id, status="FAILED")  # re-running the command resumes it
         raise
     state = _final_state(result.checkpoint)
     if state.get("stopped_by") == "max_minutes":
@@ -245,8 +252,8 @@ def train_resolved(cfg: ExperimentConfig, inputs: TrainInputs, *, address: str |
         seconds=round(time.perf_counter() - started, 1),
         best_epoch=int(best_state["epoch"]), best_checkpoint=best_uri)
     tracker.log_metrics({"run/seconds": out.seconds}, step=out.epochs_completed)
-    tracking.finish_run(uri, run_id)
-    tracking.RunRecord(run_id, uri, experiment,
+    finish_run(uri, run_id)
+    RunRecord(run_id, uri, experiment,
                        dataclasses.asdict(cfg.model), "finished", dataclasses.asdict(out)).write(run_dir)
     return out
 
@@ -254,14 +261,9 @@ def train_resolved(cfg: ExperimentConfig, inputs: TrainInputs, *, address: str |
 def _fit(args: WorkerArgs, run_name: str, storage: Location, address: str | None, *, verbose: bool,
          progress: bool, log: Callable[[str], None]):
     """Runs the TorchTrainer (resuming from the run folder when it has checkpoints)."""
-    import ray  # heavy: ray, torch and the worker's modules load only when training starts
+    import ray  # heavy (seconds): loaded when training starts, not when the CLI or a step imports this
     import ray.train
     from ray.train.torch import TorchTrainer
-
-    from pipelines.runtime.ray_cluster import connect
-    from pipelines.training.data_stream import start_epoch_clock, train_dataset
-    from pipelines.training.progress import ProgressDisplay, start_progress_board
-    from pipelines.training.worker import train_worker
 
     connect(address, num_cpus=None, verbose=verbose)
     cfg, data, train = args.cfg, args.data, args.cfg.train
@@ -303,7 +305,5 @@ def _fit(args: WorkerArgs, run_name: str, storage: Location, address: str | None
 
 
 def _final_state(checkpoint) -> dict:
-    from pipelines.training.checkpoints import load_state
-
     with checkpoint.as_directory() as folder:
         return load_state(folder)

@@ -16,7 +16,7 @@ from dataprep.pckh import TABLE_KEYS
 from pipelines.config.experiment import ExperimentConfig
 from pipelines.figures import plots
 from pipelines.tracking.buffered import BufferedTracker
-from pipelines.tracking.store import log_speed_choice
+from pipelines.tracking.system import log_speed_choice
 from pipelines.training.data_stream import ValidationSet
 from pipelines.training.validation import validate
 from shg_model import StackedHourglass
