@@ -60,6 +60,10 @@ class Rank0Reporter:
             return -1, set()
         return max(steps, default=-1), epochs
 
+    def set_tags(self, tags) -> None:
+        """Run tags (through the buffered tracker)."""
+        self.tracker.set_tags(tags)
+
     def speed(self, choice, step: int) -> None:
         """Records the chosen precision/layout/compile path and the measured rates."""
         self.compiled = choice.path.compiled

@@ -17,9 +17,9 @@ import os
 import torch
 
 from pipelines.tracking.buffered import BufferedTracker
-from pipelines.training.data_stream import TRAIN_DATASET, load_validation
+from pipelines.training.data_stream import TRAIN_DATASET, EpochClockClient, load_validation
 from pipelines.training.device import amp_dtype, cpu_threads
-from pipelines.training.loop import Cadence, TrainLoop
+from pipelines.training.loop import Cadence, LoopParts, LoopState, TrainLoop
 from pipelines.training.optim import LrSchedule, build_optimizer
 from pipelines.training.precision import resolve
 from pipelines.training.progress import Poster, Update
@@ -88,20 +88,20 @@ def train_worker(args: WorkerArgs) -> None:
         reporter.speed(choice, position.global_step)
         if position.global_step:  # a restart: say where from in the run
             where = position.in_epoch
-            reporter.tracker.set_tags({
+            reporter.set_tags({
                 "train.resumed_at_step": position.global_step,
                 "train.resumed_in_epoch": "" if where is None else
                 f"epoch {where.epoch}, {len(where.keys)} of {args.train_rows} samples done"})
     amp = amp_dtype(choice.path.amp)
-    loop = TrainLoop(
+    parts = LoopParts(
         cfg=cfg, rank=rank, world=world, device=device, model=model,
         forward=ray.train.torch.prepare_model(model),  # moves to device; DDP when world > 1
         optimizer=optimizer, scaler=torch.amp.GradScaler("cuda", enabled=amp is torch.float16),
         amp=amp, channels_last=choice.path.layout == "channels_last", drop_last=choice.path.compiled,
-        schedule=schedule, shard=ray.train.get_dataset_shard(TRAIN_DATASET),
-        clock=ray.get_actor(args.clock_name), reporter=reporter,
-        train_rows=args.train_rows, global_step=position.global_step,
-        trained_s=position.train_seconds,
+        schedule=schedule, shard=ray.train.get_dataset_shard(TRAIN_DATASET), train_rows=args.train_rows)
+    loop = TrainLoop(
+        parts, clock=EpochClockClient(ray.get_actor(args.clock_name)), reporter=reporter,
+        state=LoopState(global_step=position.global_step, trained_s=position.train_seconds),
         cadence=Cadence(train.checkpoint_every_steps, train.checkpoint_every_minutes))
     budget = f", stops after {train.max_minutes:g} min of training" if train.max_minutes else ""
     shown = dataclasses.replace(shown, note=f"{choice.path.name}, {torch.get_num_threads()} threads/worker{budget}",
