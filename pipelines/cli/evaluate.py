@@ -9,6 +9,9 @@ from typing import Annotated, NoReturn, Optional
 import typer
 from typer.core import TyperCommand
 
+# Each command imports the orchestration layer inside its function: it loads torch, ray and
+# mlflow (seconds), which `shg --help` and the other commands should not pay for.
+
 
 def register(app: typer.Typer) -> None:
     """Adds this module's commands to `app`."""

@@ -10,6 +10,9 @@ from typing import Annotated, Optional
 
 import typer
 
+# Each command imports the orchestration layer inside its function: it loads torch, ray and
+# mlflow (seconds), which `shg --help` and the other commands should not pay for.
+
 # Options shared by `run` and `schedule` (names = `WorkflowConfig` fields).
 Profile = Annotated[str, typer.Option(help="Recipe file from pipelines/config/profiles/ (synthetic | smoke | mpii); '' = dataclass defaults.")]
 ConfigFile = Annotated[str, typer.Option("--config", help="YAML/TOML config file applied after the profile (e.g. a copied profile or a run's config.yaml).")]

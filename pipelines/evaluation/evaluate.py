@@ -15,8 +15,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from dataprep import schema
+from dataprep.augment import AugmentConfig, center_batch
+from dataprep.pckh import pckh_table
+from pipelines.inference.keypoints import predict_keypoints, to_image_px
+from pipelines.inference.model_dir import ModelCard, model_from_state, plain_state_dict
+from pipelines.runtime.prepared import PreparedDataError, read_manifest, split_files
+from pipelines.runtime.progress_lines import ProgressLines
+from pipelines.runtime.ray_cluster import connect
+from pipelines.tracking.model_io import load_model
 
 # Only what inference and scoring need: the stored heatmaps column is the bulk of a row.
 READ_COLUMNS = [schema.PERSON_ID, schema.CROP_JPEG, schema.KEYPOINTS, schema.LABELLED,
@@ -112,11 +121,7 @@ class KeypointPredictor:
     """
 
     def __init__(self, packed: list, flip: bool, threads: int) -> None:
-        import ray
-        import torch
-
-        from dataprep.augment import AugmentConfig
-        from pipelines.inference.model_dir import ModelCard, model_from_state
+        import ray  # heavy: only inside the Ray actors that run this
 
         torch.set_num_threads(max(1, threads))
         card_dict, state = ray.get(packed[0]) if isinstance(packed[0], ray.ObjectRef) else packed[0]
@@ -128,9 +133,6 @@ class KeypointPredictor:
                                       heatmap_size=self.card.heatmap_size)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from dataprep.augment import center_batch
-        from pipelines.inference.keypoints import predict_keypoints, to_image_px
-
         centred = center_batch(batch, self.crop_cfg)
         coords, confidence = predict_keypoints(self.model, centred["image"], self.card.flip_pairs,
                                                flip=self.flip)
@@ -163,12 +165,7 @@ def predict_split(cfg: EvaluateConfig, model, card, log=None) -> dict[str, np.nd
     """Runs the Ray Data job; returns the concatenated columns of `KeypointPredictor`, rows
     sorted by person_id (deterministic whatever the scheduling). With `log`, progress lines
     (people done, people/s, ETA) go to it every 10 s."""
-    import ray
-
-    from pipelines.inference.model_dir import plain_state_dict
-    from pipelines.runtime.prepared import split_files
-    from pipelines.runtime.progress_lines import ProgressLines
-    from pipelines.runtime.ray_cluster import connect
+    import ray  # heavy (seconds): loaded when a split is evaluated
 
     connect(cfg.address)
     packed = [ray.put((card.to_dict(), plain_state_dict(model)))]
@@ -214,8 +211,6 @@ def predict_split(cfg: EvaluateConfig, model, card, log=None) -> dict[str, np.nd
 
 def _split_rows(data, split: str) -> int:
     """Rows of the split by the prepared manifest (0, unknown, for a folder without one)."""
-    from pipelines.runtime.prepared import PreparedDataError, read_manifest
-
     try:
         return int(read_manifest(data).rows[split])
     except (PreparedDataError, OSError, KeyError, ValueError, TypeError):
@@ -224,8 +219,6 @@ def _split_rows(data, split: str) -> int:
 
 def score(columns: dict[str, np.ndarray], threshold: float = 0.5) -> dict:
     """The official PCKh table (`dataprep.pckh.pckh_table`) of predicted columns."""
-    from dataprep.pckh import pckh_table
-
     n = len(columns["pred"])
     pred = columns["pred"].reshape(n, -1, 2)
     gt = columns[schema.JOINTS_IMAGE].reshape(n, -1, 2)
@@ -235,8 +228,6 @@ def score(columns: dict[str, np.ndarray], threshold: float = 0.5) -> dict:
 
 def run_evaluate(cfg: EvaluateConfig, log=print) -> EvaluationResult:
     """Loads the model, predicts the split and scores it (official PCKh)."""
-    from pipelines.tracking.model_io import load_model
-
     start = time.perf_counter()
     model, card = load_model(cfg.model, tracking_uri=cfg.tracking_uri)
     columns = predict_split(cfg, model, card, log=log)

@@ -15,9 +15,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from dataprep.pckh import TABLE_KEYS
 from pipelines.config.experiment import ExperimentConfig
-from pipelines.tracking.registry import GateDecision
+from pipelines.evaluation.evaluate import EvaluateConfig, run_evaluate
+from pipelines.inference.model_dir import ModelCard, load_model_dir, model_from_state, save_model_dir
+from pipelines.tracking.registry import DEFAULT_MODEL_NAME, GateDecision, promote_if_better, register_model
+from pipelines.training.checkpoints import load_state
 from pipelines.training.driver import TrainResult
+from shg_io.json_files import json_ready
+from shg_io.storage import local_folder
 
 Log = Callable[[str], None]
 
@@ -35,16 +41,6 @@ def save_and_evaluate(experiment: ExperimentConfig, trained: TrainResult, prepar
     Returns (model directory, the official PCKh table, strict JSON); the saved card carries that
     table and the split's fingerprint.
     """
-    from pipelines.evaluation.evaluate import EvaluateConfig, run_evaluate
-    from pipelines.inference.model_dir import (
-        ModelCard,
-        model_from_state,
-        save_model_dir,
-    )
-    from pipelines.training.checkpoints import load_state
-    from shg_io.json_files import json_ready
-    from shg_io.storage import local_folder
-
     checkpoint = trained.best_checkpoint or trained.checkpoint  # a path, or a URI in an object store
     with local_folder(checkpoint) as checkpoint_dir:
         state = load_state(checkpoint_dir, experiment.model)
@@ -65,15 +61,6 @@ def register_and_gate(model_dir: Path, table: dict[str, Any], data_fingerprint: 
                       name: str | None = None) -> GateDecision:
     """Registers the model directory under `name` on run `run_id` and applies the champion gate;
     returns the gate's decision."""
-    from dataprep.pckh import TABLE_KEYS
-    from pipelines.evaluation.evaluate import EvaluateConfig, run_evaluate
-    from pipelines.inference.model_dir import load_model_dir
-    from pipelines.tracking.registry import (
-        DEFAULT_MODEL_NAME,
-        promote_if_better,
-        register_model,
-    )
-
     name = name or DEFAULT_MODEL_NAME
 
     def score_version(model_uri: str) -> float:

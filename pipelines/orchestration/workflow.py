@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 from pipelines.orchestration import steps
 from pipelines.orchestration.lock import WorkflowBusy, workdir_lock
 from pipelines.orchestration.plan import ResolvedRun, WorkflowConfig, resolve
+from pipelines.runtime.ray_cluster import connect, quiet_ray_driver
 from pipelines.tracking.provenance import provenance
 from pipelines.tracking.uris import TrackingUnavailable, check_reachable  # noqa: F401 (the CLI catches it from here)
 from pipelines.tracking.workflow_runs import (
@@ -34,6 +35,7 @@ from pipelines.tracking.workflow_runs import (
     WorkflowRuns,
 )
 from shg_io.clock import utc_compact
+from shg_io.json_files import write_json_atomic
 from shg_io.storage import Location, location
 
 STEPS: tuple[str, ...] = ("prepare", "train", "evaluate", "register")
@@ -88,8 +90,6 @@ def run_workflow(cfg: WorkflowConfig, *, log: Callable[[str], None] = print) -> 
         WorkflowBusy: another workflow holds the work-dir lock (nothing was done).
         WorkflowError: a step failed (recorded on the parent run as `step.<name>=failed`).
     """
-    from pipelines.runtime.ray_cluster import quiet_ray_driver
-
     run = resolve(cfg)
     if not cfg.verbose:
         quiet_ray_driver()  # before the first MLflow call sets up its store
@@ -159,7 +159,7 @@ class _StepRecorder:
 
 
 def _run_locked(cfg: WorkflowConfig, run: ResolvedRun, log: Callable[[str], None]) -> WorkflowResult:
-    import ray
+    import ray  # heavy (seconds): loaded when a workflow runs, not when the CLI imports this
 
     runs = WorkflowRuns(run.tracking_uri, run.state)
     parent_id = runs.start_parent(f"workflow-{cfg.profile or 'custom'}-{utc_compact()}", {
@@ -176,8 +176,6 @@ def _run_locked(cfg: WorkflowConfig, run: ResolvedRun, log: Callable[[str], None
     # An embedded cluster started for this run is shut down at the end.
     started_ray = not ray.is_initialized()
     try:
-        from pipelines.runtime.ray_cluster import connect
-
         connect(cfg.address or None, verbose=cfg.verbose)  # Ray's chatter to its log files unless verbose
         prepared = record.run("prepare", lambda: steps.prepare(run, force=cfg.force, log=log))
         result.data_fingerprint = prepared.fingerprint
@@ -228,8 +226,6 @@ def _check_expected_fingerprint(cfg: WorkflowConfig, prepared: steps.Prepared) -
 
 
 def _write_summary(workdir: Location, cfg: WorkflowConfig, result: WorkflowResult) -> Location:
-    from shg_io.json_files import write_json_atomic
-
     path = workdir / "workflow" / f"{utc_compact()}-{result.parent_run_id[:12] or 'failed'}.json"
     return write_json_atomic(path, {"config": dataclasses.asdict(cfg), **dataclasses.asdict(result)})
 
