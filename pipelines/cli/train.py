@@ -28,12 +28,17 @@ def train(
     verbose: Annotated[bool, typer.Option("--verbose", help="Show Ray's own output (worker logs, Ray Train/Data messages); default: Ray's log files only.")] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Live progress: a bar on a terminal, a line every 30 s otherwise.")] = True,
 ) -> None:
-    """Train the Stacked Hourglass; re-running the same command resumes an interrupted run."""
+    """Train the Stacked Hourglass; re-running the same command resumes an interrupted run.
+
+    Exit status: 2 for bad input, an unreachable store or a busy folder (nothing trained); 3 when
+    training finished but the tracking store did not take the result (the model is kept; run the
+    same command again once the store answers: it records and registers without training).
+    """
     from pipelines.config.experiment import ConfigError, load_config
     from pipelines.runtime.prepared import PreparedDataError
     from pipelines.tracking.store import TrackingUnavailable
     from pipelines.training.checkpoints import CheckpointMismatchError
-    from pipelines.training.driver import resolve_train_inputs, train_resolved
+    from pipelines.training.driver import TrainedNotRecorded, resolve_train_inputs, train_resolved
 
     try:
         cfg = load_config(config, overrides or [])
@@ -59,6 +64,9 @@ def train(
     except (PreparedDataError, TrackingUnavailable, CheckpointMismatchError, WorkflowBusy) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
+    except TrainedNotRecorded as err:  # trained, kept, not yet recorded nor registered
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(3) from None
     from dataprep.pckh import TABLE_KEYS
 
     typer.echo(f"run {result.run_name}: {result.epochs_completed} epochs, {result.global_step} steps, "

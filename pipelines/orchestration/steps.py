@@ -26,6 +26,7 @@ from pipelines.tracking.workflow_runs import (
     WorkflowRuns,
 )
 from pipelines.training.driver import (
+    TrainedNotRecorded,
     TrainInputs,
     TrainResult,
     run_name_for,
@@ -136,6 +137,8 @@ def train(run: ResolvedRun, prepared: Prepared, parent: ParentRun, *, force: boo
                          run_name=name, experiment=EXPERIMENT)
     try:
         out = train_resolved(experiment, inputs, address=address or None, log=log, verbose=verbose)
+    except TrainedNotRecorded:
+        raise  # the store is down: the next firing records, attaches and registers the run
     except BaseException:
         failed = RunRecord.read(storage / name)  # the run a failure left behind, if any
         parent.runs.attach(failed.mlflow_run_id if failed else None, parent.run_id)

@@ -203,9 +203,8 @@ def _run_locked(cfg: WorkflowConfig, run: ResolvedRun, log: Callable[[str], None
         record.skip_rest()
         runs.finish(parent_id)
     except BaseException as err:
-        runs.finish(parent_id, "FAILED")
         failed = result.steps[-1].name if result.steps else "setup"
-        tracker.set_tags({"shg.error": f"{type(err).__name__}: {err}"[:4000]})
+        _record_failure(runs, tracker, parent_id, err, log)
         if isinstance(err, Exception):
             raise WorkflowError(f"step {failed} failed (workflow run {parent_id}): {type(err).__name__}: {err}",
                                 step=failed) from err
@@ -215,6 +214,21 @@ def _run_locked(cfg: WorkflowConfig, run: ResolvedRun, log: Callable[[str], None
         if started_ray and ray.is_initialized():
             ray.shutdown()
     return result
+
+
+def _record_failure(runs: WorkflowRuns, tracker, parent_id: str, err: BaseException,
+                    log: Callable[[str], None]) -> None:
+    """Marks the parent run FAILED with the error; when the store itself is what failed (it
+    does not answer), says so instead of hiding the step's error behind the store's."""
+    from pipelines.tracking.store import check_reachable
+
+    try:
+        check_reachable(runs.tracking_uri)  # seconds, where MLflow's client retries for minutes
+        runs.finish(parent_id, "FAILED")
+        tracker.set_tags({"shg.error": f"{type(err).__name__}: {err}"[:4000]})
+    except Exception as record_err:  # TrackingUnavailable, or whatever the store raised
+        log(f"workflow: could not mark run {parent_id} failed in the tracking store "
+            f"({type(record_err).__name__}: {str(record_err)[:200]})")
 
 
 def _check_expected_fingerprint(cfg: WorkflowConfig, prepared: steps.Prepared) -> None:
