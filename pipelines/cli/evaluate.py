@@ -9,6 +9,9 @@ from typing import Annotated, NoReturn, Optional
 import typer
 from typer.core import TyperCommand
 
+# Each command imports the orchestration layer inside its function: it loads torch, ray and
+# mlflow (seconds), which `shg --help` and the other commands should not pay for.
+
 
 def register(app: typer.Typer) -> None:
     """Adds this module's commands to `app`."""
@@ -38,10 +41,10 @@ def _load_predictions(path: Path, expected_rows: int, what: str, only_predicted:
     without a prediction) stay NaN for the caller to leave out."""
     import numpy as np
 
-    from pipelines.evaluation.export import read_predictions
+    from pipelines.orchestration.scoring import read_prediction_file
 
     try:
-        pred = read_predictions(path)
+        pred = read_prediction_file(path)
     except ValueError as err:
         _fail(str(err))
     if pred.ndim != 3 or pred.shape[1:] != (16, 2):
@@ -113,8 +116,7 @@ def evaluate(
     tracking_uri: Annotated[Optional[str], typer.Option(help="MLflow store of an MLflow --model URI (default: $MLFLOW_TRACKING_URI, else ./runs/mlflow.db).")] = None,
 ) -> None:
     """Batch inference over a prepared split with Ray Data; prints the official PCKh table."""
-    from pipelines.evaluation.evaluate import EvaluateConfig, run_evaluate
-    from pipelines.evaluation.export import EXPORT_SUFFIXES, export_predictions
+    from pipelines.orchestration.scoring import EXPORT_SUFFIXES, EvaluateConfig, evaluate_and_export
 
     if export is not None:
         if gt is None or not gt.is_file():
@@ -127,22 +129,17 @@ def evaluate(
         cfg = EvaluateConfig(model=model, data=str(data), split=split, address=address,
                              batch_size=batch_size, flip=flip, actors=actors,
                              cpus_per_actor=cpus_per_actor, tracking_uri=tracking_uri)
-        table = run_evaluate(cfg, log=lambda line: typer.echo(line, err=True))
+        result, report = evaluate_and_export(cfg, export=export, gt=gt,
+                                             log=lambda line: typer.echo(line, err=True))
     except (ValueError, FileNotFoundError) as err:
         _fail(str(err))
-    predictions = table.pop("predictions")
-    if export is not None:
-        try:
-            report = export_predictions(export, gt, predictions["person_id"], predictions["pred"],
-                                        predictions["joints_image"], predictions["labelled"])
-        except ValueError as err:
-            _fail(str(err))
+    if report is not None:
         typer.echo(f"exported {report.predicted} of {report.rows} ground-truth people to {report.path}"
                    + (f"; {report.unmatched} evaluated people are not in {gt} (e.g. {', '.join(report.unmatched_ids)})"
                       if report.unmatched else "")
                    + (f"; score with shg pckh --pred {report.path} --gt {gt}"
                       + (" --only-predicted" if report.predicted < report.rows else "")), err=True)
-    _emit_table(table, json_output)
+    _emit_table(result.summary(), json_output)
 
 
 class _FourValueBoxCommand(TyperCommand):
@@ -187,7 +184,7 @@ def predict(
 ) -> None:
     """Keypoints of the people in images (boxes, COCO detections, or one person per image):
     writes JSON (image px, names, confidences), COCO keypoint results and overlays."""
-    from pipelines.evaluation.predict import PredictConfig, run_predict
+    from pipelines.orchestration.scoring import PredictConfig, predict_images
 
     images = images or []
     missing = [str(p) for p in images if not p.is_file()]
@@ -204,6 +201,6 @@ def predict(
             image_list=None if image_list is None else str(image_list),
             image_dir=None if image_dir is None else str(image_dir), min_score=min_score,
             center=center, scale=scale, flip=flip, batch_size=batch_size)
-        run_predict(cfg, log=typer.echo)
+        predict_images(cfg, log=typer.echo)
     except (ValueError, FileNotFoundError) as err:
         _fail(str(err))

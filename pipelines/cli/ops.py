@@ -10,6 +10,9 @@ from typing import Annotated, Optional
 
 import typer
 
+# Each command imports the orchestration layer inside its function: it loads torch, ray and
+# mlflow (seconds), which `shg --help` and the other commands should not pay for.
+
 # Options shared by `run` and `schedule` (names = `WorkflowConfig` fields).
 Profile = Annotated[str, typer.Option(help="Recipe file from pipelines/config/profiles/ (synthetic | smoke | mpii); '' = dataclass defaults.")]
 ConfigFile = Annotated[str, typer.Option("--config", help="YAML/TOML config file applied after the profile (e.g. a copied profile or a run's config.yaml).")]
@@ -77,9 +80,8 @@ def _print_config(cfg) -> None:
 
 
 def _run_workflow_or_exit(cfg):
-    from pipelines.tracking.store import TrackingUnavailable
     from pipelines.orchestration.lock import WorkflowBusy
-    from pipelines.orchestration.workflow import WorkflowError, run_workflow
+    from pipelines.orchestration.workflow import TrackingUnavailable, WorkflowError, run_workflow
 
     try:
         result = run_workflow(cfg, log=typer.echo)
@@ -226,29 +228,12 @@ def tracking_server(
              "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY); default: --workdir/mlartifacts.")] = "",
 ) -> None:
     """Serve an MLflow store over HTTP (`mlflow server`, 1 worker, artifacts proxied); Ctrl-C stops it."""
-    from pipelines.tracking.server import (
-        StoreUnavailable,
-        TrackingServerConfig,
-        redact,
-        server_command,
-        start_server,
-        stop_server,
-        wait_until_ready,
-    )
+    from pipelines.orchestration.tracking_server import StoreUnavailable, TrackingServerConfig, serve
 
     cfg = TrackingServerConfig(host=host, port=port, workdir=workdir, backend_store_uri=backend_store_uri,
                                artifacts_destination=artifacts_destination)  # fmt: skip
-    typer.echo(redact(" ".join(server_command(cfg))))
     try:
-        proc = start_server(cfg)
+        serve(cfg, log=typer.echo)
     except StoreUnavailable as error:
         typer.echo(f"tracking-server: {error}", err=True)
         raise typer.Exit(code=1) from None
-    try:
-        wait_until_ready(cfg.url, proc=proc)
-        typer.echo(f"tracking server ready at {cfg.url} (pid {proc.pid}); use --tracking-uri {cfg.url}")
-        proc.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        stop_server(proc)

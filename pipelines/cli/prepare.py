@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from dataprep.prepare import PrepareConfig, PrepareConfigError, check_config
+
 
 def register(app: typer.Typer) -> None:
     """Adds this module's commands to `app`."""
@@ -31,13 +33,6 @@ def prepare(
     max_image_bytes: int = typer.Option(128 * 2**20, help="Quarantine an image file larger than this."),
 ) -> None:
     """Crop every person, render the targets, quarantine bad records; print the manifest summary."""
-    from dataprep.prepare import (
-        PrepareConfig,
-        PrepareConfigError,
-        check_config,
-        run_prepare,
-    )
-
     cfg = PrepareConfig(
         annotations=str(annotations),
         images=str(images),
@@ -60,21 +55,16 @@ def prepare(
         typer.echo(f"Error: {exc}", err=True)
         raise typer.Exit(2) from exc
 
-    from pipelines.orchestration.lock import WorkflowBusy, workdir_lock
-    from pipelines.runtime.ray_cluster import connect
-    from shg_io.storage import local_state_dir
+    # the orchestration layer imports ray: loaded when the command runs, not for --help
+    from pipelines.orchestration.standalone import PREPARE_REFUSALS, prepare_dataset
 
     try:
-        # one writer per output folder; the lock sits beside it (a run replaces the folder whole)
-        state = local_state_dir(out)
-        with workdir_lock(state.parent, "shg prepare", lock_name=f".{state.name}.prepare.lock"):
-            connect(address)
-            manifest = run_prepare(cfg, log=lambda line: typer.echo(line, err=True))
-    except (PrepareConfigError, WorkflowBusy) as exc:
+        manifest = prepare_dataset(cfg, log=lambda line: typer.echo(line, err=True))
+    except PREPARE_REFUSALS as exc:
         typer.echo(f"Error: {exc}", err=True)
         raise typer.Exit(2) from exc
     typer.echo(
-        f"rows_in={manifest['rows_in']} train={manifest['rows']['train']} val={manifest['rows']['val']} "
-        f"quarantined={manifest['quarantined']} fingerprint={manifest['fingerprint']}"
+        f"rows_in={manifest.rows_in} train={manifest.rows['train']} val={manifest.rows['val']} "
+        f"quarantined={manifest.quarantined} fingerprint={manifest.fingerprint}"
     )
     typer.echo(f"manifest: {out.rstrip('/')}/manifest.json")

@@ -1,12 +1,18 @@
-"""`shg train`: Ray Train V2 training of a prepared dataset, tracked in MLflow, gated into the registry."""
+"""`shg train`: Ray Train V2 training of a prepared dataset, tracked in MLflow, gated into the registry.
+
+The train-only plan (train -> evaluate -> register through the workflow's steps) is
+`pipelines.orchestration.standalone.run_train_only`; this command parses, calls it, prints.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+
+from dataprep.pckh import TABLE_KEYS
+from pipelines.config.experiment import ConfigError
 
 
 def register(app: typer.Typer) -> None:
@@ -19,7 +25,8 @@ def train(
     overrides: Annotated[Optional[list[str]], typer.Argument(
         metavar="[KEY=VALUE]...",
         help="Dotted config overrides, e.g. model.stacks=2 train.epochs=3 train.max_steps=50.")] = None,
-    config: Annotated[Optional[Path], typer.Option(help="TOML or YAML config file (applied before the overrides).")] = None,
+    profile: Annotated[str, typer.Option(help="Recipe file from pipelines/config/profiles/ (synthetic | smoke | mpii) whose model, data and train sections are the base; '' = dataclass defaults.")] = "",
+    config: Annotated[Optional[Path], typer.Option(help="TOML or YAML config file (applied after the profile, before the overrides).")] = None,
     tracking_uri: Annotated[Optional[str], typer.Option(help="MLflow tracking URI; default $MLFLOW_TRACKING_URI, else sqlite under train.storage.")] = None,
     experiment: Annotated[Optional[str], typer.Option(help="MLflow experiment name (default shg, the one `shg run` uses).")] = None,
     register: Annotated[bool, typer.Option("--register/--no-register", help="Log, register and champion-gate the final model.")] = True,
@@ -34,47 +41,35 @@ def train(
     training finished but the tracking store did not take the result (the model is kept; run the
     same command again once the store answers: it records and registers without training).
     """
-    from pipelines.config.experiment import ConfigError, load_config
-    from pipelines.runtime.prepared import PreparedDataError
-    from pipelines.tracking.store import TrackingUnavailable
-    from pipelines.training.checkpoints import CheckpointMismatchError
-    from pipelines.training.driver import TrainedNotRecorded, resolve_train_inputs, train_resolved
+    # the orchestration layer imports ray, torch and mlflow: loaded when a command runs, not for --help
+    from pipelines.orchestration.standalone import (
+        TRAIN_REFUSALS,
+        TrainedNotRecorded,
+        TrainOnlyConfig,
+        run_train_only,
+    )
 
+    cfg = TrainOnlyConfig(
+        data=data, profile=profile, config="" if config is None else str(config), overrides=tuple(overrides or ()),
+        tracking_uri=tracking_uri or "", experiment=experiment or "", register=register,
+        model_name=model_name or "", address=address or "", verbose=verbose, progress=progress)
     try:
-        cfg = load_config(config, overrides or [])
+        done = run_train_only(cfg, log=typer.echo)
     except ConfigError as err:
-        raise typer.BadParameter(str(err), param_hint="KEY=VALUE / --config") from None
-    from pipelines.orchestration.lock import WorkflowBusy, workdir_lock
-    from shg_io.storage import is_uri, local_state_dir
-
-    try:
-        # inputs checked first (a bad --data or an unreachable store leaves nothing behind),
-        # then the same lock as `shg run` on this folder: one training and registration at a time
-        inputs = resolve_train_inputs(cfg, data, tracking_uri=tracking_uri, experiment=experiment)
-        with workdir_lock(local_state_dir(cfg.train.storage), "shg train"):
-            result = train_resolved(cfg, inputs, address=address, log=typer.echo, verbose=verbose,
-                                    progress=progress)
-            if register:  # the same evaluation and champion gate as `shg run`
-                from pipelines.orchestration.promotion import evaluate_and_register
-
-                prepared = data if is_uri(data) else Path(data).resolve()
-                registry = evaluate_and_register(cfg, result, prepared, address=address,
-                                                 log=typer.echo, name=model_name)
-                result = dataclasses.replace(result, registry=registry)
-    except (PreparedDataError, TrackingUnavailable, CheckpointMismatchError, WorkflowBusy) as err:
+        raise typer.BadParameter(str(err), param_hint="--profile / --config / KEY=VALUE") from None
+    except TRAIN_REFUSALS as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
-    except TrainedNotRecorded as err:  # trained, kept, not yet recorded nor registered
+    except TrainedNotRecorded as err:  # trained and kept, not yet recorded nor registered
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(3) from None
-    from dataprep.pckh import TABLE_KEYS
-
+    result = done.trained
     typer.echo(f"run {result.run_name}: {result.epochs_completed} epochs, {result.global_step} steps, "
                f"{result.seconds:.0f} s; MLflow run {result.mlflow_run_id} ({result.tracking_uri})")
     typer.echo("PCKh@0.5 (official MPII, Total = 14 joints pooled)")
     typer.echo("            " + " ".join(f"{k:>8s}" for k in TABLE_KEYS))
     typer.echo("model       " + " ".join(f"{result.pckh.get(k, float('nan')):8.1f}" for k in TABLE_KEYS))
     typer.echo("mean pose   " + " ".join(f"{result.baseline_pckh.get(k, float('nan')):8.1f}" for k in TABLE_KEYS))
-    if result.registry:
-        r = result.registry
-        typer.echo(f"registry: {r['name']} v{r['version']} -> {r['alias']} ({r['reason']})")
+    if done.decision is not None:
+        d = done.decision
+        typer.echo(f"registry: {d.name} v{d.version} -> {d.alias} ({d.reason})")

@@ -12,10 +12,20 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import torch
 
 from dataprep import schema
+from dataprep.augment import AugmentConfig, center_batch
+from dataprep.pckh import pckh_table
+from pipelines.inference.keypoints import predict_keypoints, to_image_px
+from pipelines.inference.model_dir import ModelCard, model_from_state, plain_state_dict
+from pipelines.runtime.prepared import PreparedDataError, read_manifest, split_files
+from pipelines.runtime.progress_lines import ProgressLines
+from pipelines.runtime.ray_cluster import connect
+from pipelines.tracking.model_io import load_model
 
 # Only what inference and scoring need: the stored heatmaps column is the bulk of a row.
 READ_COLUMNS = [schema.PERSON_ID, schema.CROP_JPEG, schema.KEYPOINTS, schema.LABELLED,
@@ -56,6 +66,53 @@ class EvaluateConfig:
             raise ValueError("batch_size and actors must be >= 1 and cpus_per_actor > 0")
 
 
+@dataclass(frozen=True)
+class SplitPredictions:
+    """The predictions of an evaluated split, rows sorted by person_id, and the ground truth they
+    were scored against.
+
+    Attributes:
+        person_id: (N,) str.
+        pred: (N, 16, 2) float64 predicted joints, 0-based original image px.
+        confidence: (N, 16) float32 heatmap peaks.
+        joints_image: (N, 16, 2) float64 ground-truth joints, image px (NaN where unlabelled).
+        labelled: (N, 16) bool; head_size: (N,) float64 PCKh normaliser, image px.
+    """
+
+    person_id: np.ndarray
+    pred: np.ndarray
+    confidence: np.ndarray
+    joints_image: np.ndarray
+    labelled: np.ndarray
+    head_size: np.ndarray
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    """What `run_evaluate` returns.
+
+    Attributes:
+        table: the official PCKh table (`dataprep.pckh.pckh_table`: TABLE_KEYS, per_joint,
+            threshold), percent.
+        rows: people scored; seconds: model load + inference + scoring; model, split: what was
+            evaluated (as given in the config).
+        predictions: the per-person predictions and ground truth.
+    """
+
+    table: dict[str, Any]
+    rows: int
+    seconds: float
+    model: str
+    split: str
+    predictions: SplitPredictions
+
+    def summary(self) -> dict[str, Any]:
+        """The table with `rows`, `seconds`, `model` and `split` beside it: what `shg evaluate
+        --json` prints, the model card's `val_metrics` and the workflow's evaluation record hold
+        (through `shg_io.json_files.json_ready`)."""
+        return {**self.table, "rows": self.rows, "seconds": self.seconds, "model": self.model, "split": self.split}
+
+
 class KeypointPredictor:
     """Ray Data callable class: prepared rows -> predictions in image px.
 
@@ -64,11 +121,7 @@ class KeypointPredictor:
     """
 
     def __init__(self, packed: list, flip: bool, threads: int) -> None:
-        import ray
-        import torch
-
-        from dataprep.augment import AugmentConfig
-        from pipelines.inference.model_dir import ModelCard, model_from_state
+        import ray  # heavy: only inside the Ray actors that run this
 
         torch.set_num_threads(max(1, threads))
         card_dict, state = ray.get(packed[0]) if isinstance(packed[0], ray.ObjectRef) else packed[0]
@@ -80,9 +133,6 @@ class KeypointPredictor:
                                       heatmap_size=self.card.heatmap_size)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from dataprep.augment import center_batch
-        from pipelines.inference.keypoints import predict_keypoints, to_image_px
-
         centred = center_batch(batch, self.crop_cfg)
         coords, confidence = predict_keypoints(self.model, centred["image"], self.card.flip_pairs,
                                                flip=self.flip)
@@ -115,12 +165,7 @@ def predict_split(cfg: EvaluateConfig, model, card, log=None) -> dict[str, np.nd
     """Runs the Ray Data job; returns the concatenated columns of `KeypointPredictor`, rows
     sorted by person_id (deterministic whatever the scheduling). With `log`, progress lines
     (people done, people/s, ETA) go to it every 10 s."""
-    import ray
-
-    from pipelines.inference.model_dir import plain_state_dict
-    from pipelines.runtime.prepared import split_files
-    from pipelines.runtime.progress_lines import ProgressLines
-    from pipelines.runtime.ray_cluster import connect
+    import ray  # heavy (seconds): loaded when a split is evaluated
 
     connect(cfg.address)
     packed = [ray.put((card.to_dict(), plain_state_dict(model)))]
@@ -166,18 +211,14 @@ def predict_split(cfg: EvaluateConfig, model, card, log=None) -> dict[str, np.nd
 
 def _split_rows(data, split: str) -> int:
     """Rows of the split by the prepared manifest (0, unknown, for a folder without one)."""
-    from pipelines.runtime.prepared import PreparedDataError, read_manifest
-
     try:
-        return int(read_manifest(data)["rows"][split])
+        return int(read_manifest(data).rows[split])
     except (PreparedDataError, OSError, KeyError, ValueError, TypeError):
         return 0
 
 
 def score(columns: dict[str, np.ndarray], threshold: float = 0.5) -> dict:
     """The official PCKh table (`dataprep.pckh.pckh_table`) of predicted columns."""
-    from dataprep.pckh import pckh_table
-
     n = len(columns["pred"])
     pred = columns["pred"].reshape(n, -1, 2)
     gt = columns[schema.JOINTS_IMAGE].reshape(n, -1, 2)
@@ -185,26 +226,18 @@ def score(columns: dict[str, np.ndarray], threshold: float = 0.5) -> dict:
     return pckh_table(pred, gt, ~labelled, columns[schema.HEAD_SIZE], threshold)
 
 
-def run_evaluate(cfg: EvaluateConfig, log=print) -> dict:
-    """Loads the model, predicts the split, returns the PCKh table plus `rows`, `seconds`,
-    `model`, `split`, and the predictions (`person_id`, `pred` (N, 16, 2) image px,
-    `confidence` (N, 16), and the ground truth they were scored against: `joints_image`
-    (N, 16, 2) image px, `labelled` (N, 16), `head_size` (N,)) under `predictions`."""
-    from pipelines.tracking.model_io import load_model
-
+def run_evaluate(cfg: EvaluateConfig, log=print) -> EvaluationResult:
+    """Loads the model, predicts the split and scores it (official PCKh)."""
     start = time.perf_counter()
     model, card = load_model(cfg.model, tracking_uri=cfg.tracking_uri)
     columns = predict_split(cfg, model, card, log=log)
     table = score(columns)
-    table.update(rows=int(len(columns["pred"])), seconds=round(time.perf_counter() - start, 2),
-                 model=cfg.model, split=cfg.split)
-    log(f"evaluated {table['rows']} {cfg.split} rows of {cfg.data} in {table['seconds']} s")
-    table["predictions"] = {
-        schema.PERSON_ID: columns[schema.PERSON_ID],
-        "pred": columns["pred"].reshape(len(columns["pred"]), -1, 2),
-        "confidence": columns["confidence"],
-        schema.JOINTS_IMAGE: columns[schema.JOINTS_IMAGE].reshape(len(columns["pred"]), -1, 2),
-        schema.LABELLED: columns[schema.LABELLED],
-        schema.HEAD_SIZE: columns[schema.HEAD_SIZE],
-    }
-    return table
+    n = len(columns["pred"])
+    result = EvaluationResult(
+        table=table, rows=int(n), seconds=round(time.perf_counter() - start, 2), model=cfg.model, split=cfg.split,
+        predictions=SplitPredictions(
+            person_id=columns[schema.PERSON_ID], pred=columns["pred"].reshape(n, -1, 2),
+            confidence=columns["confidence"], joints_image=columns[schema.JOINTS_IMAGE].reshape(n, -1, 2),
+            labelled=columns[schema.LABELLED], head_size=columns[schema.HEAD_SIZE]))
+    log(f"evaluated {result.rows} {cfg.split} rows of {cfg.data} in {result.seconds} s")
+    return result

@@ -30,7 +30,8 @@ from dataprep.prepare import PrepareConfig
 from dataprep.synth import SynthConfig
 from pipelines.config.experiment import ExperimentConfig
 from pipelines.config.run import RunConfig, resolve_run_config
-from pipelines.tracking.store import resolve_tracking_uri
+from pipelines.tracking.tracker import DEFAULT_EXPERIMENT
+from pipelines.tracking.uris import resolve_tracking_uri
 from shg_io.storage import Location, local_state_dir, location
 
 DEFAULT_PROFILE = "synthetic"
@@ -84,6 +85,27 @@ class DataInputs:
 
 
 @dataclasses.dataclass(frozen=True)
+class TrainPlan:
+    """What the train, evaluate and register steps work with, for `shg run` and `shg train`.
+
+    Attributes:
+        experiment: the training config (`train.storage` is where run folders go).
+        tracking_uri: the MLflow store (checked reachable).
+        state: the local folder of `train.storage` (`local_state_dir`): lock, model directories.
+        workdir: `train.storage` as a location (a path or an object store URI).
+        mlflow_experiment: the MLflow experiment of the training run.
+        model_name: the registered model's name ("" = `stacked-hourglass`).
+    """
+
+    experiment: ExperimentConfig
+    tracking_uri: str
+    state: Path
+    workdir: Location
+    mlflow_experiment: str = DEFAULT_EXPERIMENT
+    model_name: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
 class ResolvedRun:
     """Everything a workflow run will do, resolved before anything starts."""
 
@@ -94,6 +116,12 @@ class ResolvedRun:
     data: DataInputs
     experiment: ExperimentConfig  # config.experiment() with train.storage = workdir
     params: dict[str, Any]  # logged on the parent run
+
+    @property
+    def train_plan(self) -> TrainPlan:
+        """The train, evaluate and register steps' part of the run."""
+        return TrainPlan(experiment=self.experiment, tracking_uri=self.tracking_uri, state=self.state,
+                         workdir=self.workdir)
 
 
 def resolve(cfg: WorkflowConfig) -> ResolvedRun:

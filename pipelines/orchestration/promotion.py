@@ -1,4 +1,4 @@
-"""One register-and-gate path for `shg run` and `shg train`.
+"""One register-and-gate path for `shg run` and `shg train` (the steps' evaluate and register).
 
 A trained run's best checkpoint is saved as a model directory, scored on the whole validation
 split of its prepared dataset (official PCKh, flip test), registered, and put through the
@@ -15,8 +15,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from dataprep.pckh import TABLE_KEYS
 from pipelines.config.experiment import ExperimentConfig
+from pipelines.evaluation.evaluate import EvaluateConfig, run_evaluate
+from pipelines.inference.model_dir import ModelCard, load_model_dir, model_from_state, save_model_dir
+from pipelines.tracking.registry import DEFAULT_MODEL_NAME, GateDecision, promote_if_better, register_model
+from pipelines.training.checkpoints import load_state
 from pipelines.training.driver import TrainResult
+from shg_io.json_files import json_ready
+from shg_io.storage import local_folder
 
 Log = Callable[[str], None]
 
@@ -34,16 +41,6 @@ def save_and_evaluate(experiment: ExperimentConfig, trained: TrainResult, prepar
     Returns (model directory, the official PCKh table, strict JSON); the saved card carries that
     table and the split's fingerprint.
     """
-    from pipelines.evaluation.evaluate import EvaluateConfig, run_evaluate
-    from pipelines.inference.model_dir import (
-        ModelCard,
-        model_from_state,
-        save_model_dir,
-    )
-    from pipelines.training.checkpoints import load_state
-    from shg_io.json_files import json_ready
-    from shg_io.storage import local_folder
-
     checkpoint = trained.best_checkpoint or trained.checkpoint  # a path, or a URI in an object store
     with local_folder(checkpoint) as checkpoint_dir:
         state = load_state(checkpoint_dir, experiment.model)
@@ -51,10 +48,9 @@ def save_and_evaluate(experiment: ExperimentConfig, trained: TrainResult, prepar
                                 heatmap_size=experiment.data.heatmap_size)
     model = model_from_state(state["model"], card, f"checkpoint {checkpoint}")
     model_dir = save_model_dir(model, card, folder / "model")
-    table = run_evaluate(EvaluateConfig(model=str(model_dir), data=str(prepared), split="val",
-                                        address=address, tracking_uri=tracking_uri), log=log)
-    table.pop("predictions", None)
-    table = json_ready(table)
+    evaluated = run_evaluate(EvaluateConfig(model=str(model_dir), data=str(prepared), split="val",
+                                            address=address, tracking_uri=tracking_uri), log=log)
+    table = json_ready(evaluated.summary())
     card = dataclasses.replace(card, val_fingerprint=val_split_fingerprint(data_fingerprint), val_metrics=table)
     save_model_dir(model, card, model_dir)  # the card states what the gate will see
     return model_dir, table
@@ -62,27 +58,16 @@ def save_and_evaluate(experiment: ExperimentConfig, trained: TrainResult, prepar
 
 def register_and_gate(model_dir: Path, table: dict[str, Any], data_fingerprint: str, prepared: Path, *,
                       tracking_uri: str, run_id: str, address: str | None, log: Log,
-                      name: str | None = None) -> dict[str, Any]:
-    """Registers the model directory under `name` on run `run_id` and applies the champion gate.
-
-    Returns the gate's decision (`GateDecision` as a dict).
-    """
-    from dataprep.pckh import TABLE_KEYS
-    from pipelines.evaluation.evaluate import EvaluateConfig, run_evaluate
-    from pipelines.inference.model_dir import load_model_dir
-    from pipelines.tracking.registry import (
-        DEFAULT_MODEL_NAME,
-        promote_if_better,
-        register_model,
-    )
-
+                      name: str | None = None) -> GateDecision:
+    """Registers the model directory under `name` on run `run_id` and applies the champion gate;
+    returns the gate's decision."""
     name = name or DEFAULT_MODEL_NAME
 
     def score_version(model_uri: str) -> float:
         log(f"register: scoring the champion {model_uri} on the same validation rows")
         scored = run_evaluate(EvaluateConfig(model=model_uri, data=str(prepared), split="val",
                                              address=address, tracking_uri=tracking_uri), log=log)
-        return float(scored["Total"])
+        return float(scored.table["Total"])
 
     model, card = load_model_dir(model_dir)
     # the whole-split score, on the run and linked to the logged model (its page shows it)
@@ -92,24 +77,5 @@ def register_and_gate(model_dir: Path, table: dict[str, Any], data_fingerprint: 
                              val_fingerprint=val_split_fingerprint(data_fingerprint),
                              tracking_uri=tracking_uri, run_id=run_id, score_version=score_version)
     log(f"register: {gate.name} v{gate.version} -> {gate.alias} ({gate.reason})")
-    return dataclasses.asdict(gate)
+    return gate
 
-
-def evaluate_and_register(experiment: ExperimentConfig, trained: TrainResult, prepared: Path, *,
-                          address: str | None, log: Log, name: str | None = None) -> dict[str, Any]:
-    """`shg train`'s registration: the same evaluation and gate as `shg run`'s; a run that was
-    registered before (re-running a finished command) is reported, not registered twice."""
-    from pipelines.runtime.prepared import read_manifest
-    from pipelines.tracking.store import run_tags
-
-    done = {k[len("registry."):]: v for k, v in run_tags(trained.tracking_uri, trained.mlflow_run_id).items()
-            if k.startswith("registry.")}
-    if done.get("version"):
-        log(f"register: {done['name']} v{done['version']} was registered from this run before")
-        return done
-    fingerprint = read_manifest(prepared)["fingerprint"]
-    folder = Path(experiment.train.storage).resolve() / "models" / trained.run_name
-    model_dir, table = save_and_evaluate(experiment, trained, prepared, fingerprint, folder,
-                                         tracking_uri=trained.tracking_uri, address=address, log=log)
-    return register_and_gate(model_dir, table, fingerprint, prepared, tracking_uri=trained.tracking_uri,
-                             run_id=trained.mlflow_run_id, address=address, log=log, name=name)

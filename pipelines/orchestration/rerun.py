@@ -95,7 +95,7 @@ def read_recorded_run(runs: WorkflowRuns, run_id: str) -> RecordedRun:
 def rerun_run(cfg: RerunConfig, *, log: Callable[[str], None] = print) -> WorkflowResult:
     """Repeats the run (see the module docstring); returns the new workflow's result."""
     from pipelines.orchestration.workflow import run_workflow
-    from pipelines.tracking.store import check_reachable, resolve_tracking_uri
+    from pipelines.tracking.uris import check_reachable, resolve_tracking_uri
     from shg_io.storage import local_state_dir
 
     workdir = local_state_dir(cfg.workdir)  # the work dir, or its local folder for a URI

@@ -25,7 +25,9 @@ from typing import Any, TypeVar
 from pipelines.orchestration import steps
 from pipelines.orchestration.lock import WorkflowBusy, workdir_lock
 from pipelines.orchestration.plan import ResolvedRun, WorkflowConfig, resolve
+from pipelines.runtime.ray_cluster import connect, quiet_ray_driver
 from pipelines.tracking.provenance import provenance
+from pipelines.tracking.uris import TrackingUnavailable, check_reachable  # noqa: F401 (the CLI catches it from here)
 from pipelines.tracking.workflow_runs import (
     CONFIG_ARTIFACT,
     DATA_FINGERPRINT_TAG,
@@ -33,6 +35,7 @@ from pipelines.tracking.workflow_runs import (
     WorkflowRuns,
 )
 from shg_io.clock import utc_compact
+from shg_io.json_files import write_json_atomic
 from shg_io.storage import Location, location
 
 STEPS: tuple[str, ...] = ("prepare", "train", "evaluate", "register")
@@ -87,9 +90,6 @@ def run_workflow(cfg: WorkflowConfig, *, log: Callable[[str], None] = print) -> 
         WorkflowBusy: another workflow holds the work-dir lock (nothing was done).
         WorkflowError: a step failed (recorded on the parent run as `step.<name>=failed`).
     """
-    from pipelines.runtime.ray_cluster import quiet_ray_driver
-    from pipelines.tracking.store import check_reachable
-
     run = resolve(cfg)
     if not cfg.verbose:
         quiet_ray_driver()  # before the first MLflow call sets up its store
@@ -159,7 +159,7 @@ class _StepRecorder:
 
 
 def _run_locked(cfg: WorkflowConfig, run: ResolvedRun, log: Callable[[str], None]) -> WorkflowResult:
-    import ray
+    import ray  # heavy (seconds): loaded when a workflow runs, not when the CLI imports this
 
     runs = WorkflowRuns(run.tracking_uri, run.state)
     parent_id = runs.start_parent(f"workflow-{cfg.profile or 'custom'}-{utc_compact()}", {
@@ -176,30 +176,29 @@ def _run_locked(cfg: WorkflowConfig, run: ResolvedRun, log: Callable[[str], None
     # An embedded cluster started for this run is shut down at the end.
     started_ray = not ray.is_initialized()
     try:
-        from pipelines.runtime.ray_cluster import connect
-
         connect(cfg.address or None, verbose=cfg.verbose)  # Ray's chatter to its log files unless verbose
         prepared = record.run("prepare", lambda: steps.prepare(run, force=cfg.force, log=log))
         result.data_fingerprint = prepared.fingerprint
         _check_expected_fingerprint(cfg, prepared)
         tracker.set_tags({DATA_FINGERPRINT_TAG: prepared.fingerprint, "data.path": str(prepared.path),
-                          "data.rows": json.dumps(prepared.manifest["rows"]),
-                          "data.quarantined": str(prepared.manifest["quarantined"])})
+                          "data.rows": json.dumps(prepared.manifest.rows),
+                          "data.quarantined": str(prepared.manifest.quarantined)})
         if cfg.skip_unchanged and not cfg.force and \
                 runs.last_successful_fingerprint(exclude=parent_id) == prepared.fingerprint:
             log(f"workflow: data fingerprint {prepared.fingerprint} unchanged since the last successful run; skipping")
             result.skipped = "unchanged-data"
             tracker.set_tags({SKIPPED_TAG: "unchanged-data"})
         else:
+            plan = run.train_plan
             trained = record.run("train", lambda: steps.train(
-                run, prepared, parent, force=cfg.force, address=cfg.address, verbose=cfg.verbose, log=log))
+                plan, prepared, parent, force=cfg.force, address=cfg.address, verbose=cfg.verbose, log=log))
             result.train_run_id = trained.result.mlflow_run_id
             evaluated = record.run("evaluate", lambda: steps.evaluate(
-                run, prepared, trained, parent, force=cfg.force, address=cfg.address, log=log))
+                plan, prepared, trained, parent, force=cfg.force, address=cfg.address, log=log))
             result.pckh_total = evaluated.table["Total"]
             tracker.log_metrics({"pckh/Total": evaluated.table["Total"]}, step=0)
             record.run("register", lambda: steps.register(
-                run, prepared, trained, evaluated, parent, force=cfg.force, address=cfg.address, log=log))
+                plan, prepared, trained, evaluated, parent, force=cfg.force, address=cfg.address, log=log))
         record.skip_rest()
         runs.finish(parent_id)
     except BaseException as err:
@@ -220,8 +219,6 @@ def _record_failure(runs: WorkflowRuns, tracker, parent_id: str, err: BaseExcept
                     log: Callable[[str], None]) -> None:
     """Marks the parent run FAILED with the error; when the store itself is what failed (it
     does not answer), says so instead of hiding the step's error behind the store's."""
-    from pipelines.tracking.store import check_reachable
-
     try:
         check_reachable(runs.tracking_uri)  # seconds, where MLflow's client retries for minutes
         runs.finish(parent_id, "FAILED")
@@ -241,8 +238,6 @@ def _check_expected_fingerprint(cfg: WorkflowConfig, prepared: steps.Prepared) -
 
 
 def _write_summary(workdir: Location, cfg: WorkflowConfig, result: WorkflowResult) -> Location:
-    from shg_io.json_files import write_json_atomic
-
     path = workdir / "workflow" / f"{utc_compact()}-{result.parent_run_id[:12] or 'failed'}.json"
     return write_json_atomic(path, {"config": dataclasses.asdict(cfg), **dataclasses.asdict(result)})
 

@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from pipelines.tracking.store import Tracker
+from pipelines.tracking.tracker import Tracker
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ def model_store_uri(tracking_uri: str | None = None, workdir: str | Path = DEFAU
     Raises FileNotFoundError when it falls back to a local store that does not exist (opening
     it would create an empty one and then report the model as unknown).
     """
-    from pipelines.tracking.store import default_tracking_uri, resolve_tracking_uri
+    from pipelines.tracking.uris import default_tracking_uri, resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri, workdir)
     if uri == default_tracking_uri(workdir) and not (Path(workdir).resolve() / "mlflow.db").is_file():

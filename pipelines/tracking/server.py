@@ -10,7 +10,7 @@ AWS_SECRET_ACCESS_KEY in the server's environment). Both stores are checked befo
 starts, so a wrong URI, a stopped database or a missing bucket is one clear error instead of a
 server that answers /health and then fails every request. Artifacts are always proxied by the
 server (`--serve-artifacts`): clients need only the tracking URI, never the S3 keys.
-Runs check that a tracking server answers before they start (`pipelines.tracking.store.check_reachable`).
+Runs check that a tracking server answers before they start (`pipelines.tracking.uris.check_reachable`).
 """
 
 from __future__ import annotations
@@ -49,8 +49,8 @@ class TrackingServerConfig:
 
 
 def backend_store_uri(workdir: str | Path) -> str:
-    """The sqlite store a local run under `workdir` uses (`pipelines.tracking.store`'s default)."""
-    from pipelines.tracking.store import default_tracking_uri
+    """The sqlite store a local run under `workdir` uses (`pipelines.tracking.uris.default_tracking_uri`)."""
+    from pipelines.tracking.uris import default_tracking_uri
 
     return default_tracking_uri(workdir)
 

@@ -17,8 +17,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipelines.tracking.store import (DATA_FINGERPRINT_TAG, DEFAULT_EXPERIMENT, Tracker, default_artifact_root,
-                                     ensure_experiment)
+from pipelines.tracking.datasets import DATA_FINGERPRINT_TAG
+from pipelines.tracking.tracker import DEFAULT_EXPERIMENT, Tracker, ensure_experiment
+from pipelines.tracking.uris import default_artifact_root
 
 EXPERIMENT = DEFAULT_EXPERIMENT
 WORKFLOW_TAG = "shg.workflow"  # "parent" on workflow runs, so they are easy to search for

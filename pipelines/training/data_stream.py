@@ -61,6 +61,20 @@ class EpochClock:
         return self.epoch, self.done
 
 
+class EpochClockClient:
+    """The training loop's side of a run's `EpochClock` actor
+    (`pipelines.training.loop.EpochClockHandle`)."""
+
+    def __init__(self, actor) -> None:
+        self.actor = actor
+
+    def set_epoch(self, epoch: int, done: np.ndarray) -> None:
+        """Sets the clock and waits until it holds: the pass starts only after."""
+        import ray  # only ever called inside a Ray worker
+
+        ray.get(self.actor.set.remote(epoch, done))
+
+
 def start_epoch_clock(name: str):
     """Creates (or finds) the named `EpochClock` actor of a run on this (the driver's) node, as
     Ray Train places its controller: losing another node of the cluster does not lose it."""

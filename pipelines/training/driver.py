@@ -20,7 +20,9 @@ Durability:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import hashlib
 import time
 from dataclasses import dataclass
@@ -29,12 +31,29 @@ from typing import Any, Callable
 
 from dataprep.pckh import TABLE_KEYS
 from pipelines.config.experiment import ExperimentConfig
-from pipelines.runtime.prepared import read_manifest, split_files
-from pipelines.training.checkpoints import check_model_config
-from pipelines.training.data_stream import TRAIN_DATASET
+from pipelines.inference.model_dir import ModelCard, model_from_state, save_model_dir
+from pipelines.runtime.prepared import PreparedManifest, read_manifest, split_files
+from pipelines.runtime.ray_cluster import connect
+from pipelines.tracking.datasets import log_dataset
+from pipelines.tracking.run_records import RunRecord
+from pipelines.tracking.system import system_metrics, system_tags
+from pipelines.tracking.tracker import DEFAULT_EXPERIMENT, Tracker, finish_run, run_exists, start_or_resume_run
+from pipelines.tracking.uris import check_reachable, how_to_open, resolve_tracking_uri
+from pipelines.training.checkpoints import check_model_config, load_state
+from pipelines.training.data_stream import (
+    TRAIN_DATASET,
+    load_validation,
+    start_epoch_clock,
+    train_dataset,
+    train_keypoints_input_px,
+)
 from pipelines.training.loop import SCORE_METRIC  # "best checkpoint": validation PCKh@0.5 Total
+from pipelines.training.progress import ProgressDisplay, start_progress_board
+from pipelines.training.validation import mean_pose, mean_pose_baseline
+from pipelines.training.worker import train_worker
+from pipelines.training.worker_args import WorkerArgs
 from shg_io.clock import utc_iso
-from shg_io.storage import Location, local_state_dir, location
+from shg_io.storage import Location, local_folder, local_state_dir, location
 
 # Settings that do not change what is trained: excluded from the derived run name, so a resumed
 # run may use another storage folder layout or retry budget.
@@ -70,10 +89,16 @@ class TrainResult:
     val_fingerprint: str
     checkpoint: str
     resumed: bool
-    registry: dict[str, Any] | None
     seconds: float
     best_epoch: int | None = None  # the epoch of the best checkpoint (where `pckh` was measured)
     best_checkpoint: str = ""  # what is evaluated and registered (`pick_best`)
+
+    @classmethod
+    def from_record(cls, values: dict[str, Any], *, resumed: bool) -> TrainResult:
+        """The result a run record (`shg_run.json`) holds; records written before the registry's
+        decision left this class carry `registry` (always null there), which is dropped."""
+        values = {k: v for k, v in values.items() if k != "registry"}
+        return cls(**{**values, "resumed": resumed})
 
 
 def pick_best(candidates: list[tuple[Any, dict]]) -> tuple[Any, dict]:
@@ -110,7 +135,7 @@ class TrainInputs:
     """
 
     data: Path
-    manifest: dict[str, Any]
+    manifest: PreparedManifest
     tracking_uri: str
     run_name: str
     experiment: str
@@ -124,16 +149,14 @@ def resolve_train_inputs(cfg: ExperimentConfig, data: str | Path, *, tracking_ur
         PreparedDataError: `data` is not a prepared dataset.
         TrackingUnavailable: the store cannot be reached (before any training).
     """
-    from pipelines.tracking import store as tracking
-
     data = location(data).uri  # a local path or an object store URI (shg_io.storage)
     manifest = read_manifest(data)
     split_files(data, "train"), split_files(data, "val")  # fail now if a split is missing
-    uri = tracking.resolve_tracking_uri(tracking_uri, local_state_dir(cfg.train.storage))
-    tracking.check_reachable(uri)
+    uri = resolve_tracking_uri(tracking_uri, local_state_dir(cfg.train.storage))
+    check_reachable(uri)
     return TrainInputs(data=data, manifest=manifest, tracking_uri=uri,
-                       run_name=run_name_for(cfg, manifest["fingerprint"]),
-                       experiment=experiment or tracking.DEFAULT_EXPERIMENT)
+                       run_name=run_name_for(cfg, manifest.fingerprint),
+                       experiment=experiment or DEFAULT_EXPERIMENT)
 
 
 def run_name_in_store(storage: Location, run_name: str, tracking_uri: str, log: Callable[[str], None]) -> str:
@@ -142,10 +165,8 @@ def run_name_in_store(storage: Location, run_name: str, tracking_uri: str, log: 
 
     A run folder is resumed (or reported as finished) only by the store and run it belongs to.
     """
-    from pipelines.tracking import store as tracking
-
-    record = tracking.RunRecord.read(storage / run_name)
-    if record is None or (record.tracking_uri == tracking_uri and tracking.run_exists(tracking_uri, record.mlflow_run_id)):
+    record = RunRecord.read(storage / run_name)
+    if record is None or (record.tracking_uri == tracking_uri and run_exists(tracking_uri, record.mlflow_run_id)):
         return run_name
     own = f"{run_name}-{hashlib.sha256(tracking_uri.encode()).hexdigest()[:6]}"
     log(f"train: {storage / run_name} belongs to MLflow run {record.mlflow_run_id} in {record.tracking_uri}, "
@@ -167,7 +188,7 @@ def train_resolved(cfg: ExperimentConfig, inputs: TrainInputs, *, address: str |
                    progress: bool = True) -> TrainResult:
     """Trains `cfg` on `inputs.data` (see the module docstring); the caller resolved the inputs.
 
-    Registration is the caller's (`pipelines.orchestration.promotion`, one path for `shg train`
+    Registration is the caller's (the register step, `pipelines.orchestration.steps`, for `shg train`
     and `shg run`).
 
     Args:
@@ -178,8 +199,6 @@ def train_resolved(cfg: ExperimentConfig, inputs: TrainInputs, *, address: str |
             a bar on a terminal, a line every 30 s (and at each phase/validation) through `log`
             otherwise.
     """
-    from pipelines.tracking import store as tracking
-
     started = time.perf_counter()
     data, manifest, uri, run_name = inputs.data, inputs.manifest, inputs.tracking_uri, inputs.run_name
     experiment = inputs.experiment
@@ -189,36 +208,34 @@ def train_resolved(cfg: ExperimentConfig, inputs: TrainInputs, *, address: str |
     records = local_state_dir(storage)  # local: the default sqlite store's artifact root
     run_name = run_name_in_store(storage, run_name, uri, log)
     run_dir = storage / run_name
-    record = tracking.RunRecord.read(run_dir)
+    record = RunRecord.read(run_dir)
     if record is not None and record.model_config is not None:
         # Refuse before starting Ray; the workers check each checkpoint again when loading it.
         check_model_config(record.model_config, cfg.model, where=f"run {run_dir}")
     if record is not None and record.status == "finished" and record.result:
         log(f"train: run {run_name} already finished (MLflow run {record.mlflow_run_id}); "
             f"pass train.run_name=<new name> to train again")
-        return TrainResult(**{**record.result, "resumed": True})
+        return TrainResult.from_record(record.result, resumed=True)
     if record is not None and record.status == "trained" and record.result:
         # trained before, but the store was down when it ended: record it now, do not retrain
-        out = TrainResult(**{**record.result, "resumed": True})
+        out = TrainResult.from_record(record.result, resumed=True)
         log(f"train: run {run_name} was trained before but not recorded (the tracking store was down); "
             f"recording MLflow run {out.mlflow_run_id} now")
         _record_trained(cfg, out, experiment, run_dir, log)
         return out
 
     val_cfg = dataclasses.replace(cfg.data, enabled=False)
-    from pipelines.training.data_stream import load_validation, train_keypoints_input_px
-    from pipelines.training.validation import mean_pose, mean_pose_baseline
 
     val = load_validation(data, val_cfg, cfg.train.val_max_people)
     baseline = mean_pose_baseline(mean_pose(*train_keypoints_input_px(data, val_cfg)), val)
-    run_id, resumed = tracking.start_or_resume_run(
+    run_id, resumed = start_or_resume_run(
         tracking_uri=uri, experiment=experiment, run_name=run_name,
         run_dir=run_dir, storage=records, model_config=dataclasses.asdict(cfg.model))
-    tracker = tracking.Tracker(uri, run_id)
+    tracker = Tracker(uri, run_id)
     if not resumed:
         tracker.log_params(cfg.flatten())
-        tracking.log_dataset(tracker, manifest, data, val.fingerprint)
-        tracker.set_tags({**tracking.system_tags(workers=cfg.train.workers, use_gpu=cfg.train.use_gpu),
+        log_dataset(tracker, manifest, data, val.fingerprint)
+        tracker.set_tags({**system_tags(workers=cfg.train.workers, use_gpu=cfg.train.use_gpu),
                           "shg.run_dir": str(run_dir)})
         # params, not metrics: nine one-point bar charts would head the run's metric charts
         tracker.log_params({f"baseline.pckh.{k}": round(float(baseline[k]), 2) for k in TABLE_KEYS})
@@ -227,14 +244,16 @@ def train_resolved(cfg: ExperimentConfig, inputs: TrainInputs, *, address: str |
         tracker.set_tags({"shg.resumed_at": utc_iso()})
         log(f"train: resuming run {run_name} (MLflow run {run_id})")
     experiment_id = tracker.client.get_run(run_id).info.experiment_id
-    log(f"train: {tracking.how_to_open(uri, experiment_id, run_id)}")
+    log(f"train: {how_to_open(uri, experiment_id, run_id)}")
 
     try:
-        with tracking.system_metrics(uri, run_id, resumed=resumed, log=log):
-            result = _fit(cfg, data, run_name, storage, uri, run_id, baseline, address,
-                          verbose=verbose, progress=progress, log=log)
+        with system_metrics(uri, run_id, resumed=resumed, log=log):
+            args = WorkerArgs(cfg=cfg, data=str(data), tracking_uri=uri, run_id=run_id, baseline=baseline,
+                              clock_name=f"shg-epoch-clock-{run_name}", train_rows=int(manifest.rows["train"]),
+                              progress_name=f"shg-progress-{run_name}")
+            result = _fit(args, run_name, storage, address, verbose=verbose, progress=progress, log=log)
     except BaseException:
-        tracking.finish_run(uri, run_id, status="FAILED")  # re-running the command resumes it
+        finish_run(uri, run_id, status="FAILED")  # re-running the command resumes it
         raise
     state = _final_state(result.checkpoint)
     if state.get("stopped_by") == "max_minutes":
@@ -250,12 +269,12 @@ def train_resolved(cfg: ExperimentConfig, inputs: TrainInputs, *, address: str |
         baseline_pckh={k: baseline[k] for k in TABLE_KEYS},
         val_fingerprint=val.fingerprint, resumed=resumed,
         checkpoint=Location(storage.filesystem, result.checkpoint.path, storage.scheme).uri,
-        registry=None, seconds=round(time.perf_counter() - started, 1),
+        seconds=round(time.perf_counter() - started, 1),
         best_epoch=int(best_state["epoch"]), best_checkpoint=best_uri)
     # The model is kept before the store is asked for anything: an outage from here on costs a
     # re-run of the command (which finds this record and does not train again), not the model.
-    tracking.RunRecord(run_id, uri, experiment,
-                       dataclasses.asdict(cfg.model), "trained", dataclasses.asdict(out)).write(run_dir)
+    RunRecord(run_id, uri, experiment, dataclasses.asdict(cfg.model), "trained",
+              dataclasses.asdict(out)).write(run_dir)
     _record_trained(cfg, out, experiment, run_dir, log)
     return out
 
@@ -268,15 +287,13 @@ def _record_trained(cfg: ExperimentConfig, out: TrainResult, experiment: str, ru
         TrainedNotRecorded: the store did not answer or refused; a model directory was saved
             and the message says how the model gets registered later.
     """
-    from pipelines.tracking import store as tracking
-
     uri, run_id = out.tracking_uri, out.mlflow_run_id
     try:
-        tracking.check_reachable(uri)  # seconds, where MLflow's client retries for minutes
-        tracker = tracking.Tracker(uri, run_id)
+        check_reachable(uri)  # seconds, where MLflow's client retries for minutes
+        tracker = Tracker(uri, run_id)
         tracker.set_tags({"train.best_epoch": out.best_epoch, "train.best_checkpoint": out.best_checkpoint})
         tracker.log_metrics({"run/seconds": out.seconds}, step=out.epochs_completed)
-        tracking.finish_run(uri, run_id)
+        finish_run(uri, run_id)
     except Exception as err:  # any failure of the store: the model must not be lost to it
         model_dir = keep_model_dir(cfg, out)
         again = "the same `shg train` command" if not cfg.train.run_name else f"`shg train ... train.run_name={out.run_name}`"
@@ -288,18 +305,14 @@ def _record_trained(cfg: ExperimentConfig, out: TrainResult, experiment: str, ru
             f"answers, run {again} (or `shg run` / the next scheduled firing with the same config and data) "
             f"again: it does not train again, it records MLflow run {run_id} and registers the model.",
             run_dir=str(run_dir), checkpoint=out.best_checkpoint, model_dir=str(model_dir)) from None
-    tracking.RunRecord(run_id, uri, experiment, dataclasses.asdict(cfg.model), "finished",
-                       dataclasses.asdict(out)).write(run_dir)
+    RunRecord(run_id, uri, experiment, dataclasses.asdict(cfg.model), "finished",
+              dataclasses.asdict(out)).write(run_dir)
 
 
 def keep_model_dir(cfg: ExperimentConfig, out: TrainResult) -> Path:
     """Saves the run's best checkpoint as a model directory (`shg evaluate --model` / `shg predict`
     read it) at `<local state of train.storage>/models/<run name>/model`, where `shg train`'s and
     `shg run`'s evaluation write it later; returns its path."""
-    from pipelines.inference.model_dir import ModelCard, model_from_state, save_model_dir
-    from pipelines.training.checkpoints import load_state
-    from shg_io.storage import local_folder
-
     checkpoint = out.best_checkpoint or out.checkpoint
     with local_folder(checkpoint) as folder:
         state = load_state(folder, cfg.model)
@@ -308,45 +321,33 @@ def keep_model_dir(cfg: ExperimentConfig, out: TrainResult) -> Path:
     return save_model_dir(model, card, local_state_dir(cfg.train.storage) / "models" / out.run_name / "model")
 
 
-def _fit(cfg: ExperimentConfig, data: str, run_name: str, storage: Location, uri: str, run_id: str,
-         baseline: dict, address: str | None, *, verbose: bool, progress: bool,
-         log: Callable[[str], None]):
+def _fit(args: WorkerArgs, run_name: str, storage: Location, address: str | None, *, verbose: bool,
+         progress: bool, log: Callable[[str], None]):
     """Runs the TorchTrainer (resuming from the run folder when it has checkpoints)."""
-    import contextlib
-
-    import ray
+    import ray  # heavy (seconds): loaded when training starts, not when the CLI or a step imports this
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    from pipelines.runtime.ray_cluster import connect
-    from pipelines.training.data_stream import start_epoch_clock, train_dataset
-    from pipelines.training.progress import ProgressDisplay, start_progress_board
-    from pipelines.training.worker import train_worker
-
     connect(address, num_cpus=None, verbose=verbose)
-    train = cfg.train
+    cfg, data, train = args.cfg, args.data, args.cfg.train
 
-    clock_name = f"shg-epoch-clock-{run_name}"
-    clock = start_epoch_clock(clock_name)  # held here: the actor lives as long as this driver
-    board_name = f"shg-progress-{run_name}"
-    board = start_progress_board(board_name)
+    clock = start_epoch_clock(args.clock_name)  # held here: the actor lives as long as this driver
+    board = start_progress_board(args.progress_name)
 
     ingest = ray.train.DataConfig.default_ingest_options()
     # Ray Data hands blocks on as their tasks finish; a deterministic run needs them in order
     # (the same batches in the same order on a rerun), at some cost in overlap.
     ingest.preserve_order = train.deterministic
     trainer = TorchTrainer(
-        train_worker,
-        train_loop_config={"cfg": cfg, "data": str(data), "tracking_uri": uri, "run_id": run_id,
-                           "baseline": baseline, "clock_name": clock_name,
-                           "train_rows": int(read_manifest(data)["rows"]["train"]),
-                           "progress_name": board_name},
+        # the arguments bound here, not as `train_loop_config`: Ray Train V2 records that as a
+        # JSON dict in its run state, and the worker takes one typed value
+        functools.partial(train_worker, args),
         scaling_config=ray.train.ScalingConfig(
             num_workers=train.workers, use_gpu=train.use_gpu,
             resources_per_worker={"CPU": train.cpus_per_worker, **({"GPU": 1} if train.use_gpu else {}),
                                   **({train.worker_resource: 1} if train.worker_resource else {})}),
         dataset_config=ray.train.DataConfig(execution_options=ingest),
-        datasets={TRAIN_DATASET: lambda: train_dataset(data, cfg.data, clock_name, shuffle_seed=train.seed,
+        datasets={TRAIN_DATASET: lambda: train_dataset(data, cfg.data, args.clock_name, shuffle_seed=train.seed,
                                                               cache=train.cache_data)},
         run_config=ray.train.RunConfig(
             name=run_name, storage_path=storage.uri,  # Ray Train opens a URI itself
@@ -367,7 +368,5 @@ def _fit(cfg: ExperimentConfig, data: str, run_name: str, storage: Location, uri
 
 
 def _final_state(checkpoint) -> dict:
-    from pipelines.training.checkpoints import load_state
-
     with checkpoint.as_directory() as folder:
         return load_state(folder)

@@ -1,26 +1,29 @@
 """The parts of a worker's training loop: one pass over an epoch (with mid-epoch checkpoints)
 and the end of an epoch (metrics, validation, learning-rate schedule, checkpoint).
 
-`TrainLoop` holds what `pipelines.training.worker.train_worker` set up; every rank runs the same
-calls in the same order, so the collectives (barriers, reductions, `ray.train.report`) line up.
+`TrainLoop` is what `pipelines.training.worker.train_worker` set up (`LoopParts`, fixed), the
+typed state that changes as the rank trains (`LoopState`), and what it is handed: the run's
+epoch clock, rank 0's reporter and a time source. Every rank runs the same calls in the same
+order, so the collectives (barriers, reductions, `ray.train.report`) line up.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
 from pipelines.config.experiment import ExperimentConfig
-from shg_model.pixels import normalise
 from pipelines.training.optim import LrSchedule, set_lr
 from pipelines.training.resume import EpochProgress, checkpoint_state, report
+from pipelines.training.validation import ValidationResult
 from shg_model import heatmap_loss
+from shg_model.pixels import normalise
 
 SCORE_METRIC = "pckh/Total"  # Ray keeps the best checkpoints by it; NaN where not validated
 
@@ -49,9 +52,9 @@ class _Stretch:
     """This rank's part of a pass since the pass began or the last mid-epoch checkpoint."""
 
     stacks: int
+    start: float  # the loop's clock when the stretch began
     keys: list[np.ndarray] = field(default_factory=list)
     sums: torch.Tensor | None = None  # images, loss·images, per-stack loss·images
-    start: float = field(default_factory=time.perf_counter)
     wait_s: float = 0.0
     compute_s: float = 0.0
 
@@ -59,9 +62,44 @@ class _Stretch:
         self.sums = torch.zeros(2 + self.stacks, dtype=torch.float64)
 
 
-@dataclass
-class TrainLoop:
-    """What one rank trains with. `forward` is the (DDP-wrapped) model, `model` the plain one."""
+class EpochClockHandle(Protocol):
+    """The run's epoch clock as the loop sees it (`pipelines.training.data_stream.EpochClockClient`
+    over the `EpochClock` actor): tells the data tasks which epoch is under way and which of its
+    samples were trained on before a restart."""
+
+    def set_epoch(self, epoch: int, done: np.ndarray) -> None: ...
+
+
+class LoopReporter(Protocol):
+    """Rank 0's side effects as the loop calls them (`pipelines.training.reporter.Rank0Reporter`)."""
+
+    def step(self, step: int, loss: float, per_stack: np.ndarray, lr: float, *, images_per_s: float,
+             data_wait_s: float) -> None: ...
+
+    def epoch(self, epoch: int, metrics: dict[str, float]) -> None: ...
+
+    def validate(self, model: torch.nn.Module, epoch: int, epoch_metrics: dict,
+                 amp: torch.dtype | None) -> ValidationResult: ...
+
+    def artifacts(self, result: ValidationResult) -> None: ...
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None: ...
+
+
+class BatchSource(Protocol):
+    """A rank's shard of the training dataset (`ray.data.DataIterator`)."""
+
+    def iter_torch_batches(self, **options: Any) -> Iterable[dict[str, torch.Tensor]]: ...
+
+
+# on_step(epoch, images/s over every rank, mean loss per stack): rank 0's live display
+StepCallback = Callable[[int, float, tuple[float, ...]], None]
+
+
+@dataclass(frozen=True)
+class LoopParts:
+    """What one rank trains with, set up once by the worker. `forward` is the (DDP-wrapped)
+    model, `model` the plain one."""
 
     cfg: ExperimentConfig
     rank: int
@@ -75,24 +113,59 @@ class TrainLoop:
     channels_last: bool
     drop_last: bool
     schedule: LrSchedule
-    shard: Any  # ray.data.DataIterator
-    clock: Any  # the EpochClock actor
-    reporter: Any  # Rank0Reporter on rank 0, else None
+    shard: BatchSource
     train_rows: int
+
+
+@dataclass
+class LoopState:
+    """What changes as the rank trains."""
+
     global_step: int = 0
     trained_s: float = 0.0  # seconds spent in training passes, restarts included (`max_minutes`)
-    cadence: Cadence = field(default_factory=Cadence)
-    on_step: Any = None  # rank 0: on_step(epoch, images/s, loss per stack) for the live display
     val_total: float | None = None  # rank 0: the PCKh Total of the last end_epoch, if it validated
     stopped_by: str = ""  # "max_steps" or "max_minutes" once a cap ended the run early
-    pass_start: float = 0.0  # perf_counter() when the pass under way began
+    pass_start: float = 0.0  # the clock's time when the pass under way began
+
+
+class TrainLoop:
+    """One rank's training: `run_epoch`, then `end_epoch`, for each epoch."""
+
+    def __init__(self, parts: LoopParts, *, clock: EpochClockHandle, reporter: LoopReporter | None,
+                 state: LoopState | None = None, cadence: Cadence | None = None,
+                 now: Callable[[], float] = time.perf_counter, on_step: StepCallback | None = None) -> None:
+        """Args:
+            parts: the model, optimiser, data shard and settings of this rank.
+            clock: the run's epoch clock (rank 0 sets it at the start of each pass).
+            reporter: rank 0's reporter; None on the other ranks.
+            state: where a restart goes on (global step, training seconds so far).
+            cadence: when mid-epoch checkpoints are due.
+            now: the time source (seconds, monotonic) for rates, cadence and the time budget.
+            on_step: rank 0's live display, called after every step.
+        """
+        self.parts = parts
+        self.clock = clock
+        self.reporter = reporter
+        self.state = state or LoopState()
+        self.cadence = cadence or Cadence()
+        self.now = now
+        self.on_step = on_step
+
+    @property
+    def global_step(self) -> int:
+        return self.state.global_step
+
+    @property
+    def val_total(self) -> float | None:
+        return self.state.val_total
 
     def budget_left_s(self) -> float | None:
         """Seconds of `train.max_minutes` left during a pass; None without a time budget."""
-        if not self.cfg.train.max_minutes:
+        cfg, state = self.parts.cfg, self.state
+        if not cfg.train.max_minutes:
             return None
-        spent = self.trained_s + time.perf_counter() - self.pass_start
-        return max(60.0 * self.cfg.train.max_minutes - spent, 0.0)
+        spent = state.trained_s + self.now() - state.pass_start
+        return max(60.0 * cfg.train.max_minutes - spent, 0.0)
 
     # --- one pass ------------------------------------------------------------------------------
 
@@ -100,129 +173,131 @@ class TrainLoop:
         """Trains on `epoch`'s samples not in `before` (all of them on a fresh epoch); returns the
         epoch's progress over every rank, and whether `train.max_steps` or `train.max_minutes`
         stopped the pass."""
-        import ray
-
-        train = self.cfg.train
-        set_lr(self.optimizer, self.schedule.lr)
-        if self.rank == 0:
-            ray.get(self.clock.set.remote(epoch, before.keys))
-        if self.world > 1:  # nobody starts the pass before the clock shows this epoch
+        p, state = self.parts, self.state
+        train = p.cfg.train
+        set_lr(p.optimizer, p.schedule.lr)
+        if p.rank == 0:
+            self.clock.set_epoch(epoch, before.keys)
+        if p.world > 1:  # nobody starts the pass before the clock shows this epoch
             torch.distributed.barrier()
-        self.cadence.restart(self.global_step, time.perf_counter())
-        progress, stretch, stopped = before, _Stretch(self.cfg.model.stacks), False
-        self.pass_start = stretch.start
+        self.cadence.restart(state.global_step, self.now())
+        progress, stretch, stopped = before, _Stretch(p.cfg.model.stacks, start=self.now()), False
+        state.pass_start = stretch.start
         window = {"images": 0, "start": stretch.start, "wait": 0.0}
         tick = stretch.start
-        batches = self.shard.iter_torch_batches(
-            batch_size=train.batch_size, device=self.device, prefetch_batches=2,
-            drop_last=self.drop_last,  # a compiled model would recompile for a smaller last batch
+        batches = p.shard.iter_torch_batches(
+            batch_size=train.batch_size, device=p.device, prefetch_batches=2,
+            drop_last=p.drop_last,  # a compiled model would recompile for a smaller last batch
             local_shuffle_buffer_size=max(4 * train.batch_size, 64), local_shuffle_seed=train.seed + epoch,
         )
         for batch in batches:
-            got = time.perf_counter()
+            got = self.now()
             stretch.wait_s += got - tick
             window["wait"] += got - tick
             stretch.keys.append(batch["key"].cpu().numpy())
             if len(batch["key"]) < 2:
                 # A one-image remainder cannot train BatchNorm where the hourglass bottom is 1x1
                 # (tiny inputs). Shards are split equally, so every rank skips the same batch.
-                tick = time.perf_counter()
+                tick = self.now()
                 continue
             loss, per_stack = self._step(batch)
             n = len(batch["key"])
             stretch.sums += torch.cat([torch.tensor([n, loss * n]), per_stack.double() * n])
             window["images"] += n
-            tick = time.perf_counter()
+            tick = self.now()
             stretch.compute_s += tick - got
-            if self.reporter is not None and self.global_step % train.log_every == 0:
+            if self.reporter is not None and state.global_step % train.log_every == 0:
                 elapsed = tick - window["start"]
-                self.reporter.step(self.global_step, loss, per_stack.numpy(), self.schedule.lr,
-                                   images_per_s=window["images"] * self.world / max(elapsed, 1e-9),
+                self.reporter.step(state.global_step, loss, per_stack.numpy(), p.schedule.lr,
+                                   images_per_s=window["images"] * p.world / max(elapsed, 1e-9),
                                    data_wait_s=window["wait"])
                 window = {"images": 0, "start": tick, "wait": 0.0}
             if self.on_step is not None:
                 local = max(float(stretch.sums[0]), 1.0)
-                self.on_step(epoch, float(stretch.sums[0]) * self.world / max(tick - stretch.start, 1e-9),
+                self.on_step(epoch, float(stretch.sums[0]) * p.world / max(tick - stretch.start, 1e-9),
                              tuple(float(v) / local for v in stretch.sums[2:]))
-            due, spent = self._agree(self.cadence.due(self.global_step, tick), self.budget_left_s() == 0.0)
-            if spent or (train.max_steps and self.global_step >= train.max_steps):
-                stopped, self.stopped_by = True, "max_minutes" if spent else "max_steps"
+            due, spent = self._agree(self.cadence.due(state.global_step, tick), self.budget_left_s() == 0.0)
+            if spent or (train.max_steps and state.global_step >= train.max_steps):
+                stopped, state.stopped_by = True, "max_minutes" if spent else "max_steps"
                 break
             if due:
                 progress = self._combine(progress, stretch)
-                if len(np.unique(progress.keys)) < self.train_rows:  # else the epoch's own follows
-                    self._checkpoint_mid_epoch(epoch, progress, self.trained_s + tick - self.pass_start)
-                stretch = _Stretch(self.cfg.model.stacks)
+                if len(np.unique(progress.keys)) < p.train_rows:  # else the epoch's own follows
+                    self._checkpoint_mid_epoch(epoch, progress, state.trained_s + tick - state.pass_start)
+                stretch = _Stretch(p.cfg.model.stacks, start=self.now())
                 tick = stretch.start
-                self.cadence.restart(self.global_step, tick)
-        self.trained_s += time.perf_counter() - self.pass_start
+                self.cadence.restart(state.global_step, tick)
+        state.trained_s += self.now() - state.pass_start
         return self._combine(progress, stretch), stopped
 
     def _step(self, batch: dict[str, torch.Tensor]) -> tuple[float, torch.Tensor]:
         """One optimiser step; returns the loss and the per-stack losses (CPU)."""
+        p = self.parts
         images = normalise(batch["image"])  # (B, 3, H, W)
-        if self.channels_last:
+        if p.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(self.device.type, dtype=self.amp) if self.amp else contextlib.nullcontext():
-            pred = self.forward(images)  # (B, S, J, h, w)
+        with torch.autocast(p.device.type, dtype=p.amp) if p.amp else contextlib.nullcontext():
+            pred = p.forward(images)  # (B, S, J, h, w)
         loss, per_stack = heatmap_loss(pred, batch["heatmaps"], batch["weight"])
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.global_step += 1
+        p.optimizer.zero_grad(set_to_none=True)
+        p.scaler.scale(loss).backward()
+        p.scaler.step(p.optimizer)
+        p.scaler.update()
+        self.state.global_step += 1
         return loss.item(), per_stack.detach().cpu()
 
     # --- checkpoints and the end of an epoch ---------------------------------------------------
 
     def _checkpoint_mid_epoch(self, epoch: int, progress: EpochProgress, trained_s: float) -> None:
-        metrics = {"epoch": epoch, "global_step": self.global_step, "lr": self.schedule.lr,
+        p, step = self.parts, self.state.global_step
+        metrics = {"epoch": epoch, "global_step": step, "lr": p.schedule.lr,
                    "in_epoch_samples": len(progress.keys), SCORE_METRIC: float("nan")}
         state = None
-        if self.rank == 0:
-            state = checkpoint_state(self.cfg, self.model, self.optimizer, self.schedule,
-                                     epochs_done=epoch, global_step=self.global_step, metrics=metrics,
+        if p.rank == 0:
+            state = checkpoint_state(p.cfg, p.model, p.optimizer, p.schedule,
+                                     epochs_done=epoch, global_step=step, metrics=metrics,
                                      in_epoch=progress, train_seconds=trained_s)
-        report(metrics, state, f"epoch_{epoch:04d}_step_{self.global_step:08d}")
+        report(metrics, state, f"epoch_{epoch:04d}_step_{step:08d}")
 
     def end_epoch(self, epoch: int, progress: EpochProgress, stopped: bool) -> bool:
         """Validates (rank 0, when due), logs the epoch, steps the schedule and writes the
         epoch's checkpoint; returns whether the run is over."""
-        train = self.cfg.train
+        p, state = self.parts, self.state
+        train = p.cfg.train
         last = stopped or epoch == train.epochs - 1
-        epoch_metrics = epoch_summary(progress, self.train_rows, stopped)
-        metrics = {"epoch": epoch, "global_step": self.global_step, "lr": self.schedule.lr,
+        epoch_metrics = epoch_summary(progress, p.train_rows, stopped)
+        metrics = {"epoch": epoch, "global_step": state.global_step, "lr": p.schedule.lr,
                    SCORE_METRIC: float("nan")}
-        val_total = self.val_total = None
+        val_total = state.val_total = None
         if self.reporter is not None:
             if self.validates(epoch, stopped):
-                result = self.reporter.validate(self.model, epoch, epoch_metrics, self.amp)
-                val_total = self.val_total = float(result.table["Total"])
+                result = self.reporter.validate(p.model, epoch, epoch_metrics, p.amp)
+                val_total = state.val_total = float(result.table["Total"])
             self.reporter.epoch(epoch, epoch_metrics)
             if last and val_total is not None:
                 self.reporter.artifacts(result)
             if stopped:
-                self.reporter.tracker.set_tags({"train.stopped_by": self.stopped_by,
-                                                "train.stopped_at_step": self.global_step,
-                                                "train.trained_minutes": round(self.trained_s / 60, 2)})
+                self.reporter.set_tags({"train.stopped_by": state.stopped_by,
+                                        "train.stopped_at_step": state.global_step,
+                                        "train.trained_minutes": round(state.trained_s / 60, 2)})
             metrics.update(epoch_metrics)
-        if self.world > 1 and train.lr_plateau_patience > 0:  # only rank 0 validated: share its score
-            shared = torch.tensor([float("nan") if val_total is None else val_total], device=self.device)
+        if p.world > 1 and train.lr_plateau_patience > 0:  # only rank 0 validated: share its score
+            shared = torch.tensor([float("nan") if val_total is None else val_total], device=p.device)
             torch.distributed.broadcast(shared, src=0)
             val_total = None if torch.isnan(shared).item() else float(shared.item())
-        self.schedule.after_epoch(epoch, val_total)  # identical on every rank
-        state = None
-        if self.rank == 0:
-            state = checkpoint_state(self.cfg, self.model, self.optimizer, self.schedule,
-                                     epochs_done=epoch + 1, global_step=self.global_step,
-                                     metrics=metrics, stopped_by=self.stopped_by if stopped else "",
-                                     train_seconds=self.trained_s)
-        report(metrics, state, f"epoch_{epoch:04d}")
+        p.schedule.after_epoch(epoch, val_total)  # identical on every rank
+        checkpoint = None
+        if p.rank == 0:
+            checkpoint = checkpoint_state(p.cfg, p.model, p.optimizer, p.schedule,
+                                          epochs_done=epoch + 1, global_step=state.global_step,
+                                          metrics=metrics, stopped_by=state.stopped_by if stopped else "",
+                                          train_seconds=state.trained_s)
+        report(metrics, checkpoint, f"epoch_{epoch:04d}")
         return last
 
     def validates(self, epoch: int, stopped: bool) -> bool:
         """Whether rank 0 validates at the end of `epoch` (every `val_every` epochs and last)."""
-        train = self.cfg.train
+        train = self.parts.cfg.train
         return stopped or epoch == train.epochs - 1 or (epoch + 1) % train.val_every == 0
 
     # --- collectives ---------------------------------------------------------------------------
@@ -230,25 +305,27 @@ class TrainLoop:
     def _agree(self, due: bool, spent: bool) -> tuple[bool, bool]:
         """Rank 0's (checkpoint due, time budget spent) on every rank: both may come from clocks,
         and clocks differ between ranks."""
-        train = self.cfg.train
-        if self.world == 1 or not (train.checkpoint_every_minutes or train.max_minutes):
+        p = self.parts
+        train = p.cfg.train
+        if p.world == 1 or not (train.checkpoint_every_minutes or train.max_minutes):
             return due, spent
-        box = torch.tensor([int(due), int(spent)], device=self.device)
+        box = torch.tensor([int(due), int(spent)], device=p.device)
         torch.distributed.broadcast(box, src=0)
         return bool(box[0].item()), bool(box[1].item())
 
     def _combine(self, progress: EpochProgress, stretch: _Stretch) -> EpochProgress:
         """`progress` plus every rank's `stretch` (keys gathered, sums reduced)."""
+        p = self.parts
         keys = np.concatenate(stretch.keys) if stretch.keys else np.empty(0, np.int64)
         sums = stretch.sums
-        if self.world > 1:
-            reduced = sums.to(self.device)
+        if p.world > 1:
+            reduced = sums.to(p.device)
             torch.distributed.all_reduce(reduced)
             sums = reduced.cpu()
-            gathered: list[Any] = [None] * self.world
+            gathered: list[Any] = [None] * p.world
             torch.distributed.all_gather_object(gathered, keys)
             keys = np.concatenate(gathered)
-        seconds = time.perf_counter() - stretch.start
+        seconds = self.now() - stretch.start
         return progress.plus(keys, sums, seconds, stretch.wait_s, stretch.compute_s)
 
 

@@ -6,13 +6,19 @@ import dataclasses
 import logging
 import os
 import time
-from typing import Any
 
 import numpy as np
 import torch
 
+from dataprep.geometry import apply_affine, invert_affine
 from dataprep.joints import FLIP_PERMUTATION
+from dataprep.pckh import TABLE_KEYS
 from pipelines.config.experiment import ExperimentConfig
+from pipelines.figures import plots
+from pipelines.tracking.buffered import BufferedTracker
+from pipelines.tracking.system import log_speed_choice
+from pipelines.training.data_stream import ValidationSet
+from pipelines.training.validation import validate
 from shg_model import StackedHourglass
 
 log = logging.getLogger("shg.train")
@@ -26,17 +32,18 @@ class Rank0Reporter:
     again (the first values stay): a step re-run after a mid-epoch checkpoint shows once.
     """
 
-    def __init__(self, loop_config: dict[str, Any], cfg: ExperimentConfig) -> None:
-        from pipelines.tracking.buffered import BufferedTracker
-        from pipelines.training.data_stream import load_validation
-
+    def __init__(self, cfg: ExperimentConfig, tracker: BufferedTracker, val: ValidationSet, *,
+                 baseline: dict[str, float] | None) -> None:
+        """Args:
+            cfg: the experiment (the model to rebuild for validation, the `train.val_*` settings).
+            tracker: the run's MLflow tracker (buffered: an outage never stalls training).
+            val: the validation split, held in memory.
+            baseline: the mean-pose PCKh table logged beside the model's at the end.
+        """
         self.cfg = cfg
-        # MLflow writes go through a background queue: a tracking outage never stalls or kills
-        # training (the writes are retried until the store is back, memory bounded).
-        self.tracker = BufferedTracker(loop_config["tracking_uri"], loop_config["run_id"])
-        self.val = load_validation(loop_config["data"], dataclasses.replace(cfg.data, enabled=False),
-                                   cfg.train.val_max_people)
-        self.baseline = loop_config.get("baseline")
+        self.tracker = tracker
+        self.val = val
+        self.baseline = baseline
         self.compiled = False
         self.val_threads = len(os.sched_getaffinity(0))  # this node's CPUs
         self.eager_copy = None  # validation model when training runs compiled (see validate)
@@ -53,10 +60,12 @@ class Rank0Reporter:
             return -1, set()
         return max(steps, default=-1), epochs
 
+    def set_tags(self, tags) -> None:
+        """Run tags (through the buffered tracker)."""
+        self.tracker.set_tags(tags)
+
     def speed(self, choice, step: int) -> None:
         """Records the chosen precision/layout/compile path and the measured rates."""
-        from pipelines.tracking.store import log_speed_choice
-
         self.compiled = choice.path.compiled
         log_speed_choice(self.tracker, choice, step)
         log.info("speed: %s", choice.summary())
@@ -78,9 +87,6 @@ class Rank0Reporter:
 
     def validate(self, model, epoch: int, epoch_metrics: dict, amp):
         """Validates, adds `pckh/*` and `val/*` to `epoch_metrics`; returns the ValidationResult."""
-        from dataprep.pckh import TABLE_KEYS
-        from pipelines.training.validation import validate
-
         start = time.perf_counter()
         if self.compiled:
             # An eager NCHW copy: the compiled blocks would compile again for eval mode and for
@@ -107,9 +113,6 @@ class Rank0Reporter:
 
     def artifacts(self, result) -> None:
         """End-of-run plots and tables (the epoch metrics of this epoch are already logged)."""
-        from dataprep.geometry import apply_affine, invert_affine
-        from pipelines.figures import plots
-
         per_stack, xs = {}, {}
         try:  # the whole run's curves, resumed attempts included, are in the store
             for split, prefix in (("train", "epoch/loss"), ("val", "val/loss")):

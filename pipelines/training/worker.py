@@ -13,18 +13,19 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from typing import Any
 
 import torch
 
-from pipelines.config.experiment import ExperimentConfig
-from pipelines.training.data_stream import TRAIN_DATASET
+from pipelines.tracking.buffered import BufferedTracker
+from pipelines.training.data_stream import TRAIN_DATASET, EpochClockClient, load_validation
 from pipelines.training.device import amp_dtype, cpu_threads
-from pipelines.training.loop import Cadence, TrainLoop
+from pipelines.training.loop import Cadence, LoopParts, LoopState, TrainLoop
 from pipelines.training.optim import LrSchedule, build_optimizer
 from pipelines.training.precision import resolve
 from pipelines.training.progress import Poster, Update
+from pipelines.training.reporter import Rank0Reporter
 from pipelines.training.resume import EpochProgress, resume
+from pipelines.training.worker_args import WorkerArgs
 
 # Ray Train V2 patches print() into its logger *and* tees it to the wrapped stdout, so a print
 # shows twice on the driver; a logger line shows once.
@@ -42,16 +43,13 @@ def _agree(world: int):
     return agree
 
 
-def train_worker(loop_config: dict[str, Any]) -> None:
-    """Ray Train entry point. `loop_config`: `cfg` (ExperimentConfig), `data` (prepared dataset
-    folder), `tracking_uri`, `run_id` (MLflow), `baseline` (mean-pose PCKh table or None),
-    `clock_name` (the run's `EpochClock` actor, see pipelines.training.data_stream),
-    `train_rows` (rows of the training split), `progress_name` (the live display's board)."""
-    import ray
+def train_worker(args: WorkerArgs) -> None:
+    """Ray Train entry point (the driver passes `functools.partial(train_worker, args)`)."""
+    import ray  # heavy, and only ever imported inside a Ray worker
     import ray.train
     import ray.train.torch
 
-    cfg: ExperimentConfig = loop_config["cfg"]
+    cfg = args.cfg
     train = cfg.train
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
@@ -63,10 +61,10 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     if train.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
 
-    images_per_worker = loop_config.get("train_rows", 0) // world * train.epochs
+    images_per_worker = args.train_rows // world * train.epochs
     if train.max_steps:
         images_per_worker = min(images_per_worker, train.max_steps * train.batch_size)
-    poster = Poster(loop_config["progress_name"]) if rank == 0 and loop_config.get("progress_name") else None
+    poster = Poster(args.progress_name) if rank == 0 and args.progress_name else None
     shown = Update(epochs=train.epochs, images_total=images_per_worker * world)
     if poster is not None:
         poster.post(dataclasses.replace(shown, phase="choosing the speed path (measuring)"), force=True)
@@ -82,26 +80,28 @@ def train_worker(loop_config: dict[str, Any]) -> None:
 
     reporter = None
     if rank == 0:
-        from pipelines.training.reporter import Rank0Reporter
-
-        reporter = Rank0Reporter(loop_config, cfg)
+        # MLflow writes go through a background queue: a tracking outage never stalls or kills
+        # training (the writes are retried until the store is back, memory bounded).
+        tracker = BufferedTracker(args.tracking_uri, args.run_id)
+        val = load_validation(args.data, dataclasses.replace(cfg.data, enabled=False), train.val_max_people)
+        reporter = Rank0Reporter(cfg, tracker, val, baseline=args.baseline)
         reporter.speed(choice, position.global_step)
         if position.global_step:  # a restart: say where from in the run
             where = position.in_epoch
-            reporter.tracker.set_tags({
+            reporter.set_tags({
                 "train.resumed_at_step": position.global_step,
                 "train.resumed_in_epoch": "" if where is None else
-                f"epoch {where.epoch}, {len(where.keys)} of {loop_config.get('train_rows', '?')} samples done"})
+                f"epoch {where.epoch}, {len(where.keys)} of {args.train_rows} samples done"})
     amp = amp_dtype(choice.path.amp)
-    loop = TrainLoop(
+    parts = LoopParts(
         cfg=cfg, rank=rank, world=world, device=device, model=model,
         forward=ray.train.torch.prepare_model(model),  # moves to device; DDP when world > 1
         optimizer=optimizer, scaler=torch.amp.GradScaler("cuda", enabled=amp is torch.float16),
         amp=amp, channels_last=choice.path.layout == "channels_last", drop_last=choice.path.compiled,
-        schedule=schedule, shard=ray.train.get_dataset_shard(TRAIN_DATASET),
-        clock=ray.get_actor(loop_config["clock_name"]), reporter=reporter,
-        train_rows=int(loop_config.get("train_rows", 0)), global_step=position.global_step,
-        trained_s=position.train_seconds,
+        schedule=schedule, shard=ray.train.get_dataset_shard(TRAIN_DATASET), train_rows=args.train_rows)
+    loop = TrainLoop(
+        parts, clock=EpochClockClient(ray.get_actor(args.clock_name)), reporter=reporter,
+        state=LoopState(global_step=position.global_step, trained_s=position.train_seconds),
         cadence=Cadence(train.checkpoint_every_steps, train.checkpoint_every_minutes))
     budget = f", stops after {train.max_minutes:g} min of training" if train.max_minutes else ""
     shown = dataclasses.replace(shown, note=f"{choice.path.name}, {torch.get_num_threads()} threads/worker{budget}",

@@ -84,7 +84,7 @@ def test_a_person_finds_the_run_its_charts_tables_and_the_champion(tmp_path_fact
         page.get_by_text(experiment.name).first.wait_for()
         page.screenshot(path=screenshots / "01-experiment-runs.png")
         assert parent.data.tags["step.train"] == "ran"  # the workflow run the training run is nested in
-        # the training run: the link `shg train` prints at its start (tracking.store.how_to_open)
+        # the training run: the link `shg train` prints at its start (tracking.uris.how_to_open)
         page.goto(f"{base}/#/experiments/{experiment.experiment_id}/runs/{run.info.run_id}")
         page.get_by_text(run.info.run_name).first.wait_for()
         page.get_by_text("Model metrics").first.wait_for()

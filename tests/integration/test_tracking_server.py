@@ -62,7 +62,7 @@ def test_a_team_store_uri_with_a_password_goes_by_environment_not_argv(tmp_path,
 
 
 def test_the_server_serves_the_same_store_a_local_run_writes(tmp_path):
-    from pipelines.tracking.store import resolve_tracking_uri
+    from pipelines.tracking.uris import resolve_tracking_uri
 
     assert backend_store_uri(tmp_path) == resolve_tracking_uri(None, tmp_path) or pytest.skip(
         "MLFLOW_TRACKING_URI is set in this environment"

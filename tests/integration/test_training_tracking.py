@@ -28,7 +28,7 @@ def test_system_metrics_are_logged_to_the_run_while_the_block_runs(tmp_path):
     pytest.importorskip("psutil", reason="MLflow's system metrics need psutil (a project dependency)")
     from mlflow import MlflowClient
 
-    from pipelines.tracking.store import system_metrics
+    from pipelines.tracking.system import system_metrics
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)
@@ -49,7 +49,7 @@ def test_training_runs_carry_mlflows_standard_tags(tmp_path):
     from mlflow import MlflowClient
 
     from pipelines.tracking.provenance import git_revision
-    from pipelines.tracking.store import start_or_resume_run
+    from pipelines.tracking.tracker import start_or_resume_run
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     run_id, resumed = start_or_resume_run(tracking_uri=uri, experiment="tags", run_name="r",

@@ -53,7 +53,7 @@ def test_plain_display_writes_each_new_phase_and_then_every_period():
 
 
 def test_where_to_see_the_mlflow_run():
-    from pipelines.tracking.store import how_to_open
+    from pipelines.tracking.uris import how_to_open
 
     assert how_to_open("sqlite:////tmp/w/mlflow.db", "1", "abc") == (
         "to see it: `shg tracking-server --workdir /tmp/w`, then open "

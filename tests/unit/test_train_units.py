@@ -106,7 +106,7 @@ def test_a_run_folder_of_another_store_is_not_resumed(tmp_path):
     """The same `shg train` with another --tracking-uri trains in its own folder, and says so."""
     from mlflow import MlflowClient
 
-    from pipelines.tracking.store import RunRecord
+    from pipelines.tracking.run_records import RunRecord
     from pipelines.training.driver import run_name_in_store
 
     first, second = (f"sqlite:///{tmp_path / name}.db" for name in ("first", "second"))
