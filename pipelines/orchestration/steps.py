@@ -205,7 +205,8 @@ def register(plan: TrainPlan, prepared: Prepared, trained: Trained, evaluated: E
     else:
         decision = register_and_gate(evaluated.model_dir, evaluated.table, prepared.fingerprint, prepared.path,
                                      tracking_uri=plan.tracking_uri, run_id=train_run_id,
-                                     address=address or None, log=log, name=plan.model_name or None)
+                                     address=address or None, log=log, name=plan.model_name or None,
+                                     unscorable_champion=plan.experiment.train.unscorable_champion)
         status = "ran"
     if parent is not None:
         parent.runs.tracker(parent.run_id).set_tags(decision.to_tags())

@@ -58,7 +58,7 @@ from shg_io.storage import Location, local_folder, local_state_dir, location
 # Settings that do not change what is trained: excluded from the derived run name, so a resumed
 # run may use another storage folder layout or retry budget.
 NOT_IN_RUN_NAME = ("train.storage", "train.run_name", "train.max_failures", "train.log_every",
-                   "train.worker_resource", "train.tracking_flush_s")
+                   "train.worker_resource", "train.tracking_flush_s", "train.unscorable_champion")
 
 
 class TrainedNotRecorded(RuntimeError):
