@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 
+from dataprep.formats.limits import DEFAULT_MAX_ANNOTATION_BYTES
 from dataprep.mpii import FORMATS
 from dataprep.prepare_batch import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_IMAGE_PIXELS
 from dataprep.schema import SPLITS
@@ -45,6 +46,9 @@ class PrepareConfig:
         max_image_pixels: an image whose header declares more pixels is quarantined
             (`image_too_large`) before it is decoded: the decompression-bomb limit.
         max_image_bytes: an image file larger than this is quarantined before it is read.
+        max_annotation_bytes: what the annotation (and head-size) file may expand to: a plain
+            file's size, a gzip stream decompressed, an HDF5 file's declared datasets, a .mat
+            file's elements after zlib; past it the file is refused, naming this setting.
     """
 
     annotations: str = ""
@@ -61,6 +65,7 @@ class PrepareConfig:
     progress_every: int = 1000
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
     max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
+    max_annotation_bytes: int = DEFAULT_MAX_ANNOTATION_BYTES
 
 
 def check_config(cfg: PrepareConfig) -> None:
@@ -108,6 +113,7 @@ def check_config(cfg: PrepareConfig) -> None:
         ("progress_every", cfg.progress_every, 1, None),
         ("max_image_pixels", cfg.max_image_pixels, 1, None),
         ("max_image_bytes", cfg.max_image_bytes, 1, None),
+        ("max_annotation_bytes", cfg.max_annotation_bytes, 1, None),
     ]:
         if value < low or (high is not None and value > high):
             bound = f"between {low} and {high}" if high else f">= {low}"
