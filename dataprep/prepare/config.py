@@ -9,7 +9,7 @@ import pyarrow.fs as pafs
 
 from dataprep.formats.limits import DEFAULT_MAX_ANNOTATION_BYTES
 from dataprep.mpii import FORMATS
-from dataprep.prepare_batch import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_IMAGE_PIXELS
+from dataprep.prepare_batch import DEFAULT_MAX_DECODE_S, DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_IMAGE_PIXELS
 from dataprep.schema import SPLITS
 from shg_io.storage import location
 
@@ -46,6 +46,8 @@ class PrepareConfig:
         max_image_pixels: an image whose header declares more pixels is quarantined
             (`image_too_large`) before it is decoded: the decompression-bomb limit.
         max_image_bytes: an image file larger than this is quarantined before it is read.
+        max_decode_s: seconds one image's decode may take; past it the image is quarantined
+            (`decode_timeout`) and the task goes on (a decoder that hangs on one image).
         max_annotation_bytes: what the annotation (and head-size) file may expand to: a plain
             file's size, a gzip stream decompressed, an HDF5 file's declared datasets, a .mat
             file's elements after zlib; past it the file is refused, naming this setting.
@@ -66,6 +68,7 @@ class PrepareConfig:
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
     max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
     max_annotation_bytes: int = DEFAULT_MAX_ANNOTATION_BYTES
+    max_decode_s: float = DEFAULT_MAX_DECODE_S
 
 
 def check_config(cfg: PrepareConfig) -> None:
@@ -114,6 +117,7 @@ def check_config(cfg: PrepareConfig) -> None:
         ("max_image_pixels", cfg.max_image_pixels, 1, None),
         ("max_image_bytes", cfg.max_image_bytes, 1, None),
         ("max_annotation_bytes", cfg.max_annotation_bytes, 1, None),
+        ("max_decode_s", cfg.max_decode_s, 0.001, None),
     ]:
         if value < low or (high is not None and value > high):
             bound = f"between {low} and {high}" if high else f">= {low}"
