@@ -3,6 +3,7 @@ manifest, written last, names the files, and files no manifest names are removed
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -78,10 +79,23 @@ def generation_files(root: Location, generation: str) -> dict[str, list[Location
     }
 
 
-def remove_uncommitted(out: Location, manifest: PreparedManifest) -> None:
+def committed_files(out: Location) -> dict[str, tuple[str, ...]]:
+    """The files the manifest now at `out` names ({} when there is none or it cannot be read)."""
+    try:
+        return PreparedManifest.from_json(json.loads((out / MANIFEST).read_text())).files
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def remove_uncommitted(out: Location, manifest: PreparedManifest,
+                       previous: dict[str, tuple[str, ...]] | None = None) -> None:
     """On an object store, after the manifest is committed: deletes every parquet file under
-    `out` that it does not name (an earlier dataset's, or a killed run's)."""
+    `out` that neither it nor `previous` (the manifest it replaced) names: a killed run's, and
+    the generation before the previous one. The previous dataset's files stay until the next
+    commit, so a reader that read the old manifest a moment ago still finds its files."""
+    previous = previous or {}
     for name, committed in manifest.files.items():
+        keep = {*committed, *previous.get(name, ())}
         for f in (out / name).list():
-            if f.name.endswith(".parquet") and f.name not in committed:
+            if f.name.endswith(".parquet") and f.name not in keep:
                 f.delete_file()

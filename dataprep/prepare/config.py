@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from dataprep.formats.limits import DEFAULT_MAX_ANNOTATION_BYTES
 from dataprep.mpii import FORMATS
 from dataprep.prepare_batch import DEFAULT_MAX_DECODE_S, DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_IMAGE_PIXELS
 from dataprep.schema import SPLITS
-from shg_io.storage import location
+from shg_io.storage import Location, location
 
 ANNOTATION_FORMATS = FORMATS
 MANIFEST = "manifest.json"
@@ -71,6 +72,24 @@ class PrepareConfig:
     max_decode_s: float = DEFAULT_MAX_DECODE_S
 
 
+# A data file a prepare writes: `<destination>/part-<generation (8 hex)>-<...>.parquet`.
+_OUR_PART = re.compile(r"^part-[0-9a-f]{8}-[A-Za-z0-9_-]*\.parquet$")
+_DESTINATIONS = (*SPLITS, "quarantine")
+
+
+def only_uncommitted_generations(out: Location) -> bool:
+    """True when `out` holds nothing but prepare's own data files under train/, val/ and
+    quarantine/, with no manifest: what a prepare into an object store killed before its commit
+    leaves. Such a prefix may be written over (the commit removes those files); anything else
+    in it is someone else's and is not touched."""
+    for entry in out.list():
+        if entry.name not in _DESTINATIONS or not entry.is_dir():
+            return False
+        if any(not _OUR_PART.match(f.name) or f.is_dir() for f in entry.list()):
+            return False
+    return True
+
+
 def check_config(cfg: PrepareConfig) -> None:
     """Raises `PrepareConfigError` for a config that cannot work; touches nothing."""
     annotations, images = Path(cfg.annotations), Path(cfg.images)
@@ -103,7 +122,8 @@ def check_config(cfg: PrepareConfig) -> None:
         raise PrepareConfigError(f"--out {cfg.out}: {exc}") from exc
     if out_info == pafs.FileType.File:
         raise PrepareConfigError(f"--out {out} is a file. Choose a folder path for --out.")
-    if out_info == pafs.FileType.Directory and out.list() and not (out / MANIFEST).is_file():
+    if out_info == pafs.FileType.Directory and out.list() and not (out / MANIFEST).is_file() \
+            and not only_uncommitted_generations(out):
         raise PrepareConfigError(
             f"--out {out} is a non-empty folder that is not a prepared dataset (no {MANIFEST}); "
             f"refusing to replace it. Choose a new or empty folder for --out."

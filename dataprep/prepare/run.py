@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 
 from dataprep.joints import FLIP_PERMUTATION, JOINT_NAMES
 from dataprep.official import head_size_sources
-from dataprep.prepare.commit import clear_leftovers, generation_files, move_into_place, remove_uncommitted
+from dataprep.prepare.commit import clear_leftovers, committed_files, generation_files, move_into_place, remove_uncommitted
 from dataprep.mpii import AnnotationSet
 from dataprep.prepare.config import MANIFEST, PrepareConfig, check_config
 from dataprep.prepare.manifest import PreparedManifest
@@ -111,8 +111,9 @@ def run_prepare(cfg: PrepareConfig, *, log: Callable[[str], None] = print) -> Pr
             fsync_tree(tmp)  # every byte on disk before the rename makes the dataset visible
             move_into_place(tmp, out_path)
         else:
+            previous = committed_files(out)  # kept one more generation: readers may hold its manifest
             (out / MANIFEST).write_text_atomic(text)  # the commit
-            remove_uncommitted(out, manifest)
+            remove_uncommitted(out, manifest, previous)
     except BaseException:
         if out.is_local:
             shutil.rmtree(tmp, ignore_errors=True)
