@@ -12,13 +12,14 @@ the adjusted center/scale, applied exactly once.
 
 from __future__ import annotations
 
-import gzip
 import json
 import logging
+import zlib
 from pathlib import Path
 
 from dataprep.formats import h5 as h5_form
 from dataprep.formats import hrnet_json, mat, mpii_json
+from dataprep.formats.limits import DEFAULT_MAX_ANNOTATION_BYTES, parse_json, read_capped
 from dataprep.formats.common import (
     HEAD_SEGMENT_TO_HEAD_SIZE,
     AnnotationFormatError,
@@ -75,9 +76,14 @@ def load_annotations(path: str | Path, format: str | None = None, split: str | N
     return loaded.records
 
 
-def read_annotations(path: str | Path, format: str | None = None, split: str | None = None) -> AnnotationSet:
+def read_annotations(path: str | Path, format: str | None = None, split: str | None = None, *,
+                     max_bytes: int = DEFAULT_MAX_ANNOTATION_BYTES) -> AnnotationSet:
     """Like `load_annotations`, also returning the form read, the counts of people left out and
-    the malformed entries (which do not stop the rest of the file from being read)."""
+    the malformed entries (which do not stop the rest of the file from being read).
+
+    `max_bytes` caps what the file may expand to (`dataprep.formats.limits`); past it the file
+    is refused with a message naming the file, the cap and the setting that raises it.
+    """
     path = Path(path)
     if format is not None and format not in FORMATS:
         raise AnnotationFormatError(f"{path}: unknown annotation format {format!r}; expected one of {FORMATS}")
@@ -87,7 +93,7 @@ def read_annotations(path: str | Path, format: str | None = None, split: str | N
         raise AnnotationFormatError(f"{path}: annotation file not found")
     kind = _kind_from_bytes(path)
     if kind == "json":
-        data = _read_json(path)  # parsed once, for detection and reading
+        data = _read_json(path, max_bytes)  # parsed once, for detection and reading
         kind = format or _json_kind(data, path)
         if kind == "mpii_json":
             return mpii_json.read(data, path, split=split)
@@ -97,15 +103,15 @@ def read_annotations(path: str | Path, format: str | None = None, split: str | N
     if format is not None and format != kind:
         raise AnnotationFormatError(f"{path}: format={format!r} was asked for, but the file is {kind}")
     if kind == "h5":
-        return h5_form.read(path, split=split or "val")
-    return mat.read(path, split=split)
+        return h5_form.read(path, split=split or "val", max_bytes=max_bytes)
+    return mat.read(path, split=split, max_bytes=max_bytes)
 
 
 def detect_format(path: str | Path) -> str:
     """The form of an annotation file, from its first bytes (and, for JSON, its first entry)."""
     path = Path(path)
     kind = _kind_from_bytes(path)
-    return _json_kind(_read_json(path), path) if kind == "json" else kind
+    return _json_kind(_read_json(path, DEFAULT_MAX_ANNOTATION_BYTES), path) if kind == "json" else kind
 
 
 def _kind_from_bytes(path: Path) -> str:
@@ -138,14 +144,15 @@ def _json_kind(data: object, path: Path) -> str:
     )
 
 
-def _read_json(path: Path) -> object:
-    """Parsed JSON or gzipped JSON (told apart by the gzip magic, not the file name)."""
+def _read_json(path: Path, max_bytes: int) -> object:
+    """Parsed JSON or gzipped JSON (told apart by the gzip magic, not the file name), read
+    within `max_bytes`; over-long integers and over-deep entries are left to the entry readers
+    to quarantine (`dataprep.formats.limits.parse_json`)."""
     gz = False
     try:
         with open(path, "rb") as f:
             gz = f.read(2) == _GZIP_MAGIC
-        opener = gzip.open if gz else open
-        with opener(path, "rt", encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, EOFError, RecursionError) as exc:
+        text = read_capped(path, gz=gz, max_bytes=max_bytes).decode("utf-8")
+        return parse_json(text, path)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, EOFError, zlib.error) as exc:
         raise AnnotationFormatError(f"{path}: not valid {'gzipped ' if gz else ''}JSON ({exc})") from exc

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from dataprep.formats.common import AnnotationFormatError, HEAD_BOX_TO_HEAD_SIZE
+from dataprep.formats.limits import DEFAULT_MAX_ANNOTATION_BYTES, check_mat_size
 from dataprep.joints import NUM_JOINTS
 from dataprep.records import PersonRecord
 
@@ -88,6 +89,7 @@ def read_detections_mat(path: str | Path) -> dict[str, np.ndarray]:
     """
     from scipy.io import loadmat
 
+    check_mat_size(path, DEFAULT_MAX_ANNOTATION_BYTES)
     try:
         mat = loadmat(path)
     except (OSError, ValueError, TypeError) as exc:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import stat
+import threading
 from pathlib import Path
 
 import cv2
@@ -57,6 +58,39 @@ WIDTH, HEIGHT, JOINTS, DIGEST = "width", "height", "joints", "digest"
 # images are ~2 MP); 128 MiB of file is far above any such JPEG or PNG.
 DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
 DEFAULT_MAX_IMAGE_BYTES = 128 * 2**20
+# Seconds one image's decode may take (a 40 MP JPEG decodes in well under a second); past it the
+# image is quarantined and the task goes on. A native decoder cannot be interrupted: the stuck
+# decode is left to a daemon thread, which ends with the worker process.
+DEFAULT_MAX_DECODE_S = 30.0
+
+
+class DecodeTimeout(Exception):
+    """The decoder did not return within the time limit."""
+
+
+def decode_within(data: bytes, seconds: float) -> np.ndarray:
+    """`decode_image(data)` on a daemon thread, waited for at most `seconds`.
+
+    Raises:
+        DecodeTimeout: it did not return in time (the thread is abandoned, still running).
+        ImageDecodeError: the decoder refused the bytes.
+    """
+    outcome: dict[str, object] = {}
+
+    def decode() -> None:
+        try:
+            outcome["image"] = decode_image(data)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=decode, name="shg-decode", daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        raise DecodeTimeout(f"still decoding after {seconds:g} s")
+    if "error" in outcome:
+        raise outcome["error"]  # type: ignore[misc]
+    return outcome["image"]  # type: ignore[return-value]
 
 RECORD_SCHEMA = pa.schema(
     [
@@ -118,7 +152,8 @@ def rejected_row(person_id: str, image: str, split: str, rejection: Rejection) -
     return row
 
 
-def load_image(root: Path, image: str, max_pixels: int, max_bytes: int) -> np.ndarray | Rejection:
+def load_image(root: Path, image: str, max_pixels: int, max_bytes: int,
+               max_decode_s: float = DEFAULT_MAX_DECODE_S) -> np.ndarray | Rejection:
     """The decoded BGR image `root / image`, or why it cannot be used.
 
     Checked in order, each before any work that the next one would cost: the name
@@ -126,7 +161,8 @@ def load_image(root: Path, image: str, max_pixels: int, max_bytes: int) -> np.nd
     a regular file (a named pipe would block the reader forever, a directory cannot be read),
     not empty and at most `max_bytes`, a header Pillow recognises that declares at most
     `max_pixels` (a decompression bomb is refused before OpenCV allocates for it), then the
-    decode itself. `root` must already be resolved.
+    decode itself, within `max_decode_s` seconds (`decode_within`). `root` must already be
+    resolved.
     """
     if (rejection := quarantine.check_image_path(image)) is not None:
         return rejection
@@ -163,7 +199,10 @@ def load_image(root: Path, image: str, max_pixels: int, max_bytes: int) -> np.nd
             f"{path} declares {width}x{height} = {width * height} px, over the {max_pixels}-pixel limit",
         )
     try:
-        return decode_image(data)
+        return decode_within(data, max_decode_s)
+    except DecodeTimeout as exc:
+        return Rejection(quarantine.DECODE_TIMEOUT, f"{path}: the decoder is {exc} (the per-image limit; "
+                                                    "raise --max-decode-s if the image is genuine)")
     except ImageDecodeError as exc:
         return Rejection(quarantine.CORRUPT_IMAGE, f"{path}: {exc}")
 
@@ -233,6 +272,7 @@ def prepare_batch(
     jpeg_quality: int,
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
     max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
+    max_decode_s: float = DEFAULT_MAX_DECODE_S,
 ) -> pa.Table:
     """Decodes, checks and crops every person of `records` (`RECORD_SCHEMA`).
 
@@ -261,7 +301,7 @@ def prepare_batch(
         try:
             if images[i] != last_name:
                 last_name, last_image = images[i], None
-                last_image = load_image(root, images[i], max_image_pixels, max_image_bytes)
+                last_image = load_image(root, images[i], max_image_pixels, max_image_bytes, max_decode_s)
             row = _prepare_one(
                 last_image, images[i], widths[i], heights[i], centers[i], scales[i], joints[i],
                 labelled[i], head_sizes[i], jpeg_quality,

@@ -23,6 +23,7 @@ MISSING_IMAGE = "missing_image"  # no such file, or it cannot be opened
 NOT_A_FILE = "not_a_file"  # a directory, named pipe or device where the image should be
 IMAGE_TOO_LARGE = "image_too_large"  # file bytes or header-declared pixels over the limits
 CORRUPT_IMAGE = "corrupt_image"  # empty, undecodable, truncated or not an image at all
+DECODE_TIMEOUT = "decode_timeout"  # the decoder did not finish within the per-image time limit
 SIZE_MISMATCH = "size_mismatch"  # decoded size differs from the annotation's width/height
 BOX_OUTSIDE_IMAGE = "box_outside_image"  # the standard 200*scale box does not touch the image
 CROP_FAILED = "crop_failed"  # the crop maths refused this person (e.g. a degenerate scale)
@@ -39,6 +40,7 @@ REASONS: tuple[str, ...] = (
     NOT_A_FILE,
     IMAGE_TOO_LARGE,
     CORRUPT_IMAGE,
+    DECODE_TIMEOUT,
     SIZE_MISMATCH,
     BOX_OUTSIDE_IMAGE,
     CROP_FAILED,

@@ -22,6 +22,7 @@ from dataprep.formats.common import (
     labelled_from_raw,
     to_zero_based,
 )
+from dataprep.formats.limits import DEFAULT_MAX_ANNOTATION_BYTES, check_h5_size
 from dataprep.joints import NUM_JOINTS
 from dataprep.records import PersonRecord
 
@@ -29,8 +30,9 @@ FORMAT = "h5"
 REQUIRED = ("imgname", "center", "scale", "part", "normalize")
 
 
-def read(path: str | Path, split: str = "val") -> AnnotationSet:
-    """Records of a valid.h5-style file, all with `split`."""
+def read(path: str | Path, split: str = "val", *, max_bytes: int = DEFAULT_MAX_ANNOTATION_BYTES) -> AnnotationSet:
+    """Records of a valid.h5-style file, all with `split`; refused when its datasets declare
+    more than `max_bytes` (`dataprep.formats.limits.check_h5_size`)."""
     import h5py  # only this form needs it
 
     try:
@@ -38,6 +40,7 @@ def read(path: str | Path, split: str = "val") -> AnnotationSet:
     except OSError as exc:
         raise AnnotationFormatError(f"{path}: not a readable HDF5 file ({exc})") from exc
     with f:
+        check_h5_size(f, path, max_bytes)
         missing = [k for k in REQUIRED if k not in f]
         if missing:
             raise AnnotationFormatError(

@@ -29,6 +29,7 @@ from dataprep.formats.common import (
     head_size_from_segment,
     to_zero_based,
 )
+from dataprep.formats.limits import UnreadableValue
 from dataprep.joints import NUM_JOINTS
 from dataprep.quarantine import check_image_path
 from dataprep.records import PersonRecord
@@ -78,6 +79,8 @@ def read(data: Any, path: str | Path, split: str = "val", image_root: str | Path
 
 
 def _record(entry: Any, split: str, root: Path, sizes: dict, per_image: Counter) -> PersonRecord:
+    if isinstance(entry, UnreadableValue):  # nested too deep to parse (dataprep.formats.limits)
+        raise ValueError(entry.what)
     if not isinstance(entry, dict):
         raise TypeError(f"expected an object, got {type(entry).__name__}")
     missing = [k for k in REQUIRED if k not in entry]

@@ -27,14 +27,17 @@ from dataprep.formats.common import (
     head_size_from_box,
     to_zero_based,
 )
+from dataprep.formats.limits import DEFAULT_MAX_ANNOTATION_BYTES, check_mat_size
 from dataprep.joints import NUM_JOINTS
 from dataprep.records import PersonRecord
 
 FORMAT = "mat"
 
 
-def read(path: str | Path, split: str | None = None) -> AnnotationSet:
-    """People of annotated (img_train = 1) images, all with split "train"."""
+def read(path: str | Path, split: str | None = None, *,
+         max_bytes: int = DEFAULT_MAX_ANNOTATION_BYTES) -> AnnotationSet:
+    """People of annotated (img_train = 1) images, all with split "train"; refused when its
+    elements expand past `max_bytes` (`dataprep.formats.limits.check_mat_size`)."""
     import scipy.io
 
     if split not in (None, "train"):
@@ -42,6 +45,7 @@ def read(path: str | Path, split: str | None = None) -> AnnotationSet:
             f"{path}: the official MPII release has annotated training images only (no "
             f"{split!r} split); use split=None or 'train', or the MPII JSON for the validation split"
         )
+    check_mat_size(path, max_bytes)
     try:
         mat = scipy.io.loadmat(str(path), squeeze_me=True, struct_as_record=False)
     except NotImplementedError as exc:  # MATLAB v7.3 files are HDF5

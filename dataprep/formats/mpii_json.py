@@ -27,6 +27,7 @@ from dataprep.formats.common import (
     labelled_from_raw,
     to_zero_based,
 )
+from dataprep.formats.limits import UnreadableValue
 from dataprep.joints import NUM_JOINTS
 from dataprep.records import PersonRecord
 
@@ -84,6 +85,8 @@ def _malformed(entry: Any, row: int, path: str | Path, exc: Exception) -> Malfor
 
 
 def _record(entry: dict, per_image: Counter) -> PersonRecord:
+    if isinstance(entry, UnreadableValue):  # nested too deep to parse (dataprep.formats.limits)
+        raise ValueError(entry.what)
     if not isinstance(entry, dict):
         raise TypeError(f"expected an object, got {type(entry).__name__}")
     missing = [k for k in REQUIRED if k not in entry]

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow.fs as pafs
 
+from dataprep.formats.limits import DEFAULT_MAX_ANNOTATION_BYTES
 from dataprep.mpii import FORMATS
-from dataprep.prepare_batch import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_IMAGE_PIXELS
+from dataprep.prepare_batch import DEFAULT_MAX_DECODE_S, DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_IMAGE_PIXELS
 from dataprep.schema import SPLITS
-from shg_io.storage import location
+from shg_io.storage import Location, location
 
 ANNOTATION_FORMATS = FORMATS
 MANIFEST = "manifest.json"
@@ -45,6 +47,11 @@ class PrepareConfig:
         max_image_pixels: an image whose header declares more pixels is quarantined
             (`image_too_large`) before it is decoded: the decompression-bomb limit.
         max_image_bytes: an image file larger than this is quarantined before it is read.
+        max_decode_s: seconds one image's decode may take; past it the image is quarantined
+            (`decode_timeout`) and the task goes on (a decoder that hangs on one image).
+        max_annotation_bytes: what the annotation (and head-size) file may expand to: a plain
+            file's size, a gzip stream decompressed, an HDF5 file's declared datasets, a .mat
+            file's elements after zlib; past it the file is refused, naming this setting.
     """
 
     annotations: str = ""
@@ -61,6 +68,26 @@ class PrepareConfig:
     progress_every: int = 1000
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
     max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
+    max_annotation_bytes: int = DEFAULT_MAX_ANNOTATION_BYTES
+    max_decode_s: float = DEFAULT_MAX_DECODE_S
+
+
+# A data file a prepare writes: `<destination>/part-<generation (8 hex)>-<...>.parquet`.
+_OUR_PART = re.compile(r"^part-[0-9a-f]{8}-[A-Za-z0-9_-]*\.parquet$")
+_DESTINATIONS = (*SPLITS, "quarantine")
+
+
+def only_uncommitted_generations(out: Location) -> bool:
+    """True when `out` holds nothing but prepare's own data files under train/, val/ and
+    quarantine/, with no manifest: what a prepare into an object store killed before its commit
+    leaves. Such a prefix may be written over (the commit removes those files); anything else
+    in it is someone else's and is not touched."""
+    for entry in out.list():
+        if entry.name not in _DESTINATIONS or not entry.is_dir():
+            return False
+        if any(not _OUR_PART.match(f.name) or f.is_dir() for f in entry.list()):
+            return False
+    return True
 
 
 def check_config(cfg: PrepareConfig) -> None:
@@ -95,7 +122,8 @@ def check_config(cfg: PrepareConfig) -> None:
         raise PrepareConfigError(f"--out {cfg.out}: {exc}") from exc
     if out_info == pafs.FileType.File:
         raise PrepareConfigError(f"--out {out} is a file. Choose a folder path for --out.")
-    if out_info == pafs.FileType.Directory and out.list() and not (out / MANIFEST).is_file():
+    if out_info == pafs.FileType.Directory and out.list() and not (out / MANIFEST).is_file() \
+            and not only_uncommitted_generations(out):
         raise PrepareConfigError(
             f"--out {out} is a non-empty folder that is not a prepared dataset (no {MANIFEST}); "
             f"refusing to replace it. Choose a new or empty folder for --out."
@@ -108,6 +136,8 @@ def check_config(cfg: PrepareConfig) -> None:
         ("progress_every", cfg.progress_every, 1, None),
         ("max_image_pixels", cfg.max_image_pixels, 1, None),
         ("max_image_bytes", cfg.max_image_bytes, 1, None),
+        ("max_annotation_bytes", cfg.max_annotation_bytes, 1, None),
+        ("max_decode_s", cfg.max_decode_s, 0.001, None),
     ]:
         if value < low or (high is not None and value > high):
             bound = f"between {low} and {high}" if high else f">= {low}"

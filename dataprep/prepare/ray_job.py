@@ -51,6 +51,7 @@ def write_from_tasks(table: pa.Table, cfg: PrepareConfig, target: Location, gene
             "jpeg_quality": cfg.jpeg_quality,
             "max_image_pixels": cfg.max_image_pixels,
             "max_image_bytes": cfg.max_image_bytes,
+            "max_decode_s": cfg.max_decode_s,
         },
         compute=ray.data.TaskPoolStrategy(size=min(cpus, len(blocks))),
         num_cpus=1,

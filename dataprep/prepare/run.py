@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 
 from dataprep.joints import FLIP_PERMUTATION, JOINT_NAMES
 from dataprep.official import head_size_sources
-from dataprep.prepare.commit import generation_files, move_into_place, remove_uncommitted
+from dataprep.prepare.commit import clear_leftovers, committed_files, generation_files, move_into_place, remove_uncommitted
 from dataprep.mpii import AnnotationSet
 from dataprep.prepare.config import MANIFEST, PrepareConfig, check_config
 from dataprep.prepare.manifest import PreparedManifest
@@ -33,7 +33,7 @@ from dataprep.schema import (
     SPLITS,
     describe,
 )
-from shg_io.atomic import fsync_tree, remove_stale_leftovers, temporary_sibling
+from shg_io.atomic import fsync_tree, temporary_sibling
 from shg_io.clock import utc_iso
 from shg_io.storage import Location, location
 
@@ -74,8 +74,7 @@ def run_prepare(cfg: PrepareConfig, *, log: Callable[[str], None] = print) -> Pr
     if out.is_local:
         out_path = out.local_path()
         out_path.parent.mkdir(parents=True, exist_ok=True)
-        for leftover in remove_stale_leftovers(out_path):  # of a run that was killed mid-write
-            log(f"prepare: removed {leftover.name}, left by a run that did not finish")
+        clear_leftovers(out_path, log)  # of runs killed mid-write; the last good copy is kept
         tmp = temporary_sibling(out_path)
         target = location(tmp)
     else:
@@ -112,8 +111,9 @@ def run_prepare(cfg: PrepareConfig, *, log: Callable[[str], None] = print) -> Pr
             fsync_tree(tmp)  # every byte on disk before the rename makes the dataset visible
             move_into_place(tmp, out_path)
         else:
+            previous = committed_files(out)  # kept one more generation: readers may hold its manifest
             (out / MANIFEST).write_text_atomic(text)  # the commit
-            remove_uncommitted(out, manifest)
+            remove_uncommitted(out, manifest, previous)
     except BaseException:
         if out.is_local:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -25,7 +25,8 @@ def load_records(cfg: PrepareConfig) -> AnnotationSet:
     no readable person at all is an error (most likely the wrong file or --format).
     """
     try:
-        loaded = read_annotations(cfg.annotations, format=cfg.format, split=cfg.split)
+        loaded = read_annotations(cfg.annotations, format=cfg.format, split=cfg.split,
+                                  max_bytes=cfg.max_annotation_bytes)
     except AnnotationFormatError as exc:
         raise PrepareConfigError(f"{exc} (check --annotations / --format)") from exc
     if not loaded.records and loaded.malformed:

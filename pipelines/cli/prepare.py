@@ -31,6 +31,12 @@ def prepare(
         40_000_000, help="Quarantine an image whose header declares more pixels (checked before decoding)."
     ),
     max_image_bytes: int = typer.Option(128 * 2**20, help="Quarantine an image file larger than this."),
+    max_decode_s: float = typer.Option(
+        30.0, help="Quarantine an image whose decode takes longer than this many seconds (a decoder that hangs)."
+    ),
+    max_annotation_bytes: int = typer.Option(
+        2 * 2**30, help="Refuse an annotation file that expands past this many bytes (gzip, HDF5, .mat included)."
+    ),
 ) -> None:
     """Crop every person, render the targets, quarantine bad records; print the manifest summary."""
     cfg = PrepareConfig(
@@ -48,6 +54,8 @@ def prepare(
         progress_every=progress_every,
         max_image_pixels=max_image_pixels,
         max_image_bytes=max_image_bytes,
+        max_annotation_bytes=max_annotation_bytes,
+        max_decode_s=max_decode_s,
     )
     try:
         check_config(cfg)  # before Ray starts: a typo should not cost a cluster start-up

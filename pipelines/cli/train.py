@@ -35,9 +35,19 @@ def train(
     verbose: Annotated[bool, typer.Option("--verbose", help="Show Ray's own output (worker logs, Ray Train/Data messages); default: Ray's log files only.")] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Live progress: a bar on a terminal, a line every 30 s otherwise.")] = True,
 ) -> None:
-    """Train the Stacked Hourglass; re-running the same command resumes an interrupted run."""
+    """Train the Stacked Hourglass; re-running the same command resumes an interrupted run.
+
+    Exit status: 2 for bad input, an unreachable store or a busy folder (nothing trained); 3 when
+    training finished but the tracking store did not take the result (the model is kept; run the
+    same command again once the store answers: it records and registers without training).
+    """
     # the orchestration layer imports ray, torch and mlflow: loaded when a command runs, not for --help
-    from pipelines.orchestration.standalone import TRAIN_REFUSALS, TrainOnlyConfig, run_train_only
+    from pipelines.orchestration.standalone import (
+        TRAIN_REFUSALS,
+        TrainedNotRecorded,
+        TrainOnlyConfig,
+        run_train_only,
+    )
 
     cfg = TrainOnlyConfig(
         data=data, profile=profile, config="" if config is None else str(config), overrides=tuple(overrides or ()),
@@ -50,6 +60,9 @@ def train(
     except TRAIN_REFUSALS as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
+    except TrainedNotRecorded as err:  # trained and kept, not yet recorded nor registered
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(3) from None
     result = done.trained
     typer.echo(f"run {result.run_name}: {result.epochs_completed} epochs, {result.global_step} steps, "
                f"{result.seconds:.0f} s; MLflow run {result.mlflow_run_id} ({result.tracking_uri})")

@@ -68,6 +68,16 @@ class TrainConfig:
     val_grid_people: int = 8  # people drawn in the skeleton grid artifact
     log_every: int = 10  # steps between per-step metric logs
     max_failures: int = 3
+    # Seconds rank 0 waits at the end of training for MLflow writes an outage held back. The
+    # model never waits on this: an outage still on after it is reported by the driver, which
+    # keeps the trained model for a later run of the same command to record and register.
+    tracking_flush_s: float = 300.0
+    # The champion gate, when the current champion cannot be scored on the new validation rows
+    # (its artifacts deleted, a card this code rejects): `replace` (the new, scored version
+    # becomes champion) or `keep` (the champion stays, the new version is challenger). Either
+    # way the decision and the error are recorded on both versions and the run: a champion that
+    # cannot be scored never fails a registration, nor every later one.
+    unscorable_champion: str = "replace"
     # Mid-epoch checkpoints (besides the one after every epoch), so a lost worker costs minutes,
     # not an epoch: every N optimiser steps and/or every M minutes of training (0: off). A
     # resumed epoch trains on exactly the samples it had not reached (see data_stream).
@@ -94,6 +104,8 @@ class TrainConfig:
             "log_every": self.log_every >= 1,
             "checkpoint_every_steps": self.checkpoint_every_steps >= 0,
             "checkpoint_every_minutes": self.checkpoint_every_minutes >= 0,
+            "tracking_flush_s": self.tracking_flush_s >= 0,
+            "unscorable_champion": self.unscorable_champion in ("replace", "keep"),
             "max_failures": self.max_failures >= -1,
         }
         bad = [name for name, ok in checks.items() if not ok]

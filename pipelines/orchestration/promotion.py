@@ -58,9 +58,10 @@ def save_and_evaluate(experiment: ExperimentConfig, trained: TrainResult, prepar
 
 def register_and_gate(model_dir: Path, table: dict[str, Any], data_fingerprint: str, prepared: Path, *,
                       tracking_uri: str, run_id: str, address: str | None, log: Log,
-                      name: str | None = None) -> GateDecision:
+                      name: str | None = None, unscorable_champion: str = "replace") -> GateDecision:
     """Registers the model directory under `name` on run `run_id` and applies the champion gate;
-    returns the gate's decision."""
+    returns the gate's decision. `unscorable_champion` (replace | keep): what the gate does when
+    the champion cannot be scored on these rows (`promote_if_better`)."""
     name = name or DEFAULT_MODEL_NAME
 
     def score_version(model_uri: str) -> float:
@@ -75,7 +76,8 @@ def register_and_gate(model_dir: Path, table: dict[str, Any], data_fingerprint: 
     version = register_model(model, card, tracking_uri=tracking_uri, run_id=run_id, name=name, metrics=scores)
     gate = promote_if_better(name, version, pckh_total=float(table["Total"]),
                              val_fingerprint=val_split_fingerprint(data_fingerprint),
-                             tracking_uri=tracking_uri, run_id=run_id, score_version=score_version)
+                             tracking_uri=tracking_uri, run_id=run_id, score_version=score_version,
+                             unscorable_champion=unscorable_champion)
     log(f"register: {gate.name} v{gate.version} -> {gate.alias} ({gate.reason})")
     return gate
 

@@ -18,14 +18,14 @@ from dataprep.prepare import PrepareConfig, PreparedManifest, PrepareConfigError
 from pipelines.config.experiment import ExperimentConfig, load_config
 from pipelines.config.run import resolve_run_config
 from pipelines.orchestration import steps
-from pipelines.orchestration.lock import WorkflowBusy, workdir_lock
+from pipelines.orchestration.lock import WorkflowBusy, dataset_lock, workdir_lock
 from pipelines.orchestration.plan import TrainPlan
 from pipelines.runtime.prepared import PreparedDataError, read_manifest
 from pipelines.runtime.ray_cluster import connect
 from pipelines.tracking.registry import GateDecision
 from pipelines.tracking.uris import TrackingUnavailable
 from pipelines.training.checkpoints import CheckpointMismatchError
-from pipelines.training.driver import TrainResult, resolve_train_inputs
+from pipelines.training.driver import TrainedNotRecorded, TrainResult, resolve_train_inputs  # noqa: F401 (the CLI catches it from here)
 from shg_io.storage import local_state_dir, location
 
 Log = Callable[[str], None]
@@ -39,10 +39,10 @@ PREPARE_REFUSALS = (PrepareConfigError, WorkflowBusy)
 # --- shg prepare ---------------------------------------------------------------------------------
 
 def prepare_dataset(cfg: PrepareConfig, *, log: Log) -> PreparedManifest:
-    """`shg prepare`: one writer per output folder (a lock beside it: a run replaces the folder
-    whole), on the Ray cluster `cfg.address` names (None: a local one for this process)."""
-    state = local_state_dir(cfg.out)
-    with workdir_lock(state.parent, "shg prepare", lock_name=f".{state.name}.prepare.lock"):
+    """`shg prepare`: one writer per output folder and never while a command reads it (the
+    dataset lock beside it, `dataset_lock`), on the Ray cluster `cfg.address` names (None: a
+    local one for this process)."""
+    with dataset_lock(cfg.out, "shg prepare", write=True):
         connect(cfg.address)
         return run_prepare(cfg, log=log)
 
@@ -109,8 +109,11 @@ def run_train_only(cfg: TrainOnlyConfig, *, log: Log) -> TrainOnlyResult:
     workdir = location(experiment.train.storage)
     plan = TrainPlan(experiment=experiment, tracking_uri=inputs.tracking_uri, state=local_state_dir(workdir),
                      workdir=workdir, mlflow_experiment=inputs.experiment, model_name=cfg.model_name)
-    prepared = steps.Prepared("given", str(inputs.data), inputs.manifest)
-    with workdir_lock(plan.state, "shg train"):  # the lock `shg run` takes on the same folder
+    # the lock `shg run` takes on the same folder; then the dataset, read-locked so no prepare
+    # replaces it while it is trained on, evaluated and the gate scores on it
+    with workdir_lock(plan.state, "shg train"), dataset_lock(inputs.data, "shg train", write=False):
+        # read again under the lock: a prepare that finished in between changed the fingerprint
+        prepared = steps.Prepared("given", str(inputs.data), read_manifest(inputs.data))
         trained = steps.train(plan, prepared, None, force=False, address=cfg.address, log=log,
                               verbose=cfg.verbose, progress=cfg.progress)
         decision = None

@@ -29,6 +29,7 @@ from pipelines.tracking.run_records import RunRecord
 from pipelines.tracking.tracker import run_tags
 from pipelines.tracking.workflow_runs import DATA_FINGERPRINT_TAG, WorkflowRuns
 from pipelines.training.driver import (
+    TrainedNotRecorded,
     TrainInputs,
     TrainResult,
     run_name_for,
@@ -140,6 +141,8 @@ def train(plan: TrainPlan, prepared: Prepared, parent: ParentRun | None, *, forc
     try:
         out = train_resolved(experiment, inputs, address=address or None, log=log, verbose=verbose,
                              progress=progress)
+    except TrainedNotRecorded:
+        raise  # the store is down: the next firing records, attaches and registers the run
     except BaseException:
         if parent is not None:
             failed = RunRecord.read(storage / name)  # the run a failure left behind, if any
@@ -202,7 +205,8 @@ def register(plan: TrainPlan, prepared: Prepared, trained: Trained, evaluated: E
     else:
         decision = register_and_gate(evaluated.model_dir, evaluated.table, prepared.fingerprint, prepared.path,
                                      tracking_uri=plan.tracking_uri, run_id=train_run_id,
-                                     address=address or None, log=log, name=plan.model_name or None)
+                                     address=address or None, log=log, name=plan.model_name or None,
+                                     unscorable_champion=plan.experiment.train.unscorable_champion)
         status = "ran"
     if parent is not None:
         parent.runs.tracker(parent.run_id).set_tags(decision.to_tags())

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from pipelines.orchestration import steps
-from pipelines.orchestration.lock import WorkflowBusy, workdir_lock
+from pipelines.orchestration.lock import DatasetHold, WorkflowBusy, dataset_lock, workdir_lock
 from pipelines.orchestration.plan import ResolvedRun, WorkflowConfig, resolve
 from pipelines.runtime.ray_cluster import connect, quiet_ray_driver
 from pipelines.tracking.provenance import provenance
@@ -94,8 +94,10 @@ def run_workflow(cfg: WorkflowConfig, *, log: Callable[[str], None] = print) -> 
     if not cfg.verbose:
         quiet_ray_driver()  # before the first MLflow call sets up its store
     check_reachable(run.tracking_uri)
-    with workdir_lock(run.state):  # local, also for a work dir URI (shg_io.storage)
-        return _run_locked(cfg, run, log)
+    # the work dir (local, also for a work dir URI: shg_io.storage), and the prepared dataset:
+    # written by the prepare step, then read (no `shg prepare` replaces it under training)
+    with workdir_lock(run.state), dataset_lock(run.data.prepare.out, "shg run", write=True) as dataset:
+        return _run_locked(cfg, run, log, dataset)
 
 
 def run_firing(cfg: WorkflowConfig, *, log: Callable[[str], None] = print) -> WorkflowResult:
@@ -158,7 +160,8 @@ class _StepRecorder:
                 self.tracker.set_tags({f"step.{name}": "skipped"})
 
 
-def _run_locked(cfg: WorkflowConfig, run: ResolvedRun, log: Callable[[str], None]) -> WorkflowResult:
+def _run_locked(cfg: WorkflowConfig, run: ResolvedRun, log: Callable[[str], None],
+                dataset: DatasetHold) -> WorkflowResult:
     import ray  # heavy (seconds): loaded when a workflow runs, not when the CLI imports this
 
     runs = WorkflowRuns(run.tracking_uri, run.state)
@@ -178,6 +181,7 @@ def _run_locked(cfg: WorkflowConfig, run: ResolvedRun, log: Callable[[str], None
     try:
         connect(cfg.address or None, verbose=cfg.verbose)  # Ray's chatter to its log files unless verbose
         prepared = record.run("prepare", lambda: steps.prepare(run, force=cfg.force, log=log))
+        dataset.to_read("shg run")  # other readers may join; no writer until the run ends
         result.data_fingerprint = prepared.fingerprint
         _check_expected_fingerprint(cfg, prepared)
         tracker.set_tags({DATA_FINGERPRINT_TAG: prepared.fingerprint, "data.path": str(prepared.path),
@@ -202,9 +206,8 @@ def _run_locked(cfg: WorkflowConfig, run: ResolvedRun, log: Callable[[str], None
         record.skip_rest()
         runs.finish(parent_id)
     except BaseException as err:
-        runs.finish(parent_id, "FAILED")
         failed = result.steps[-1].name if result.steps else "setup"
-        tracker.set_tags({"shg.error": f"{type(err).__name__}: {err}"[:4000]})
+        _record_failure(runs, tracker, parent_id, err, log)
         if isinstance(err, Exception):
             raise WorkflowError(f"step {failed} failed (workflow run {parent_id}): {type(err).__name__}: {err}",
                                 step=failed) from err
@@ -214,6 +217,19 @@ def _run_locked(cfg: WorkflowConfig, run: ResolvedRun, log: Callable[[str], None
         if started_ray and ray.is_initialized():
             ray.shutdown()
     return result
+
+
+def _record_failure(runs: WorkflowRuns, tracker, parent_id: str, err: BaseException,
+                    log: Callable[[str], None]) -> None:
+    """Marks the parent run FAILED with the error; when the store itself is what failed (it
+    does not answer), says so instead of hiding the step's error behind the store's."""
+    try:
+        check_reachable(runs.tracking_uri)  # seconds, where MLflow's client retries for minutes
+        runs.finish(parent_id, "FAILED")
+        tracker.set_tags({"shg.error": f"{type(err).__name__}: {err}"[:4000]})
+    except Exception as record_err:  # TrackingUnavailable, or whatever the store raised
+        log(f"workflow: could not mark run {parent_id} failed in the tracking store "
+            f"({type(record_err).__name__}: {str(record_err)[:200]})")
 
 
 def _check_expected_fingerprint(cfg: WorkflowConfig, prepared: steps.Prepared) -> None:

@@ -46,10 +46,16 @@ class GateDecision:
     champion_total: float | None
     reason: str
     val_fingerprint: str = ""
+    # "replace" | "keep" when the champion could not be scored on these rows and that policy
+    # decided; "" otherwise. The error is in `reason` and on the champion's version tags.
+    unscorable_champion: str = ""
 
     def to_tags(self) -> dict[str, str]:
         """Run tags `registry.*` recording the decision and both numbers (None as "")."""
-        return {f"{DECISION_TAG_PREFIX}{k}": "" if v is None else str(v) for k, v in asdict(self).items()}
+        values = asdict(self)
+        if not values["unscorable_champion"]:  # said only when that policy decided
+            del values["unscorable_champion"]
+        return {f"{DECISION_TAG_PREFIX}{k}": "" if v is None else str(v) for k, v in values.items()}
 
     @classmethod
     def from_tags(cls, tags: Mapping[str, str]) -> GateDecision | None:
@@ -70,7 +76,8 @@ class GateDecision:
                    promoted=values["promoted"] == "True", new_total=float(values["new_total"]),
                    champion_version=values.get("champion_version") or None,
                    champion_total=float(champion_total) if champion_total else None,
-                   reason=values["reason"], val_fingerprint=values.get("val_fingerprint", ""))
+                   reason=values["reason"], val_fingerprint=values.get("val_fingerprint", ""),
+                   unscorable_champion=values.get("unscorable_champion", ""))
 
 
 def score_tag(val_fingerprint: str) -> str:
@@ -80,7 +87,8 @@ def score_tag(val_fingerprint: str) -> str:
 
 def promote_if_better(name: str, version: str | int, *, pckh_total: float, val_fingerprint: str,
                       tracking_uri: str, run_id: str | None = None,
-                      score_version: Callable[[str], float] | None = None) -> GateDecision:
+                      score_version: Callable[[str], float] | None = None,
+                      unscorable_champion: str = "replace") -> GateDecision:
     """Tags version `version` of `name` with its score and moves `champion` to the best version.
 
     Versions are compared only on the same validation rows. When the champion was never scored
@@ -99,7 +107,15 @@ def promote_if_better(name: str, version: str | int, *, pckh_total: float, val_f
         val_fingerprint: fingerprint of the validation rows it was measured on.
         tracking_uri: the MLflow store holding the registry.
         run_id: when given, the decision is recorded as `registry.*` tags on this run.
+        unscorable_champion: when `score_version` raises (the champion's artifacts were deleted,
+            its card is one this code rejects, ...): "replace" points `champion` at this version,
+            "keep" leaves the champion and makes this version challenger. Either way the error
+            and the policy are tagged on both versions (`registry.unscorable*`) and in the
+            decision: the gate never fails on a champion it cannot score, so no later
+            registration fails the same way.
     """
+    if unscorable_champion not in ("replace", "keep"):
+        raise ValueError(f"unscorable_champion must be replace or keep, not {unscorable_champion!r}")
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
@@ -117,7 +133,11 @@ def promote_if_better(name: str, version: str | int, *, pckh_total: float, val_f
 
     before = champion_version()
     if before is not None and str(before.version) != version and key not in before.tags and score_version:
-        score = float(score_version(f"models:/{name}/{before.version}"))
+        try:
+            score = float(score_version(f"models:/{name}/{before.version}"))
+        except Exception as err:  # any failure to score it: handled by the policy, recorded
+            return _unscorable(client, name, version, before, err, policy=unscorable_champion,
+                               pckh_total=pckh_total, val_fingerprint=val_fingerprint, run_id=run_id)
         client.set_model_version_tag(name, str(before.version), key, repr(score))
 
     for _ in range(20):  # converges in one or two rounds; the bound only guards a broken store
@@ -164,6 +184,42 @@ def promote_if_better(name: str, version: str | int, *, pckh_total: float, val_f
                             champion_version=None if before is None else str(before.version),
                             champion_total=champion_total, reason=reason,
                             val_fingerprint=val_fingerprint)
+    if run_id is not None:
+        for tag, value in decision.to_tags().items():
+            client.set_tag(run_id, tag, value)
+    return decision
+
+
+def _unscorable(client, name: str, version: str, champion, err: Exception, *, policy: str,
+                pckh_total: float, val_fingerprint: str, run_id: str | None) -> GateDecision:
+    """The gate's decision when champion `champion` could not be scored (see `promote_if_better`)."""
+    from mlflow.exceptions import MlflowException
+
+    cause = f"{type(err).__name__}: {err}"[:1000]
+    old = str(champion.version)
+    if policy == "replace":
+        client.set_registered_model_alias(name, CHAMPION, version)
+        reason = (f"champion v{old} could not be scored on these validation rows ({cause}); "
+                  f"policy unscorable_champion=replace: v{version} ({pckh_total:.2f}) replaces it")
+    else:
+        reason = (f"champion v{old} could not be scored on these validation rows ({cause}); "
+                  f"policy unscorable_champion=keep: it stays champion, v{version} ({pckh_total:.2f}) is challenger")
+    client.set_model_version_tag(name, old, "registry.unscorable", cause)
+    client.set_model_version_tag(name, old, "registry.unscorable_on", val_fingerprint)
+    client.set_model_version_tag(name, version, "registry.unscorable_champion", f"{policy}: v{old}: {cause}")
+    promoted = policy == "replace"
+    if promoted:
+        try:
+            if str(client.get_model_version_by_alias(name, CHALLENGER).version) == version:
+                client.delete_registered_model_alias(name, CHALLENGER)
+        except MlflowException:
+            pass
+    else:
+        client.set_registered_model_alias(name, CHALLENGER, version)
+    decision = GateDecision(name=name, version=version, alias=CHAMPION if promoted else CHALLENGER,
+                            promoted=promoted, new_total=float(pckh_total), champion_version=old,
+                            champion_total=None, reason=reason, val_fingerprint=val_fingerprint,
+                            unscorable_champion=policy)
     if run_id is not None:
         for tag, value in decision.to_tags().items():
             client.set_tag(run_id, tag, value)

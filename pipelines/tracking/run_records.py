@@ -22,7 +22,7 @@ class RunRecord:
     tracking_uri: str
     experiment: str
     model_config: dict[str, Any] | None = None  # the HourglassConfig the run trains
-    status: str = "running"  # running | finished
+    status: str = "running"  # running | trained (not yet recorded in MLflow) | finished
     result: dict[str, Any] | None = None
 
     @classmethod

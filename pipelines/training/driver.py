@@ -31,6 +31,7 @@ from typing import Any, Callable
 
 from dataprep.pckh import TABLE_KEYS
 from pipelines.config.experiment import ExperimentConfig
+from pipelines.inference.model_dir import ModelCard, model_from_state, save_model_dir
 from pipelines.runtime.prepared import PreparedManifest, read_manifest, split_files
 from pipelines.runtime.ray_cluster import connect
 from pipelines.tracking.datasets import log_dataset
@@ -52,12 +53,25 @@ from pipelines.training.validation import mean_pose, mean_pose_baseline
 from pipelines.training.worker import train_worker
 from pipelines.training.worker_args import WorkerArgs
 from shg_io.clock import utc_iso
-from shg_io.storage import Location, local_state_dir, location
+from shg_io.storage import Location, local_folder, local_state_dir, location
 
 # Settings that do not change what is trained: excluded from the derived run name, so a resumed
 # run may use another storage folder layout or retry budget.
 NOT_IN_RUN_NAME = ("train.storage", "train.run_name", "train.max_failures", "train.log_every",
-                   "train.worker_resource")
+                   "train.worker_resource", "train.tracking_flush_s", "train.unscorable_champion")
+
+
+class TrainedNotRecorded(RuntimeError):
+    """Training finished but the tracking store did not take the result: the model is kept.
+
+    The run folder's record says `trained` (with the result), the best checkpoint stays, and a
+    model directory is saved under `model_dir`; running the same command again (or the next
+    scheduled firing) does not train again: it records the run and registers the model.
+    """
+
+    def __init__(self, message: str, *, run_dir: str, checkpoint: str, model_dir: str) -> None:
+        super().__init__(message)
+        self.run_dir, self.checkpoint, self.model_dir = run_dir, checkpoint, model_dir
 
 
 @dataclass(frozen=True)
@@ -202,6 +216,13 @@ def train_resolved(cfg: ExperimentConfig, inputs: TrainInputs, *, address: str |
         log(f"train: run {run_name} already finished (MLflow run {record.mlflow_run_id}); "
             f"pass train.run_name=<new name> to train again")
         return TrainResult.from_record(record.result, resumed=True)
+    if record is not None and record.status == "trained" and record.result:
+        # trained before, but the store was down when it ended: record it now, do not retrain
+        out = TrainResult.from_record(record.result, resumed=True)
+        log(f"train: run {run_name} was trained before but not recorded (the tracking store was down); "
+            f"recording MLflow run {out.mlflow_run_id} now")
+        _record_trained(cfg, out, experiment, run_dir, log)
+        return out
 
     val_cfg = dataclasses.replace(cfg.data, enabled=False)
 
@@ -242,7 +263,6 @@ def train_resolved(cfg: ExperimentConfig, inputs: TrainInputs, *, address: str |
     best_state = state if best.path == result.checkpoint.path else _final_state(best)
     pckh = {k[len("pckh/"):]: v for k, v in best_state["metrics"].items() if k.startswith("pckh/")}
     best_uri = Location(storage.filesystem, best.path, storage.scheme).uri  # a URI on an object store
-    tracker.set_tags({"train.best_epoch": int(best_state["epoch"]), "train.best_checkpoint": best_uri})
     out = TrainResult(
         run_name=run_name, run_dir=str(run_dir), mlflow_run_id=run_id, tracking_uri=uri,
         epochs_completed=int(state["epoch"]) + 1, global_step=int(state["global_step"]), pckh=pckh,
@@ -251,11 +271,54 @@ def train_resolved(cfg: ExperimentConfig, inputs: TrainInputs, *, address: str |
         checkpoint=Location(storage.filesystem, result.checkpoint.path, storage.scheme).uri,
         seconds=round(time.perf_counter() - started, 1),
         best_epoch=int(best_state["epoch"]), best_checkpoint=best_uri)
-    tracker.log_metrics({"run/seconds": out.seconds}, step=out.epochs_completed)
-    finish_run(uri, run_id)
-    RunRecord(run_id, uri, experiment,
-                       dataclasses.asdict(cfg.model), "finished", dataclasses.asdict(out)).write(run_dir)
+    # The model is kept before the store is asked for anything: an outage from here on costs a
+    # re-run of the command (which finds this record and does not train again), not the model.
+    RunRecord(run_id, uri, experiment, dataclasses.asdict(cfg.model), "trained",
+              dataclasses.asdict(out)).write(run_dir)
+    _record_trained(cfg, out, experiment, run_dir, log)
     return out
+
+
+def _record_trained(cfg: ExperimentConfig, out: TrainResult, experiment: str, run_dir: Location,
+                    log: Callable[[str], None]) -> None:
+    """Tags, final metric and FINISHED status of a trained run, then its record says `finished`.
+
+    Raises:
+        TrainedNotRecorded: the store did not answer or refused; a model directory was saved
+            and the message says how the model gets registered later.
+    """
+    uri, run_id = out.tracking_uri, out.mlflow_run_id
+    try:
+        check_reachable(uri)  # seconds, where MLflow's client retries for minutes
+        tracker = Tracker(uri, run_id)
+        tracker.set_tags({"train.best_epoch": out.best_epoch, "train.best_checkpoint": out.best_checkpoint})
+        tracker.log_metrics({"run/seconds": out.seconds}, step=out.epochs_completed)
+        finish_run(uri, run_id)
+    except Exception as err:  # any failure of the store: the model must not be lost to it
+        model_dir = keep_model_dir(cfg, out)
+        again = "the same `shg train` command" if not cfg.train.run_name else f"`shg train ... train.run_name={out.run_name}`"
+        raise TrainedNotRecorded(
+            f"training finished ({out.global_step} steps, validation PCKh Total "
+            f"{out.pckh.get('Total', float('nan')):.1f} %) but the tracking store {uri} did not take the "
+            f"result ({type(err).__name__}: {str(err)[:300]}). The trained model is kept: model directory "
+            f"{model_dir}, best checkpoint {out.best_checkpoint}, run folder {run_dir}. Once the store "
+            f"answers, run {again} (or `shg run` / the next scheduled firing with the same config and data) "
+            f"again: it does not train again, it records MLflow run {run_id} and registers the model.",
+            run_dir=str(run_dir), checkpoint=out.best_checkpoint, model_dir=str(model_dir)) from None
+    RunRecord(run_id, uri, experiment, dataclasses.asdict(cfg.model), "finished",
+              dataclasses.asdict(out)).write(run_dir)
+
+
+def keep_model_dir(cfg: ExperimentConfig, out: TrainResult) -> Path:
+    """Saves the run's best checkpoint as a model directory (`shg evaluate --model` / `shg predict`
+    read it) at `<local state of train.storage>/models/<run name>/model`, where `shg train`'s and
+    `shg run`'s evaluation write it later; returns its path."""
+    checkpoint = out.best_checkpoint or out.checkpoint
+    with local_folder(checkpoint) as folder:
+        state = load_state(folder, cfg.model)
+    card = ModelCard.for_config(cfg.model, input_size=cfg.data.input_size, heatmap_size=cfg.data.heatmap_size)
+    model = model_from_state(state["model"], card, f"checkpoint {checkpoint}")
+    return save_model_dir(model, card, local_state_dir(cfg.train.storage) / "models" / out.run_name / "model")
 
 
 def _fit(args: WorkerArgs, run_name: str, storage: Location, address: str | None, *, verbose: bool,

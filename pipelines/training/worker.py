@@ -137,4 +137,4 @@ def train_worker(args: WorkerArgs) -> None:
     if poster is not None:
         poster.post(dataclasses.replace(shown, phase="done"), force=True)
     if reporter is not None:
-        reporter.tracker.close()  # deliver what an MLflow outage held back
+        reporter.tracker.close(timeout_s=train.tracking_flush_s)  # deliver what an outage held back

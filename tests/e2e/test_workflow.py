@@ -264,3 +264,29 @@ def test_schedule_cli_once_fires_and_skips_unchanged_data(tiny_workflow):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert "schedule: skipped-unchanged-data" in result.stdout
+
+
+def test_prepare_refuses_to_replace_a_dataset_a_training_reads(tmp_path):
+    """`shg prepare --out D` while `shg train --data D` (another process) reads D: exit 2 naming
+    the reader; D is not touched."""
+    from typer.testing import CliRunner
+
+    from dataprep.synth import SynthConfig, generate
+    from pipelines.cli.app import build_app
+
+    generate(SynthConfig(people=4, seed=1, workers=1), tmp_path / "synth")
+    out = tmp_path / "prepared"
+    code = ("import sys, time; from pipelines.orchestration.lock import dataset_lock\n"
+            "with dataset_lock(sys.argv[1], 'shg train', write=False):\n    print('held', flush=True); time.sleep(120)\n")
+    reader = subprocess.Popen([sys.executable, "-c", code, str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert reader.stdout.readline().strip() == "held"
+        result = CliRunner().invoke(build_app(), [
+            "prepare", "--annotations", str(tmp_path / "synth" / "annotations.json"),
+            "--images", str(tmp_path / "synth" / "images"), "--out", str(out)])
+    finally:
+        reader.kill()
+        reader.wait()
+    assert result.exit_code == 2, result.output
+    assert f"is being read (shg train, pid {reader.pid}" in result.output
+    assert not out.exists()

@@ -34,10 +34,16 @@ annotations, images, local_out, s3_out = sys.argv[1:5]
 connect(num_cpus=2)
 quiet = lambda line: None
 local = run_prepare(PrepareConfig(annotations=annotations, images=images, out=local_out), log=quiet)
+from shg_io.storage import location
+# a first prepare killed before its commit: its data files, no manifest
+(location(s3_out) / "val" / "part-dead0000-0-00000.parquet").write_bytes_atomic(b"PAR1 half a file")
 first = run_prepare(PrepareConfig(annotations=annotations, images=images, out=s3_out, block_rows=2), log=quiet)
 second = run_prepare(PrepareConfig(annotations=annotations, images=images, out=s3_out, batch_size=1), log=quiet)
 ray_rows = ray.data.read_parquet(split_files(s3_out, "val")).count()  # Ray's workers read the URIs
-print(json.dumps({"local": local.to_json(), "first": first.to_json(), "second": second.to_json(), "ray_rows": ray_rows}))
+keys_after_second = sorted(f.name for f in (location(s3_out) / "val").list())
+third = run_prepare(PrepareConfig(annotations=annotations, images=images, out=s3_out), log=quiet)
+print(json.dumps({"local": local.to_json(), "first": first.to_json(), "second": second.to_json(), "ray_rows": ray_rows,
+                  "third": third.to_json(), "val_after_second": keys_after_second}))
 """
 
 
@@ -61,15 +67,20 @@ def test_prepare_to_s3_reads_back_like_local(bucket, mpii_dir, tmp_path):
     # Same input, any parallelism, any storage: the same fingerprint and counts.
     assert first["fingerprint"] == second["fingerprint"] == local["fingerprint"]
     assert second["rows"] == local["rows"] == {"train": 0, "val": 5} and second["rows_in"] == 5
-    assert read_manifest(s3_out).to_json() == second  # the committed manifest is the last run's
     assert manifests["ray_rows"] == 5
 
-    # Only the committed files remain: the first run's were removed after the second's commit.
+    # The killed first prepare's leftover did not make the prefix refused, and its file is gone;
+    # after the second commit the first's files stay (a reader may hold the first manifest), and
+    # the third commit removes them, keeping the second's.
+    assert not set(first["files"]["val"]) & set(second["files"]["val"])
+    assert manifests["val_after_second"] == sorted([*first["files"]["val"], *second["files"]["val"]])
+    third = manifests["third"]
     keys = sorted(o["Key"] for o in s3_client().list_objects_v2(Bucket=bucket, Prefix="datasets/")["Contents"]
                   if not o["Key"].endswith("/"))  # pyarrow keeps emptied "folders" as marker objects
-    committed = sorted(f"datasets/prepared/{name}/{f}" for name, files in second["files"].items() for f in files)
-    assert keys == sorted([*committed, "datasets/prepared/manifest.json"])
-    assert not set(first["files"]["val"]) & set(second["files"]["val"])
+    kept = sorted(f"datasets/prepared/{name}/{f}" for m in (second, third) for name, files in m["files"].items()
+                  for f in files)
+    assert keys == sorted([*kept, "datasets/prepared/manifest.json"])
+    assert read_manifest(s3_out).to_json() == third
 
     # Read back through the layer: the same rows as the local dataset.
     filesystem, paths = split_source(s3_out, "val")

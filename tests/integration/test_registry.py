@@ -141,3 +141,47 @@ def test_two_promotions_forced_to_interleave_leave_the_better_champion(store):
     assert str(client.get_model_version_by_alias(name, CHAMPION).version) == v_a
     assert decisions["a"].promoted and not decisions["b"].promoted
     assert str(client.get_model_version_by_alias(name, CHALLENGER).version) == v_b
+
+
+@pytest.mark.parametrize("policy", ["replace", "keep"])
+def test_a_champion_that_cannot_be_scored_is_handled_by_the_policy_and_recorded(store, tmp_path, policy):
+    """The champion's artifacts were deleted, and the data changed: scoring it on the new rows
+    fails. The gate decides by `unscorable_champion`, records why on both versions and the run,
+    and the next registration on the same rows does not fail the same way."""
+    import shutil
+
+    from pipelines.tracking.model_io import load_model
+
+    uri, client, experiment = store
+    name = f"shg-unscorable-{policy}"
+    run1, v1 = _train_run(uri, client, experiment, name)
+    promote_if_better(name, v1, pckh_total=70.0, val_fingerprint="old", tracking_uri=uri, run_id=run1)
+    shutil.rmtree(tmp_path / "art")  # someone cleaned the artifact store
+    attempts = []
+
+    def score(model_uri):  # the first thing the workflow's scoring does: load the model
+        attempts.append(model_uri)
+        model, _ = load_model(model_uri, tracking_uri=uri)
+        return 0.0
+
+    run2, v2 = _train_run(uri, client, experiment, name)
+    decision = promote_if_better(name, v2, pckh_total=60.0, val_fingerprint="new", tracking_uri=uri,
+                                 run_id=run2, score_version=score, unscorable_champion=policy)
+    assert attempts == [f"models:/{name}/{v1}"]
+    assert decision.unscorable_champion == policy and decision.champion_version == v1
+    assert "could not be scored" in decision.reason and f"unscorable_champion={policy}" in decision.reason
+    champion = str(client.get_model_version_by_alias(name, CHAMPION).version)
+    assert champion == (v2 if policy == "replace" else v1) and decision.promoted == (policy == "replace")
+    assert client.get_model_version(name, v1).tags["registry.unscorable_on"] == "new"
+    assert client.get_model_version(name, v1).tags["registry.unscorable"]
+    assert client.get_model_version(name, v2).tags["registry.unscorable_champion"].startswith(f"{policy}: v{v1}")
+    tags = client.get_run(run2).data.tags
+    assert tags["registry.unscorable_champion"] == policy and "could not be scored" in tags["registry.reason"]
+
+    run3, v3 = _train_run(uri, client, experiment, name)  # the next firing, same rows
+    later = promote_if_better(name, v3, pckh_total=65.0, val_fingerprint="new", tracking_uri=uri,
+                              run_id=run3, score_version=score, unscorable_champion=policy)
+    if policy == "replace":  # compared with v2's score on these rows: no scoring, no failure
+        assert len(attempts) == 1 and later.promoted and later.champion_total == 60.0
+    else:  # v1 still cannot be scored: the same explicit decision, not a failure
+        assert len(attempts) == 2 and not later.promoted and later.unscorable_champion == "keep"
