@@ -33,7 +33,7 @@ TARGETS: dict[str, tuple[str, float]] = {
     "heatmap_batch_over_write_bound": ("<=", 2.0),
     "stream_over_train": (">=", 2.0),
 }
-SECTIONS = ("peak", "speedpath", "training", "published", "memory", "heatmaps", "data")
+SECTIONS = ("peak", "speedpath", "training", "published", "memory", "heatmaps", "data", "frontier")
 
 
 def machine() -> dict[str, str | float]:
@@ -63,6 +63,7 @@ def machine() -> dict[str, str | float]:
 def plan(quick: bool) -> list[tuple[str, str, Callable[[dict], dict]]]:
     """(section, label, function of the figures so far) in the order they run."""
     from benchmarks.data_pipeline import measure_data_pipeline
+    from benchmarks.frontier import measure_frontier
     from benchmarks.heatmaps import measure_heatmaps
     from benchmarks.memory import measure_memory
     from benchmarks.peak import measure_matmul_peak, measure_write_bandwidth
@@ -102,6 +103,10 @@ def plan(quick: bool) -> list[tuple[str, str, Callable[[dict], dict]]]:
     steps.append((
         "data", "prepare + stream",
         lambda f: measure_data_pipeline(people=300 if quick else None, stream_epochs=1 if quick else 2),
+    ))
+    steps.append((
+        "frontier", "training step images/s and MFU by width, stem and input size (2 threads)",
+        lambda f: measure_frontier(rounds=rounds),
     ))
     return steps
 
