@@ -34,6 +34,7 @@ class Rank0Reporter:
         # MLflow writes go through a background queue: a tracking outage never stalls or kills
         # training (the writes are retried until the store is back, memory bounded).
         self.tracker = BufferedTracker(loop_config["tracking_uri"], loop_config["run_id"])
+        self.on_validation = None  # on_validation(people done, of, seconds) for the live display
         self.val = load_validation(loop_config["data"], dataclasses.replace(cfg.data, enabled=False),
                                    cfg.train.val_max_people)
         self.baseline = loop_config.get("baseline")
@@ -93,8 +94,11 @@ class Rank0Reporter:
         threads = torch.get_num_threads()
         torch.set_num_threads(self.val_threads)  # the other ranks wait at the epoch's barrier
         try:
+            report = self.on_validation
             result = validate(model, self.val, FLIP_PERMUTATION, flip=self.cfg.train.val_flip,
-                              batch_size=self.cfg.train.val_batch_size, autocast_dtype=amp)
+                              batch_size=self.cfg.train.val_batch_size, autocast_dtype=amp,
+                              on_batch=None if report is None else
+                              (lambda done, people: report(done, people, time.perf_counter() - start)))
         finally:
             torch.set_num_threads(threads)
         epoch_metrics.update({f"pckh/{k}": result.table[k] for k in TABLE_KEYS})
