@@ -35,7 +35,7 @@ TARGETS: dict[str, tuple[str, float]] = {
     "heatmap_batch_over_write_bound": ("<=", 2.0),
     "stream_over_train": (">=", 2.0),
 }
-SECTIONS = ("peak", "speedpath", "training", "published", "memory", "heatmaps", "data")
+SECTIONS = ("peak", "speedpath", "training", "published", "memory", "heatmaps", "data", "frontier")
 
 
 def machine() -> dict[str, str | float]:
@@ -68,6 +68,7 @@ def plan(quick: bool, tiny: bool = False) -> list[tuple[str, str, Callable[[dict
     if tiny:
         return tiny_plan()
     from benchmarks.data_pipeline import measure_data_pipeline
+    from benchmarks.frontier import measure_frontier
     from benchmarks.heatmaps import measure_heatmaps
     from benchmarks.memory import measure_memory
     from benchmarks.peak import measure_matmul_peak, measure_write_bandwidth
@@ -107,6 +108,10 @@ def plan(quick: bool, tiny: bool = False) -> list[tuple[str, str, Callable[[dict
     steps.append((
         "data", "prepare + stream",
         lambda f: measure_data_pipeline(people=300 if quick else None, stream_epochs=1 if quick else 2),
+    ))
+    steps.append((
+        "frontier", "training step images/s and MFU by width, stem and input size (2 threads)",
+        lambda f: measure_frontier(rounds=rounds),
     ))
     return steps
 

@@ -25,6 +25,12 @@ class HourglassConfig:
         channels: feature width inside the hourglasses (the original ``nFeats``); even.
         joints: number of heatmaps per stack (J); 16 for MPII.
         depth: number of 2x down-samplings inside each hourglass (4: 64 px -> 4 px).
+        stem_channels: width of the stem's bottleneck stage at half and quarter input
+            resolution; its 7x7 convolution has half of it. 128 is the paper's stem (a 7x7
+            convolution to 64 channels, then 64 -> 128 -> 128 -> ``channels``), whatever
+            ``channels`` is; a narrower network can narrow its stem with it, e.g. 64 for
+            ``channels=64`` (7x7 to 32, then 32 -> 64 -> 64 -> 64): the stem works at 4x and 16x
+            the hourglass's pixel count, so at reduced widths it costs most of the step.
         channels_last: run in ``torch.channels_last`` memory format (weights converted at
             construction, inputs in ``forward``). A speed knob: it changes no numbers beyond
             float rounding, and state dicts are interchangeable between the two settings.
@@ -35,9 +41,10 @@ class HourglassConfig:
     joints: int = 16
     depth: int = 4
     channels_last: bool = False
+    stem_channels: int = 128
 
     def __post_init__(self) -> None:
-        for name in ("stacks", "channels", "joints", "depth"):
+        for name in ("stacks", "channels", "joints", "depth", "stem_channels"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ValueError(
@@ -48,6 +55,11 @@ class HourglassConfig:
         if self.channels % 2 or self.channels < 2:
             raise ValueError(
                 f"HourglassConfig.channels must be even (the bottleneck halves it), got {self.channels}"
+            )
+        if self.stem_channels % 4:
+            raise ValueError(
+                "HourglassConfig.stem_channels must be a multiple of 4 (its 7x7 convolution has "
+                f"half of it, and each bottleneck halves that), got {self.stem_channels}"
             )
         if not isinstance(self.channels_last, bool):
             raise ValueError(
@@ -105,19 +117,25 @@ def _conv_bn_relu(in_channels: int, out_channels: int) -> nn.Sequential:
 
 
 class Stem(nn.Module):
-    """Initial processing: (B, 3, H, W) -> (B, C, H/4, W/4)."""
+    """Initial processing: (B, 3, H, W) -> (B, C, H/4, W/4).
 
-    def __init__(self, channels: int) -> None:
+    Args:
+        channels: output width C (the hourglass width).
+        stem_channels: bottleneck width T (the paper: 128); the 7x7 convolution gives T/2.
+    """
+
+    def __init__(self, channels: int, stem_channels: int = 128) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3)
-        self.bn = nn.BatchNorm2d(64)
-        self.res1 = Residual(64, 128)
-        self.res2 = Residual(128, 128)
-        self.res3 = Residual(128, channels)
+        half = stem_channels // 2
+        self.conv = nn.Conv2d(3, half, kernel_size=7, stride=2, padding=3)
+        self.bn = nn.BatchNorm2d(half)
+        self.res1 = Residual(half, stem_channels)
+        self.res2 = Residual(stem_channels, stem_channels)
+        self.res3 = Residual(stem_channels, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.bn(self.conv(x)))  # (B, 64, H/2, W/2)
-        x = F.max_pool2d(self.res1(x), kernel_size=2, stride=2)  # (B, 128, H/4, W/4)
+        x = F.relu(self.bn(self.conv(x)))  # (B, T/2, H/2, W/2)
+        x = F.max_pool2d(self.res1(x), kernel_size=2, stride=2)  # (B, T, H/4, W/4)
         return self.res3(self.res2(x))  # (B, C, H/4, W/4)
 
 
@@ -151,7 +169,7 @@ class StackedHourglass(nn.Module):
     def __init__(self, cfg: HourglassConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.stem = Stem(cfg.channels)
+        self.stem = Stem(cfg.channels, cfg.stem_channels)
         self.stacks = nn.ModuleList(
             Stack(cfg.depth, cfg.channels, cfg.joints) for _ in range(cfg.stacks)
         )
@@ -208,14 +226,14 @@ def parameter_count(cfg: HourglassConfig) -> int:
     For channels=256, joints=16, depth=4: 1 stack 3.43 M, 2 stacks 6.57 M, 4 stacks 12.86 M,
     8 stacks 25.43 M, as in the original Torch model.
     """
-    c, j = cfg.channels, cfg.joints
+    c, j, t = cfg.channels, cfg.joints, cfg.stem_channels
     res = residual_parameter_count(c, c)
     stem = (
-        (3 * 64 * 49 + 64)
-        + 2 * 64
-        + residual_parameter_count(64, 128)
-        + residual_parameter_count(128, 128)
-        + residual_parameter_count(128, c)
+        (3 * (t // 2) * 49 + t // 2)
+        + 2 * (t // 2)
+        + residual_parameter_count(t // 2, t)
+        + residual_parameter_count(t, t)
+        + residual_parameter_count(t, c)
     )
     hourglass = (3 * cfg.depth + 1) * res
     stack = hourglass + res + (c * c + c + 2 * c) + (c * j + j)

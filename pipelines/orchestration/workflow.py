@@ -66,6 +66,7 @@ class WorkflowResult:
     data_fingerprint: str = ""
     train_run_id: str = ""
     pckh_total: float | None = None
+    pckh_people: int | None = None  # people the evaluate step scored (the whole val split)
     summary_path: str = ""
     error: str = ""  # a scheduler firing that failed (run_firing does not raise)
     failed_step: str = ""  # the step it failed in ("setup" before any step)
@@ -200,6 +201,7 @@ def _run_locked(cfg: WorkflowConfig, run: ResolvedRun, log: Callable[[str], None
             evaluated = record.run("evaluate", lambda: steps.evaluate(
                 plan, prepared, trained, parent, force=cfg.force, address=cfg.address, log=log))
             result.pckh_total = evaluated.table["Total"]
+            result.pckh_people = evaluated.table.get("rows")
             tracker.log_metrics({"pckh/Total": evaluated.table["Total"]}, step=0)
             record.run("register", lambda: steps.register(
                 plan, prepared, trained, evaluated, parent, force=cfg.force, address=cfg.address, log=log))

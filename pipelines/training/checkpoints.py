@@ -61,8 +61,13 @@ def load_state(directory: str | Path, expected: HourglassConfig | None = None) -
 
 
 def check_model_config(saved: dict[str, Any], expected: HourglassConfig, *, where: str) -> None:
-    """Raises CheckpointMismatchError naming every field where `saved` and `expected` differ."""
+    """Raises CheckpointMismatchError naming every field where `saved` and `expected` differ.
+
+    A field the checkpoint predates (e.g. `stem_channels`) counts as its default, which is what
+    the checkpoint was trained with."""
     wanted = dataclasses.asdict(expected)
+    defaults = dataclasses.asdict(HourglassConfig())
+    saved = {**{k: v for k, v in defaults.items() if k not in saved}, **saved}
     diffs = [
         f"model.{key}: checkpoint {saved.get(key)!r} vs config {wanted.get(key)!r}"
         for key in sorted(set(saved) | set(wanted))

@@ -15,6 +15,15 @@ for it (`streaming_split(equal=True)`), so no task of a pass can see the previou
 number. One dataset and one split coordinator serve the whole run (a dataset per epoch would
 leave one ~250 MB coordinator process alive per epoch until the run ends).
 
+Shuffling: every pass walks the blocks (~128 rows) in a new order, and the loop draws its
+batches from a local buffer of `shuffle_buffer_rows` rows seeded by (train.seed, epoch), so two
+consecutive epochs' batches share almost no pair of samples (`shared_pair_fraction`). The block
+order of pass k is seeded by (shuffle_seed, k) (Ray Data's per-execution reseeding): a run
+that starts at epoch 0 gets the same block order for epoch e on every rerun with the same seed.
+A run restarted mid-way (a replaced worker, a re-run driver) numbers its passes from the
+restart: which samples the resumed epoch trains on is decided by the clock's keys, not by the
+order, so it stays exact; only the order of the resumed passes differs from an unbroken run.
+
 Mid-epoch resume: every row reaches the loop with its `key` (`sample_keys`, a hash of the
 person_id). A mid-epoch checkpoint stores the keys trained on so far in that epoch; after a
 restart rank 0 puts them on the clock (`EpochClock.set(epoch, done)`) and the augmentation tasks
@@ -146,7 +155,8 @@ def train_dataset(data: str | Path, cfg: AugmentConfig, clock_name: str, *, shuf
     """The lazy Ray Dataset of training passes: augmented inputs, targets and joint weights.
 
     Each iteration is one epoch, augmented for the epoch on the `clock_name` clock. Block order
-    is shuffled (seeded); the loop adds a local shuffle buffer seeded by the epoch.
+    is shuffled afresh for every pass (pass k seeded by `shuffle_seed` and k); the loop adds a
+    local shuffle buffer (`shuffle_buffer_rows`) seeded by the epoch.
 
     `cache` (`train_rows`) makes a pass start with many small augmentation tasks at once: the
     first batch of an epoch arrives in ~0.4 s. Uncached, one task augments a whole file before
@@ -154,7 +164,10 @@ def train_dataset(data: str | Path, cfg: AugmentConfig, clock_name: str, *, shuf
     off only for a split larger than the object store.
     """
     ds = train_rows(data, cache=cache, rows_per_block=rows_per_block)
-    ds = ds.randomize_block_order(seed=_mix(shuffle_seed, 0))
+    from ray.data import RandomSeedConfig
+
+    ds = ds.randomize_block_order(seed=RandomSeedConfig(seed=_mix(shuffle_seed, 0) % 2**31,
+                                                       reseed_after_execution=True))
     return ds.map_batches(
         augment_for_training,
         fn_kwargs={"cfg": cfg, "clock_name": clock_name},
@@ -162,6 +175,38 @@ def train_dataset(data: str | Path, cfg: AugmentConfig, clock_name: str, *, shuf
         batch_format="numpy",
         num_cpus=num_cpus,
     )
+
+
+SHUFFLE_BUFFER_MIN_ROWS = 512
+
+
+def shuffle_buffer_rows(batch_size: int) -> int:
+    """Rows in the loop's local shuffle buffer: at least 512 (four 128-row blocks) and 64
+    batches. With a buffer of R rows a pair of samples that shared a batch in one epoch shares
+    one again in the next with a chance of about batch_size / R on top of the block order's
+    reshuffle (a 64-row buffer over a fixed block order: most pairs met again)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    return max(SHUFFLE_BUFFER_MIN_ROWS, 64 * batch_size)
+
+
+def shared_pair_fraction(first: list[np.ndarray], second: list[np.ndarray]) -> float:
+    """Of the pairs of samples that share a batch in `first` (one epoch's batches, each an
+    array of sample keys), the fraction that share a batch in `second` as well.
+
+    0 when the two epochs batch independently of each other (up to chance: about
+    (batch - 1) / (rows - 1)), 1 when every batch of `first` comes back whole."""
+    batch_of = {int(k): i for i, keys in enumerate(second) for k in np.asarray(keys).reshape(-1)}
+    pairs = shared = 0
+    for keys in first:
+        where = np.array([batch_of.get(int(k), -1 - j) for j, k in enumerate(np.asarray(keys).reshape(-1))])
+        n = len(where)
+        pairs += n * (n - 1) // 2
+        _, counts = np.unique(where, return_counts=True)
+        shared += int((counts * (counts - 1) // 2).sum())
+    if pairs == 0:
+        raise ValueError("no batch of the first epoch holds two samples: no pairs to compare")
+    return shared / pairs
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from pipelines.config.experiment import ExperimentConfig
+from pipelines.training.data_stream import shuffle_buffer_rows
 from pipelines.training.optim import LrSchedule, set_lr
 from pipelines.training.resume import EpochProgress, checkpoint_state, report
 from pipelines.training.validation import ValidationResult
@@ -188,7 +189,8 @@ class TrainLoop:
         batches = p.shard.iter_torch_batches(
             batch_size=train.batch_size, device=p.device, prefetch_batches=2,
             drop_last=p.drop_last,  # a compiled model would recompile for a smaller last batch
-            local_shuffle_buffer_size=max(4 * train.batch_size, 64), local_shuffle_seed=train.seed + epoch,
+            local_shuffle_buffer_size=shuffle_buffer_rows(train.batch_size),
+            local_shuffle_seed=train.seed + epoch,
         )
         for batch in batches:
             got = self.now()

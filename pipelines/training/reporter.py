@@ -44,6 +44,7 @@ class Rank0Reporter:
         self.tracker = tracker
         self.val = val
         self.baseline = baseline
+        self.on_validation = None  # on_validation(people done, of, seconds) for the live display
         self.compiled = False
         self.val_threads = len(os.sched_getaffinity(0))  # this node's CPUs
         self.eager_copy = None  # validation model when training runs compiled (see validate)
@@ -99,8 +100,11 @@ class Rank0Reporter:
         threads = torch.get_num_threads()
         torch.set_num_threads(self.val_threads)  # the other ranks wait at the epoch's barrier
         try:
+            report = self.on_validation
             result = validate(model, self.val, FLIP_PERMUTATION, flip=self.cfg.train.val_flip,
-                              batch_size=self.cfg.train.val_batch_size, autocast_dtype=amp)
+                              batch_size=self.cfg.train.val_batch_size, autocast_dtype=amp,
+                              on_batch=None if report is None else
+                              (lambda done, people: report(done, people, time.perf_counter() - start)))
         finally:
             torch.set_num_threads(threads)
         epoch_metrics.update({f"pckh/{k}": result.table[k] for k in TABLE_KEYS})

@@ -9,7 +9,7 @@ validation loss, so the flip costs no extra pass. Predictions map back to origin
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,8 +41,10 @@ class ValidationResult:
 
 def validate(model: nn.Module, val: ValidationSet, flip_pairs: Sequence[int], *,
              flip: bool = True, batch_size: int = 32,
-             autocast_dtype: torch.dtype | None = None) -> ValidationResult:
+             autocast_dtype: torch.dtype | None = None,
+             on_batch: Callable[[int, int], None] | None = None) -> ValidationResult:
     """Scores `model` on `val`. The model runs in eval mode and gets its mode back afterwards.
+    `on_batch(people done, people in all)` is called before the first batch and after each.
 
     `model` maps (B, 3, H, W) to (B, S, J, H/4, W/4); pass the plain module, not its DDP
     wrapper (validation runs on one rank only and must not wait for the others).
@@ -55,6 +57,8 @@ def validate(model: nn.Module, val: ValidationSet, flip_pairs: Sequence[int], *,
         autocast = (torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None
                     else contextlib.nullcontext())
         with torch.inference_mode(), autocast:
+            if on_batch is not None:
+                on_batch(0, len(val))
             for start in range(0, len(val), batch_size):
                 part = slice(start, start + batch_size)
                 x = normalise_images(val.images[part]).to(device)  # (B, 3, H, W)
@@ -75,6 +79,8 @@ def validate(model: nn.Module, val: ValidationSet, flip_pairs: Sequence[int], *,
                 weight_total += batch_weight
                 xy, _ = keypoints_from_heatmaps(heatmaps.float(), stride=x.shape[-1] // heatmaps.shape[-1])
                 coords.append(xy)
+                if on_batch is not None:
+                    on_batch(min(start + batch_size, len(val)), len(val))
     finally:
         model.train(was_training)
     pred = to_image_px(np.concatenate(coords), val.input_to_image)  # (N, J, 2) image px

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import time
 
 import torch
 
@@ -22,7 +23,7 @@ from pipelines.training.device import amp_dtype, cpu_threads
 from pipelines.training.loop import Cadence, LoopParts, LoopState, TrainLoop
 from pipelines.training.optim import LrSchedule, build_optimizer
 from pipelines.training.precision import resolve
-from pipelines.training.progress import Poster, Update
+from pipelines.training.progress import Poster, SmoothedRate, Update, validation_label
 from pipelines.training.reporter import Rank0Reporter
 from pipelines.training.resume import EpochProgress, resume
 from pipelines.training.worker_args import WorkerArgs
@@ -65,7 +66,8 @@ def train_worker(args: WorkerArgs) -> None:
     if train.max_steps:
         images_per_worker = min(images_per_worker, train.max_steps * train.batch_size)
     poster = Poster(args.progress_name) if rank == 0 and args.progress_name else None
-    shown = Update(epochs=train.epochs, images_total=images_per_worker * world)
+    shown = Update(epochs=train.epochs, images_total=images_per_worker * world,
+                   budget_s=60.0 * train.max_minutes)
     if poster is not None:
         poster.post(dataclasses.replace(shown, phase="choosing the speed path (measuring)"), force=True)
     choice, model = resolve(
@@ -108,29 +110,36 @@ def train_worker(args: WorkerArgs) -> None:
                                 step=position.global_step,
                                 images=position.global_step * train.batch_size * world)
 
+    rate = SmoothedRate()
     if poster is not None:
-        full_total = shown.images_total
 
         def on_step(epoch: int, images_per_s: float, loss_per_stack: tuple[float, ...]) -> None:
+            # The total stays the recipe's; the budget shows as its own clock (`training_eta`
+            # picks whichever ends training first), and the rate is smoothed over steps.
             nonlocal shown
-            images, total, left = loop.global_step * train.batch_size * world, full_total, loop.budget_left_s()
-            if left is not None:  # a time budget ends the run where this rate gets in the time left
-                total = min(full_total, images + int(images_per_s * left))
+            images, left = loop.global_step * train.batch_size * world, loop.budget_left_s()
             shown = dataclasses.replace(
                 shown, phase="train", epoch=epoch, step=loop.global_step, images=images,
-                images_total=total, images_per_s=images_per_s, loss_per_stack=loss_per_stack)
+                images_per_s=rate.update(images, time.perf_counter()), loss_per_stack=loss_per_stack,
+                trained_s=0.0 if left is None else shown.budget_s - left)
             poster.post(shown)
         loop.on_step = on_step
+
+        def on_validation(done: int, people: int, seconds: float) -> None:
+            poster.post(dataclasses.replace(shown, phase="validating", val_done=done, val_people=people,
+                                            val_per_s=done / seconds if seconds > 0 else 0.0), force=done == 0)
+        reporter.on_validation = on_validation
 
     for epoch in range(position.start_epoch, train.epochs):
         before = position.in_epoch if position.in_epoch and position.in_epoch.epoch == epoch else \
             EpochProgress(epoch, cfg.model.stacks)
+        rate.pause()  # the time between passes (validation, checkpoints) is not training
         progress, stopped = loop.run_epoch(epoch, before)
-        if poster is not None and loop.validates(epoch, stopped):
-            poster.post(dataclasses.replace(shown, phase="validating", epoch=epoch), force=True)
         last = loop.end_epoch(epoch, progress, stopped)
         if poster is not None and loop.val_total is not None:
-            shown = dataclasses.replace(shown, val_total=loop.val_total)
+            shown = dataclasses.replace(shown, val_total=loop.val_total, val_label=validation_label(
+                flip=train.val_flip, precision=choice.path.amp if choice.path.amp != "off" else "fp32",
+                people=len(reporter.val), subset=bool(train.val_max_people)))
             poster.post(dataclasses.replace(shown, phase="validated"), force=True)
         if last:
             break
