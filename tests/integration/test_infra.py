@@ -96,6 +96,10 @@ def test_dockerfile_installs_with_constraints_and_runs_shg():
     text = (INFRA / "Dockerfile").read_text()
     assert re.search(r"^FROM python:3\.11-slim\s*$", text, re.M)
     assert re.search(r"pip install [^\n]*-c constraints\.txt \.", text)
+    # The torch build is pinned too: the CUDA set by default (GPU workers), the CPU set on request.
+    assert re.search(r"^ARG TORCH=cuda\s*$", text, re.M)
+    assert "COPY constraints ./constraints" in text
+    assert re.search(r'pip install [^\n]*-c "constraints/\$TORCH\.txt" -c constraints\.txt \.', text)
     assert 'ENTRYPOINT ["shg"]' in text
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts["shg"] == "pipelines.cli.app:main"
@@ -206,6 +210,8 @@ def test_ray_cluster_yaml_passes_rays_own_validation():
         assert 0 <= node_type["min_workers"] <= node_type["max_workers"] <= raw["max_workers"]
     setup = " ".join(raw["setup_commands"])
     assert "-c ~/shg/constraints.txt ~/shg" in setup
+    assert "-c ~/shg/constraints/cuda.txt" in setup  # the GPU workers' torch build, pinned
+    assert re.search(r"astral\.sh/uv/\d+\.\d+\.\d+/install\.sh", setup)  # uv itself pinned
     assert raw["file_mounts"]["~/shg"] == "."
     assert {".env*", ".venv", ".git", "runs"} <= set(raw["rsync_exclude"])
 

@@ -3,7 +3,7 @@ them prepared together in ONE run on a real local Ray cluster; each kind is then
 that finds its person in the quarantine with the expected reason. One bad record must never end
 the job, and `rows_in = rows + quarantined` must hold.
 
-The README's "Hostile input" table is this list.
+The table in docs/HOSTILE_INPUT.md is this list.
 """
 
 from __future__ import annotations
