@@ -119,6 +119,7 @@ def plan(quick: bool, tiny: bool = False) -> list[tuple[str, str, Callable[[dict
 def tiny_plan() -> list[tuple[str, str, Callable[[dict], dict]]]:
     """Every section of `plan` on toy sizes, one repetition, nothing compiled."""
     from benchmarks.data_pipeline import measure_data_pipeline
+    from benchmarks.frontier import Candidate, measure_frontier
     from benchmarks.heatmaps import measure_heatmaps
     from benchmarks.memory import measure_memory
     from benchmarks.peak import measure_matmul_peak, measure_write_bandwidth
@@ -128,6 +129,7 @@ def tiny_plan() -> list[tuple[str, str, Callable[[dict], dict]]]:
     from benchmarks.training import StepShape, measure_training
 
     shape = StepShape(stacks=2, channels=16, depth=2, batch=2, size=64)
+    toy_networks = (Candidate(1, 16, 8, 32, depth=2),)
     eager = SpeedConfig(compile=False)
     return [
         ("peak", "fp32 matmul peak", lambda f: measure_matmul_peak(sizes=(256,), rounds=1)),
@@ -140,6 +142,7 @@ def tiny_plan() -> list[tuple[str, str, Callable[[dict], dict]]]:
         ("memory", "tiny peak RSS", lambda f: measure_memory(stacks=1, channels=16, depth=2, batch=1, size=64, compile=False)),
         ("heatmaps", "render_heatmaps", lambda f: measure_heatmaps(rounds=2)),
         ("data", "prepare + stream", lambda f: measure_data_pipeline(people=40, stream_epochs=1, rounds=1)),
+        ("frontier", "toy network", lambda f: measure_frontier(toy_networks, threads=1, batch=2, rounds=1, peak_sizes=(64,))),
     ]
 
 

@@ -89,11 +89,8 @@ def _run_workflow_or_exit(cfg):
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(code=1 if isinstance(err, WorkflowError) else 2) from None
     steps = ", ".join(f"{s.name}={s.status} ({s.seconds:.1f} s)" for s in result.steps)
-    from pipelines.training.progress import evaluation_label
-
     score = "" if result.pckh_total is None else (
-        f"; validation PCKh@0.5 Total {result.pckh_total:.1f} % "
-        f"({evaluation_label(flip=True, people=result.pckh_people)})")
+        f"; validation PCKh@0.5 Total {result.pckh_total:.1f} % ({result.pckh_label})")
     typer.echo(f"workflow run {result.parent_run_id}: {steps}{score}")
     return result
 

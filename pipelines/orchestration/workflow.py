@@ -37,6 +37,7 @@ from pipelines.tracking.workflow_runs import (
 from shg_io.clock import utc_compact
 from shg_io.json_files import write_json_atomic
 from shg_io.storage import Location, location
+from pipelines.training.progress import evaluation_label
 
 STEPS: tuple[str, ...] = ("prepare", "train", "evaluate", "register")
 Step = TypeVar("Step")
@@ -70,6 +71,11 @@ class WorkflowResult:
     summary_path: str = ""
     error: str = ""  # a scheduler firing that failed (run_firing does not raise)
     failed_step: str = ""  # the step it failed in ("setup" before any step)
+
+    @property
+    def pckh_label(self) -> str:
+        """What the evaluate step's PCKh is (flip test, fp32, best checkpoint, whole split)."""
+        return evaluation_label(flip=True, people=self.pckh_people)
 
     @property
     def outcome(self) -> str:
