@@ -24,7 +24,7 @@ from pipelines.training.loop import Cadence, TrainLoop
 from pipelines.training.optim import LrSchedule, build_optimizer
 from pipelines.training.precision import resolve
 from pipelines.training.progress import Poster, Update
-from pipelines.training.resume import EpochProgress, resume
+from pipelines.training.resume import EpochProgress, restore_placed
 
 # Ray Train V2 patches print() into its logger *and* tees it to the wrapped stdout, so a print
 # shows twice on the driver; a logger line shows once.
@@ -78,7 +78,9 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         log=log.info if rank == 0 else (lambda _: None))
     optimizer = build_optimizer(model, train)
     schedule = LrSchedule(train.lr, train.lr_drop_factor, train.lr_drop_epochs, train.lr_plateau_patience)
-    position = resume(ray.train.get_checkpoint(), cfg, model, optimizer, schedule)
+    # placed first, restored after: the optimiser state lands on the parameters' device
+    forward, position = restore_placed(ray.train.get_checkpoint(), cfg, model, optimizer, schedule,
+                                       place=ray.train.torch.prepare_model)  # to device; DDP when world > 1
 
     reporter = None
     if rank == 0:
@@ -95,7 +97,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     amp = amp_dtype(choice.path.amp)
     loop = TrainLoop(
         cfg=cfg, rank=rank, world=world, device=device, model=model,
-        forward=ray.train.torch.prepare_model(model),  # moves to device; DDP when world > 1
+        forward=forward,
         optimizer=optimizer, scaler=torch.amp.GradScaler("cuda", enabled=amp is torch.float16),
         amp=amp, channels_last=choice.path.layout == "channels_last", drop_last=choice.path.compiled,
         schedule=schedule, shard=ray.train.get_dataset_shard(TRAIN_DATASET),
