@@ -22,7 +22,7 @@ from pipelines.training.data_stream import TRAIN_DATASET
 from pipelines.training.device import amp_dtype, cpu_threads
 from pipelines.training.loop import Cadence, TrainLoop
 from pipelines.training.optim import LrSchedule, build_optimizer
-from pipelines.training.precision import resolve
+from pipelines.training.precision import cuda_bf16_native, resolve
 from pipelines.training.progress import Poster, Update
 from pipelines.training.resume import EpochProgress, restore_placed
 
@@ -74,7 +74,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         cfg.model, train.amp, train.layout, train.compile, batch_size=train.batch_size,
         input_size=cfg.data.input_size, images_per_worker=images_per_worker,
         make_optimizer=lambda m: build_optimizer(m, train), on_gpu=on_gpu,
-        bf16_supported=on_gpu and torch.cuda.is_bf16_supported(), agree=_agree(world),
+        bf16_supported=on_gpu and cuda_bf16_native(), agree=_agree(world),
         log=log.info if rank == 0 else (lambda _: None))
     optimizer = build_optimizer(model, train)
     schedule = LrSchedule(train.lr, train.lr_drop_factor, train.lr_drop_epochs, train.lr_plateau_patience)
