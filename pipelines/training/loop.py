@@ -21,8 +21,12 @@ from shg_model.pixels import normalise
 from pipelines.training.optim import LrSchedule, set_lr
 from pipelines.training.resume import EpochProgress, checkpoint_state, report
 from shg_model import heatmap_loss
+from shg_model.targets import render_heatmaps
 
-SCORE_METRIC = "pckh/Total"  # Ray keeps the best checkpoints by it; NaN where not validated
+SCORE_METRIC = "pckh/Total"
+# On a GPU, ranks agree on the clock-based decisions (checkpoint due, time budget spent) every
+# this many steps: the broadcast's read waits for the device; a cap then stops <= 9 steps late.
+AGREE_EVERY_GPU_STEPS = 10  # Ray keeps the best checkpoints by it; NaN where not validated
 
 
 @dataclass
@@ -46,17 +50,30 @@ class Cadence:
 
 @dataclass
 class _Stretch:
-    """This rank's part of a pass since the pass began or the last mid-epoch checkpoint."""
+    """This rank's part of a pass since the pass began or the last mid-epoch checkpoint.
+
+    The losses add up on the training device (`loss_sums`) and the image count on the host, so
+    a step does not wait for the device; `sums()` reads them back (one sync) where needed."""
 
     stacks: int
+    device: torch.device = torch.device("cpu")
     keys: list[np.ndarray] = field(default_factory=list)
-    sums: torch.Tensor | None = None  # images, loss·images, per-stack loss·images
+    images: int = 0
+    loss_sums: torch.Tensor | None = None  # (1 + stacks,) float64: loss·images, per-stack loss·images
     start: float = field(default_factory=time.perf_counter)
     wait_s: float = 0.0
     compute_s: float = 0.0
 
     def __post_init__(self) -> None:
-        self.sums = torch.zeros(2 + self.stacks, dtype=torch.float64)
+        self.loss_sums = torch.zeros(1 + self.stacks, dtype=torch.float64, device=self.device)
+
+    def add(self, n: int, loss: torch.Tensor, per_stack: torch.Tensor) -> None:
+        self.images += n
+        self.loss_sums += torch.cat([loss.detach().double().reshape(1), per_stack.detach().double()]) * n
+
+    def sums(self) -> torch.Tensor:
+        """(2 + stacks,) float64 on the CPU: images, loss·images, per-stack loss·images."""
+        return torch.cat([torch.tensor([float(self.images)], dtype=torch.float64), self.loss_sums.cpu()])
 
 
 @dataclass
@@ -109,12 +126,14 @@ class TrainLoop:
         if self.world > 1:  # nobody starts the pass before the clock shows this epoch
             torch.distributed.barrier()
         self.cadence.restart(self.global_step, time.perf_counter())
-        progress, stretch, stopped = before, _Stretch(self.cfg.model.stacks), False
+        progress, stretch, stopped = before, _Stretch(self.cfg.model.stacks, self.device), False
         self.pass_start = stretch.start
         window = {"images": 0, "start": stretch.start, "wait": 0.0}
-        tick = stretch.start
+        tick = shown = stretch.start
+        on_gpu = self.device.type == "cuda"
         batches = self.shard.iter_torch_batches(
-            batch_size=train.batch_size, device=self.device, prefetch_batches=2,
+            # on the host (pinned where a GPU trains): the keys stay here, the rest moves below
+            batch_size=train.batch_size, device="cpu", pin_memory=on_gpu, prefetch_batches=2,
             drop_last=self.drop_last,  # a compiled model would recompile for a smaller last batch
             local_shuffle_buffer_size=max(4 * train.batch_size, 64), local_shuffle_seed=train.seed + epoch,
         )
@@ -122,28 +141,29 @@ class TrainLoop:
             got = time.perf_counter()
             stretch.wait_s += got - tick
             window["wait"] += got - tick
-            stretch.keys.append(batch["key"].cpu().numpy())
+            stretch.keys.append(batch["key"].numpy())
             if len(batch["key"]) < 2:
                 # A one-image remainder cannot train BatchNorm where the hourglass bottom is 1x1
                 # (tiny inputs). Shards are split equally, so every rank skips the same batch.
                 tick = time.perf_counter()
                 continue
-            loss, per_stack = self._step(batch)
+            loss, per_stack = self._step(batch)  # on the device: no wait for it here
             n = len(batch["key"])
-            stretch.sums += torch.cat([torch.tensor([n, loss * n]), per_stack.double() * n])
+            stretch.add(n, loss, per_stack)
             window["images"] += n
             tick = time.perf_counter()
             stretch.compute_s += tick - got
             if self.reporter is not None and self.global_step % train.log_every == 0:
                 elapsed = tick - window["start"]
-                self.reporter.step(self.global_step, loss, per_stack.numpy(), self.schedule.lr,
+                self.reporter.step(self.global_step, float(loss), per_stack.detach().cpu().numpy(), self.schedule.lr,
                                    images_per_s=window["images"] * self.world / max(elapsed, 1e-9),
                                    data_wait_s=window["wait"])
                 window = {"images": 0, "start": tick, "wait": 0.0}
-            if self.on_step is not None:
-                local = max(float(stretch.sums[0]), 1.0)
-                self.on_step(epoch, float(stretch.sums[0]) * self.world / max(tick - stretch.start, 1e-9),
-                             tuple(float(v) / local for v in stretch.sums[2:]))
+            if self.on_step is not None and (not on_gpu or tick - shown >= 1.0):  # the display posts ~1/s
+                shown, sums = tick, stretch.sums()
+                local = max(float(sums[0]), 1.0)
+                self.on_step(epoch, float(sums[0]) * self.world / max(tick - stretch.start, 1e-9),
+                             tuple(float(v) / local for v in sums[2:]))
             due, spent = self._agree(self.cadence.due(self.global_step, tick), self.budget_left_s() == 0.0)
             if spent or (train.max_steps and self.global_step >= train.max_steps):
                 stopped, self.stopped_by = True, "max_minutes" if spent else "max_steps"
@@ -152,26 +172,33 @@ class TrainLoop:
                 progress = self._combine(progress, stretch)
                 if len(np.unique(progress.keys)) < self.train_rows:  # else the epoch's own follows
                     self._checkpoint_mid_epoch(epoch, progress, self.trained_s + tick - self.pass_start)
-                stretch = _Stretch(self.cfg.model.stacks)
+                stretch = _Stretch(self.cfg.model.stacks, self.device)
                 tick = stretch.start
                 self.cadence.restart(self.global_step, tick)
         self.trained_s += time.perf_counter() - self.pass_start
         return self._combine(progress, stretch), stopped
 
-    def _step(self, batch: dict[str, torch.Tensor]) -> tuple[float, torch.Tensor]:
-        """One optimiser step; returns the loss and the per-stack losses (CPU)."""
-        images = normalise(batch["image"])  # (B, 3, H, W)
+    def _step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimiser step on a host batch; returns the loss () and the per-stack losses
+        (S,), on the device (reading them waits for the device)."""
+        data = self.cfg.data
+        # uint8 pixels and keypoints travel; normalising and drawing the targets happen here
+        image = batch["image"].to(self.device, non_blocking=True)  # (B, S, S, 3) uint8
+        weight = batch["weight"].to(self.device, non_blocking=True)  # (B, J)
+        keypoints = batch["keypoints"].to(self.device, non_blocking=True)  # (B, J, 2) heatmap px
+        targets = render_heatmaps(keypoints, weight > 0, data.heatmap_size, data.sigma)  # (B, J, H, H)
+        images = normalise(image)  # (B, 3, S, S)
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=self.amp) if self.amp else contextlib.nullcontext():
             pred = self.forward(images)  # (B, S, J, h, w)
-        loss, per_stack = heatmap_loss(pred, batch["heatmaps"], batch["weight"])
+        loss, per_stack = heatmap_loss(pred, targets, weight)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.global_step += 1
-        return loss.item(), per_stack.detach().cpu()
+        return loss.detach(), per_stack.detach()
 
     # --- checkpoints and the end of an epoch ---------------------------------------------------
 
@@ -233,6 +260,8 @@ class TrainLoop:
         train = self.cfg.train
         if self.world == 1 or not (train.checkpoint_every_minutes or train.max_minutes):
             return due, spent
+        if self.device.type == "cuda" and self.global_step % AGREE_EVERY_GPU_STEPS:
+            return False, False  # every rank skips the same steps: reading the box waits for the GPU
         box = torch.tensor([int(due), int(spent)], device=self.device)
         torch.distributed.broadcast(box, src=0)
         return bool(box[0].item()), bool(box[1].item())
@@ -240,7 +269,7 @@ class TrainLoop:
     def _combine(self, progress: EpochProgress, stretch: _Stretch) -> EpochProgress:
         """`progress` plus every rank's `stretch` (keys gathered, sums reduced)."""
         keys = np.concatenate(stretch.keys) if stretch.keys else np.empty(0, np.int64)
-        sums = stretch.sums
+        sums = stretch.sums()
         if self.world > 1:
             reduced = sums.to(self.device)
             torch.distributed.all_reduce(reduced)
