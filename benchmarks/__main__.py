@@ -32,8 +32,10 @@ TARGETS: dict[str, tuple[str, float]] = {
     "heatmap_over_write_bound": ("<=", 2.0),
     "heatmap_batch_over_write_bound": ("<=", 2.0),
     "stream_over_train": (">=", 2.0),
+    "ingest_over_fn": (">=", 0.5),
+    "ingest_bytes_per_sample": ("<=", 200_000.0),
 }
-SECTIONS = ("peak", "speedpath", "training", "published", "memory", "heatmaps", "data")
+SECTIONS = ("peak", "speedpath", "training", "published", "memory", "heatmaps", "data", "ingest")
 
 
 def machine() -> dict[str, str | float]:
@@ -64,6 +66,7 @@ def plan(quick: bool) -> list[tuple[str, str, Callable[[dict], dict]]]:
     """(section, label, function of the figures so far) in the order they run."""
     from benchmarks.data_pipeline import measure_data_pipeline
     from benchmarks.heatmaps import measure_heatmaps
+    from benchmarks.ingest import measure_ingest
     from benchmarks.memory import measure_memory
     from benchmarks.peak import measure_matmul_peak, measure_write_bandwidth
     from benchmarks.published import measure_published
@@ -102,6 +105,11 @@ def plan(quick: bool) -> list[tuple[str, str, Callable[[dict], dict]]]:
     steps.append((
         "data", "prepare + stream",
         lambda f: measure_data_pipeline(people=300 if quick else None, stream_epochs=1 if quick else 2),
+    ))
+    steps.append((
+        "ingest", "the mpii stream, parquet to the loop's batch (steady state)",
+        lambda f: measure_ingest(people=768 if quick else 1536, epochs=2 if quick else 3,
+                                 gpu_samples_per_s=f.get("gpu_bf16_b32_images_per_s")),
     ))
     return steps
 
