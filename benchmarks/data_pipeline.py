@@ -103,7 +103,7 @@ def measure_data_pipeline(
                 log=lambda message: None,
             )
             seconds = time.perf_counter() - started
-            rows = manifest["rows"]["train"] + manifest["rows"]["val"]
+            rows = manifest.rows["train"] + manifest.rows["val"]
             files = list((prepared / "train").glob("*.parquet")) + list((prepared / "val").glob("*.parquet"))
             figures["prepare_rows"] = float(rows)
             figures["prepare_rows_s"] = rows / seconds

@@ -65,10 +65,11 @@ def main() -> int:
     parser.add_argument("--people", type=int, default=1000)
     parser.add_argument("--cpus", type=int, default=2)
     args = parser.parse_args()
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # auth stays Ray's default (token)
-    import ray
+    import ray  # heavy: only for the shutdown at the end
 
-    ray.init(address="local", num_cpus=args.cpus, include_dashboard=False)
+    from pipelines.runtime.ray_cluster import connect
+
+    connect(num_cpus=args.cpus)  # a local cluster, auth Ray's default (token)
     with tempfile.TemporaryDirectory() as tmp:
         annotations = make_inputs(Path(tmp), args.people)
         cfg = PrepareConfig(annotations=str(annotations), images=str(Path(tmp) / "images"), out=f"{tmp}/out")
@@ -77,13 +78,13 @@ def main() -> int:
         seconds = time.perf_counter() - start
         sizes = column_bytes(Path(tmp) / "out" / "val")
     ray.shutdown()
-    rows = manifest["rows"]["val"]
+    rows = manifest.rows["val"]
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"{args.people} people on {args.cpus} CPUs: {seconds:.1f} s = {args.people / seconds:.1f} rows/s end to "
-          f"end (Ray stage {manifest['decode_rows_per_s']:.1f} rows/s); driver peak RSS {peak_mib:.0f} MiB")
-    print(f"parquet: {manifest['bytes_per_row']:.0f} bytes/row; by column (bytes/row): "
+          f"end (Ray stage {manifest.decode_rows_per_s:.1f} rows/s); driver peak RSS {peak_mib:.0f} MiB")
+    print(f"parquet: {manifest.bytes_per_row:.0f} bytes/row; by column (bytes/row): "
           + ", ".join(f"{k}={v / rows:.0f}" for k, v in sorted(sizes.items(), key=lambda kv: -kv[1])))
-    return 0 if rows + manifest["quarantined"] == args.people else 1
+    return 0 if rows + manifest.quarantined == args.people else 1
 
 
 if __name__ == "__main__":

@@ -32,11 +32,14 @@ import json, os, resource, sys, time
 import ray
 from dataprep.prepare import PrepareConfig, run_prepare
 annotations, images, out, cpus = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+# ray.init, not pipelines.runtime.ray_cluster.connect: the child also runs older versions of the code
 ray.init(address="local", num_cpus=cpus, include_dashboard=False)
 start = time.perf_counter()
 manifest = run_prepare(PrepareConfig(annotations=annotations, images=images, out=out), log=lambda line: None)
 seconds = time.perf_counter() - start
 ray.shutdown()
+if not isinstance(manifest, dict):  # a PreparedManifest (older versions return the JSON dict)
+    manifest = manifest.to_json()
 print(json.dumps({"seconds": round(seconds, 1), "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
                   "rows": manifest["rows"], "quarantined": manifest["quarantined"], "fingerprint": manifest["fingerprint"]}))
 """

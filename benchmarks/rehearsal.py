@@ -38,6 +38,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from dataprep.prepare import PreparedManifest
+
 REPO = Path(__file__).resolve().parents[1]
 MPII = REPO.parent / "shared" / "data" / "mpii"
 PROFILE = REPO / "pipelines" / "config" / "profiles" / "mpii.yaml"
@@ -117,7 +119,7 @@ def profile_config(work: Path, overrides: list[str]):
     return load_config(path, overrides)
 
 
-def check_prepared(manifest: dict, out: Path, records) -> dict:
+def check_prepared(manifest: PreparedManifest, out: Path, records) -> dict:
     """The count checks of a prepared rehearsal; returns the per-split figures, raises on a miss."""
     import pyarrow.parquet as pq
 
@@ -129,22 +131,22 @@ def check_prepared(manifest: dict, out: Path, records) -> dict:
     people = {s: sum(r.split == s for r in records) for s in ("train", "val")}
     q_split = {s: sum(q["split"] == s for q in q_rows) for s in ("train", "val")}
     problems = []
-    if manifest["rows_in"] != len(records):
-        problems.append(f"rows_in {manifest['rows_in']} != {len(records)} people")
-    if manifest["rows_in"] != sum(manifest["rows"].values()) + manifest["quarantined"]:
+    if manifest.rows_in != len(records):
+        problems.append(f"rows_in {manifest.rows_in} != {len(records)} people")
+    if manifest.rows_in != sum(manifest.rows.values()) + manifest.quarantined:
         problems.append("rows_in != rows + quarantined")
-    if len(q_rows) != manifest["quarantined"]:
-        problems.append(f"{len(q_rows)} quarantine rows, manifest says {manifest['quarantined']}")
+    if len(q_rows) != manifest.quarantined:
+        problems.append(f"{len(q_rows)} quarantine rows, manifest says {manifest.quarantined}")
     bad = [q["person_id"] for q in q_rows if q["reason"] not in REASONS or not q["detail"]]
     if bad:
         problems.append(f"quarantined without a known reason and detail: {bad[:5]}")
     for split in ("train", "val"):
-        if manifest["rows"][split] != people[split] - q_split[split]:
-            problems.append(f"{split} rows {manifest['rows'][split]} != {people[split]} people - {q_split[split]} quarantined")
+        if manifest.rows[split] != people[split] - q_split[split]:
+            problems.append(f"{split} rows {manifest.rows[split]} != {people[split]} people - {q_split[split]} quarantined")
     if problems:
         raise AssertionError("prepare: " + "; ".join(problems))
     return {"people": people, "quarantined": q_split,
-            "quarantined_by_reason": manifest["quarantined_by_reason"],
+            "quarantined_by_reason": manifest.quarantined_by_reason,
             "quarantined_people": [(q["person_id"], q["split"], q["reason"], q["detail"]) for q in q_rows]}
 
 
@@ -189,7 +191,7 @@ def run_rehearsal(work: Path, *, people: int | None = None, seed: int = 0, chann
     manifest = run_prepare(PrepareConfig(annotations=str(annotations), images=str(images), out=str(out),
                                          head_sizes=str(gt)), log=log)
     report["prepare"] = check_prepared(manifest, out, records)
-    report["manifest"] = {k: manifest[k] for k in ("rows_in", "rows", "quarantined", "bytes", "bytes_per_row",
+    report["manifest"] = {k: manifest.to_json()[k] for k in ("rows_in", "rows", "quarantined", "bytes", "bytes_per_row",
                                                    "rows_per_s", "decode_rows_per_s", "head_size_sources",
                                                    "head_sizes", "fingerprint")}
     lap("prepare")
@@ -223,11 +225,11 @@ def run_rehearsal(work: Path, *, people: int | None = None, seed: int = 0, chann
     import ray
 
     actors = max(1, int(ray.cluster_resources().get("CPU", 2)) - 1)
-    table = run_evaluate(EvaluateConfig(model=str(model_dir), data=str(out), split="val", batch_size=16,
-                                        flip=False, actors=actors, cpus_per_actor=1.0), log=log)
-    predictions = table.pop("predictions")
-    exported = export_predictions(work / "preds.mat", gt, predictions["person_id"], predictions["pred"],
-                                  predictions["joints_image"], predictions["labelled"])
+    evaluated = run_evaluate(EvaluateConfig(model=str(model_dir), data=str(out), split="val", batch_size=16,
+                                            flip=False, actors=actors, cpus_per_actor=1.0), log=log)
+    table, predictions = evaluated.summary(), evaluated.predictions
+    exported = export_predictions(work / "preds.mat", gt, predictions.person_id, predictions.pred,
+                                  predictions.joints_image, predictions.labelled)
     report["evaluate"] = {k: table[k] for k in ("rows", "Total", "Head", "Wrist", "Ankle")}
     report["export"] = {"rows": exported.rows, "predicted": exported.predicted, "unmatched": exported.unmatched}
     lap("evaluate + export")

@@ -127,14 +127,14 @@ def evaluate(
         cfg = EvaluateConfig(model=model, data=str(data), split=split, address=address,
                              batch_size=batch_size, flip=flip, actors=actors,
                              cpus_per_actor=cpus_per_actor, tracking_uri=tracking_uri)
-        table = run_evaluate(cfg, log=lambda line: typer.echo(line, err=True))
+        result = run_evaluate(cfg, log=lambda line: typer.echo(line, err=True))
     except (ValueError, FileNotFoundError) as err:
         _fail(str(err))
-    predictions = table.pop("predictions")
+    predictions = result.predictions
     if export is not None:
         try:
-            report = export_predictions(export, gt, predictions["person_id"], predictions["pred"],
-                                        predictions["joints_image"], predictions["labelled"])
+            report = export_predictions(export, gt, predictions.person_id, predictions.pred,
+                                        predictions.joints_image, predictions.labelled)
         except ValueError as err:
             _fail(str(err))
         typer.echo(f"exported {report.predicted} of {report.rows} ground-truth people to {report.path}"
@@ -142,7 +142,7 @@ def evaluate(
                       if report.unmatched else "")
                    + (f"; score with shg pckh --pred {report.path} --gt {gt}"
                       + (" --only-predicted" if report.predicted < report.rows else "")), err=True)
-    _emit_table(table, json_output)
+    _emit_table(result.summary(), json_output)
 
 
 class _FourValueBoxCommand(TyperCommand):

@@ -74,7 +74,7 @@ def prepare(
         typer.echo(f"Error: {exc}", err=True)
         raise typer.Exit(2) from exc
     typer.echo(
-        f"rows_in={manifest['rows_in']} train={manifest['rows']['train']} val={manifest['rows']['val']} "
-        f"quarantined={manifest['quarantined']} fingerprint={manifest['fingerprint']}"
+        f"rows_in={manifest.rows_in} train={manifest.rows['train']} val={manifest.rows['val']} "
+        f"quarantined={manifest.quarantined} fingerprint={manifest.fingerprint}"
     )
     typer.echo(f"manifest: {out.rstrip('/')}/manifest.json")

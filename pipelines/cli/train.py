@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -49,13 +48,13 @@ def train(
         with workdir_lock(local_state_dir(cfg.train.storage), "shg train"):
             result = train_resolved(cfg, inputs, address=address, log=typer.echo, verbose=verbose,
                                     progress=progress)
+            decision = None
             if register:  # the same evaluation and champion gate as `shg run`
                 from pipelines.orchestration.promotion import evaluate_and_register
 
                 prepared = data if is_uri(data) else Path(data).resolve()
-                registry = evaluate_and_register(cfg, result, prepared, address=address,
+                decision = evaluate_and_register(cfg, result, prepared, address=address,
                                                  log=typer.echo, name=model_name)
-                result = dataclasses.replace(result, registry=registry)
     except (PreparedDataError, TrackingUnavailable, CheckpointMismatchError, WorkflowBusy) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
@@ -67,6 +66,5 @@ def train(
     typer.echo("            " + " ".join(f"{k:>8s}" for k in TABLE_KEYS))
     typer.echo("model       " + " ".join(f"{result.pckh.get(k, float('nan')):8.1f}" for k in TABLE_KEYS))
     typer.echo("mean pose   " + " ".join(f"{result.baseline_pckh.get(k, float('nan')):8.1f}" for k in TABLE_KEYS))
-    if result.registry:
-        r = result.registry
-        typer.echo(f"registry: {r['name']} v{r['version']} -> {r['alias']} ({r['reason']})")
+    if decision is not None:
+        typer.echo(f"registry: {decision.name} v{decision.version} -> {decision.alias} ({decision.reason})")

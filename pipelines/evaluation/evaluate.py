@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -54,6 +55,53 @@ class EvaluateConfig:
             raise ValueError(f"split must be one of {schema.SPLITS}, got {self.split!r}")
         if self.batch_size < 1 or self.actors < 1 or not self.cpus_per_actor > 0:
             raise ValueError("batch_size and actors must be >= 1 and cpus_per_actor > 0")
+
+
+@dataclass(frozen=True)
+class SplitPredictions:
+    """The predictions of an evaluated split, rows sorted by person_id, and the ground truth they
+    were scored against.
+
+    Attributes:
+        person_id: (N,) str.
+        pred: (N, 16, 2) float64 predicted joints, 0-based original image px.
+        confidence: (N, 16) float32 heatmap peaks.
+        joints_image: (N, 16, 2) float64 ground-truth joints, image px (NaN where unlabelled).
+        labelled: (N, 16) bool; head_size: (N,) float64 PCKh normaliser, image px.
+    """
+
+    person_id: np.ndarray
+    pred: np.ndarray
+    confidence: np.ndarray
+    joints_image: np.ndarray
+    labelled: np.ndarray
+    head_size: np.ndarray
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    """What `run_evaluate` returns.
+
+    Attributes:
+        table: the official PCKh table (`dataprep.pckh.pckh_table`: TABLE_KEYS, per_joint,
+            threshold), percent.
+        rows: people scored; seconds: model load + inference + scoring; model, split: what was
+            evaluated (as given in the config).
+        predictions: the per-person predictions and ground truth.
+    """
+
+    table: dict[str, Any]
+    rows: int
+    seconds: float
+    model: str
+    split: str
+    predictions: SplitPredictions
+
+    def summary(self) -> dict[str, Any]:
+        """The table with `rows`, `seconds`, `model` and `split` beside it: what `shg evaluate
+        --json` prints, the model card's `val_metrics` and the workflow's evaluation record hold
+        (through `shg_io.json_files.json_ready`)."""
+        return {**self.table, "rows": self.rows, "seconds": self.seconds, "model": self.model, "split": self.split}
 
 
 class KeypointPredictor:
@@ -169,7 +217,7 @@ def _split_rows(data, split: str) -> int:
     from pipelines.runtime.prepared import PreparedDataError, read_manifest
 
     try:
-        return int(read_manifest(data)["rows"][split])
+        return int(read_manifest(data).rows[split])
     except (PreparedDataError, OSError, KeyError, ValueError, TypeError):
         return 0
 
@@ -185,26 +233,20 @@ def score(columns: dict[str, np.ndarray], threshold: float = 0.5) -> dict:
     return pckh_table(pred, gt, ~labelled, columns[schema.HEAD_SIZE], threshold)
 
 
-def run_evaluate(cfg: EvaluateConfig, log=print) -> dict:
-    """Loads the model, predicts the split, returns the PCKh table plus `rows`, `seconds`,
-    `model`, `split`, and the predictions (`person_id`, `pred` (N, 16, 2) image px,
-    `confidence` (N, 16), and the ground truth they were scored against: `joints_image`
-    (N, 16, 2) image px, `labelled` (N, 16), `head_size` (N,)) under `predictions`."""
+def run_evaluate(cfg: EvaluateConfig, log=print) -> EvaluationResult:
+    """Loads the model, predicts the split and scores it (official PCKh)."""
     from pipelines.tracking.model_io import load_model
 
     start = time.perf_counter()
     model, card = load_model(cfg.model, tracking_uri=cfg.tracking_uri)
     columns = predict_split(cfg, model, card, log=log)
     table = score(columns)
-    table.update(rows=int(len(columns["pred"])), seconds=round(time.perf_counter() - start, 2),
-                 model=cfg.model, split=cfg.split)
-    log(f"evaluated {table['rows']} {cfg.split} rows of {cfg.data} in {table['seconds']} s")
-    table["predictions"] = {
-        schema.PERSON_ID: columns[schema.PERSON_ID],
-        "pred": columns["pred"].reshape(len(columns["pred"]), -1, 2),
-        "confidence": columns["confidence"],
-        schema.JOINTS_IMAGE: columns[schema.JOINTS_IMAGE].reshape(len(columns["pred"]), -1, 2),
-        schema.LABELLED: columns[schema.LABELLED],
-        schema.HEAD_SIZE: columns[schema.HEAD_SIZE],
-    }
-    return table
+    n = len(columns["pred"])
+    result = EvaluationResult(
+        table=table, rows=int(n), seconds=round(time.perf_counter() - start, 2), model=cfg.model, split=cfg.split,
+        predictions=SplitPredictions(
+            person_id=columns[schema.PERSON_ID], pred=columns["pred"].reshape(n, -1, 2),
+            confidence=columns["confidence"], joints_image=columns[schema.JOINTS_IMAGE].reshape(n, -1, 2),
+            labelled=columns[schema.LABELLED], head_size=columns[schema.HEAD_SIZE]))
+    log(f"evaluated {result.rows} {cfg.split} rows of {cfg.data} in {result.seconds} s")
+    return result

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.config.experiment import ExperimentConfig
+from pipelines.tracking.registry import GateDecision
 from pipelines.training.driver import TrainResult
 
 Log = Callable[[str], None]
@@ -51,10 +52,9 @@ def save_and_evaluate(experiment: ExperimentConfig, trained: TrainResult, prepar
                                 heatmap_size=experiment.data.heatmap_size)
     model = model_from_state(state["model"], card, f"checkpoint {checkpoint}")
     model_dir = save_model_dir(model, card, folder / "model")
-    table = run_evaluate(EvaluateConfig(model=str(model_dir), data=str(prepared), split="val",
-                                        address=address, tracking_uri=tracking_uri), log=log)
-    table.pop("predictions", None)
-    table = json_ready(table)
+    evaluated = run_evaluate(EvaluateConfig(model=str(model_dir), data=str(prepared), split="val",
+                                            address=address, tracking_uri=tracking_uri), log=log)
+    table = json_ready(evaluated.summary())
     card = dataclasses.replace(card, val_fingerprint=val_split_fingerprint(data_fingerprint), val_metrics=table)
     save_model_dir(model, card, model_dir)  # the card states what the gate will see
     return model_dir, table
@@ -62,11 +62,9 @@ def save_and_evaluate(experiment: ExperimentConfig, trained: TrainResult, prepar
 
 def register_and_gate(model_dir: Path, table: dict[str, Any], data_fingerprint: str, prepared: Path, *,
                       tracking_uri: str, run_id: str, address: str | None, log: Log,
-                      name: str | None = None) -> dict[str, Any]:
-    """Registers the model directory under `name` on run `run_id` and applies the champion gate.
-
-    Returns the gate's decision (`GateDecision` as a dict).
-    """
+                      name: str | None = None) -> GateDecision:
+    """Registers the model directory under `name` on run `run_id` and applies the champion gate;
+    returns the gate's decision."""
     from dataprep.pckh import TABLE_KEYS
     from pipelines.evaluation.evaluate import EvaluateConfig, run_evaluate
     from pipelines.inference.model_dir import load_model_dir
@@ -82,7 +80,7 @@ def register_and_gate(model_dir: Path, table: dict[str, Any], data_fingerprint: 
         log(f"register: scoring the champion {model_uri} on the same validation rows")
         scored = run_evaluate(EvaluateConfig(model=model_uri, data=str(prepared), split="val",
                                              address=address, tracking_uri=tracking_uri), log=log)
-        return float(scored["Total"])
+        return float(scored.table["Total"])
 
     model, card = load_model_dir(model_dir)
     # the whole-split score, on the run and linked to the logged model (its page shows it)
@@ -92,22 +90,21 @@ def register_and_gate(model_dir: Path, table: dict[str, Any], data_fingerprint: 
                              val_fingerprint=val_split_fingerprint(data_fingerprint),
                              tracking_uri=tracking_uri, run_id=run_id, score_version=score_version)
     log(f"register: {gate.name} v{gate.version} -> {gate.alias} ({gate.reason})")
-    return dataclasses.asdict(gate)
+    return gate
 
 
 def evaluate_and_register(experiment: ExperimentConfig, trained: TrainResult, prepared: Path, *,
-                          address: str | None, log: Log, name: str | None = None) -> dict[str, Any]:
+                          address: str | None, log: Log, name: str | None = None) -> GateDecision:
     """`shg train`'s registration: the same evaluation and gate as `shg run`'s; a run that was
     registered before (re-running a finished command) is reported, not registered twice."""
     from pipelines.runtime.prepared import read_manifest
     from pipelines.tracking.store import run_tags
 
-    done = {k[len("registry."):]: v for k, v in run_tags(trained.tracking_uri, trained.mlflow_run_id).items()
-            if k.startswith("registry.")}
-    if done.get("version"):
-        log(f"register: {done['name']} v{done['version']} was registered from this run before")
+    done = GateDecision.from_tags(run_tags(trained.tracking_uri, trained.mlflow_run_id))
+    if done is not None:
+        log(f"register: {done.name} v{done.version} was registered from this run before")
         return done
-    fingerprint = read_manifest(prepared)["fingerprint"]
+    fingerprint = read_manifest(prepared).fingerprint
     folder = Path(experiment.train.storage).resolve() / "models" / trained.run_name
     model_dir, table = save_and_evaluate(experiment, trained, prepared, fingerprint, folder,
                                          tracking_uri=trained.tracking_uri, address=address, log=log)

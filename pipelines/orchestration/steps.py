@@ -12,14 +12,18 @@ nested under it. The runner (`pipelines.orchestration.workflow`) composes them.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dataprep.prepare import run_prepare
 from pipelines.orchestration.plan import ResolvedRun
 from pipelines.orchestration.promotion import register_and_gate, save_and_evaluate
 from pipelines.orchestration.reuse import prepare_inputs_key, synthesise
+from pipelines.runtime.prepared import MANIFEST, PreparedDataError, PreparedManifest, read_manifest
+from pipelines.tracking.registry import GateDecision
 from pipelines.tracking.workflow_runs import (
     DATA_FINGERPRINT_TAG,
     EXPERIMENT,
@@ -50,15 +54,15 @@ class ParentRun:
 class Prepared:
     status: str  # ran | reused
     path: str  # the prepared dataset folder: a local path or an object store URI
-    manifest: dict[str, Any]
+    manifest: PreparedManifest
 
     @property
     def fingerprint(self) -> str:
-        return self.manifest["fingerprint"]
+        return self.manifest.fingerprint
 
     def detail(self) -> dict[str, Any]:
-        return {"fingerprint": self.fingerprint, "rows": self.manifest["rows"],
-                "quarantined": self.manifest["quarantined"]}
+        return {"fingerprint": self.fingerprint, "rows": self.manifest.rows,
+                "quarantined": self.manifest.quarantined}
 
 
 @dataclass(frozen=True)
@@ -86,10 +90,10 @@ class Evaluated:
 @dataclass(frozen=True)
 class Registered:
     status: str
-    decision: dict[str, Any]  # name, version, alias, promoted, both numbers, reason
+    decision: GateDecision  # name, version, alias, promoted, both numbers, reason
 
     def detail(self) -> dict[str, Any]:
-        return dict(self.decision)
+        return dataclasses.asdict(self.decision)
 
 
 def prepare(run: ResolvedRun, *, force: bool, log: Log) -> Prepared:
@@ -98,8 +102,6 @@ def prepare(run: ResolvedRun, *, force: bool, log: Log) -> Prepared:
     Reuse needs the same inputs key and a manifest whose fingerprint is the one recorded with
     that key (so a hand-edited dataset is redone).
     """
-    from dataprep.prepare import MANIFEST, run_prepare
-
     inputs = run.data
     synthesised = False
     if inputs.synth is not None:
@@ -109,12 +111,15 @@ def prepare(run: ResolvedRun, *, force: bool, log: Log) -> Prepared:
     manifest_path = location(out) / MANIFEST
     if not force and not synthesised and inputs.marker.is_file() and manifest_path.is_file():
         marker = _read_json(inputs.marker)
-        manifest = _read_json(manifest_path)
-        if marker.get("key") == key and marker.get("fingerprint") == manifest.get("fingerprint"):
-            log(f"prepare: {out} is up to date (fingerprint {manifest['fingerprint']}); reused")
+        try:
+            manifest = read_manifest(out)
+        except PreparedDataError:  # unreadable: prepare again
+            manifest = None
+        if manifest is not None and marker.get("key") == key and marker.get("fingerprint") == manifest.fingerprint:
+            log(f"prepare: {out} is up to date (fingerprint {manifest.fingerprint}); reused")
             return Prepared("reused", out, manifest)
     manifest = run_prepare(inputs.prepare, log=log)
-    write_json_atomic(inputs.marker, {"key": key, "fingerprint": manifest["fingerprint"]})
+    write_json_atomic(inputs.marker, {"key": key, "fingerprint": manifest.fingerprint})
     return Prepared("ran", out, manifest)
 
 
@@ -183,18 +188,17 @@ def register(run: ResolvedRun, prepared: Prepared, trained: Trained, evaluated: 
              parent: ParentRun, *, force: bool, address: str, log: Log) -> Registered:
     """Registers the evaluated model and moves `champion` only through the gate."""
     train_run_id = trained.result.mlflow_run_id
-    tags = parent.runs.get(train_run_id).tags
-    if not force and tags.get("registry.version"):
-        decision = {k[len("registry."):]: v for k, v in tags.items() if k.startswith("registry.")}
-        log(f"register: {decision['name']} v{decision['version']} was registered from this run before; reused")
+    before = GateDecision.from_tags(parent.runs.get(train_run_id).tags)
+    if not force and before is not None:
+        decision = before
+        log(f"register: {decision.name} v{decision.version} was registered from this run before; reused")
         status = "reused"
     else:
         decision = register_and_gate(evaluated.model_dir, evaluated.table, prepared.fingerprint, prepared.path,
                                      tracking_uri=run.tracking_uri, run_id=train_run_id,
                                      address=address or None, log=log)
         status = "ran"
-    parent.runs.tracker(parent.run_id).set_tags(
-        {f"registry.{k}": "" if v is None else str(v) for k, v in decision.items()})
+    parent.runs.tracker(parent.run_id).set_tags(decision.to_tags())
     return Registered(status, decision)
 
 

@@ -183,8 +183,8 @@ def _run_locked(cfg: WorkflowConfig, run: ResolvedRun, log: Callable[[str], None
         result.data_fingerprint = prepared.fingerprint
         _check_expected_fingerprint(cfg, prepared)
         tracker.set_tags({DATA_FINGERPRINT_TAG: prepared.fingerprint, "data.path": str(prepared.path),
-                          "data.rows": json.dumps(prepared.manifest["rows"]),
-                          "data.quarantined": str(prepared.manifest["quarantined"])})
+                          "data.rows": json.dumps(prepared.manifest.rows),
+                          "data.quarantined": str(prepared.manifest.quarantined)})
         if cfg.skip_unchanged and not cfg.force and \
                 runs.last_successful_fingerprint(exclude=parent_id) == prepared.fingerprint:
             log(f"workflow: data fingerprint {prepared.fingerprint} unchanged since the last successful run; skipping")

@@ -12,10 +12,14 @@ import json
 from pathlib import Path
 
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
+from dataprep.prepare import MANIFEST, ManifestError, PreparedManifest
+from dataprep.schema import CROP_BOX_SCALE
 from shg_io.storage import Location, location
 
-MANIFEST = "manifest.json"
+__all__ = ["MANIFEST", "PreparedDataError", "PreparedManifest", "check_crop_layout", "read_manifest",
+           "split_files", "split_source"]
 
 
 class PreparedDataError(ValueError):
@@ -30,7 +34,7 @@ def split_source(data: str | Path | Location, split: str) -> tuple[pafs.FileSyst
     folder = root / split
     if (root / MANIFEST).is_file() or not root.is_local:
         # the committed file list; on an object store nothing else is trusted
-        names = read_manifest(root).get("files", {}).get(split)
+        names = read_manifest(root).files.get(split)
     else:  # a local folder without a manifest (renamed into place whole, or made by hand)
         names = None
     if names is None:
@@ -56,10 +60,6 @@ def check_crop_layout(path: str | Path, filesystem: pafs.FileSystem | None = Non
     """Raises PreparedDataError when a parquet file was prepared with another stored-crop
     layout (`shg.crop_box_scale` in its schema metadata) than this code reads: its stored-crop
     px would be misread (datasets made before the crop margin grew from 1.25 to 1.875 boxes)."""
-    import pyarrow.parquet as pq
-
-    from dataprep.schema import CROP_BOX_SCALE
-
     metadata = pq.read_schema(path, filesystem=filesystem).metadata or {}
     stored = metadata.get(b"shg.crop_box_scale", b"").decode()
     if stored != str(CROP_BOX_SCALE):
@@ -69,8 +69,9 @@ def check_crop_layout(path: str | Path, filesystem: pafs.FileSystem | None = Non
         )
 
 
-def read_manifest(data: str | Path | Location) -> dict:
-    """`OUT/manifest.json` of a prepared dataset (counts, fingerprint, config, files)."""
+def read_manifest(data: str | Path | Location) -> PreparedManifest:
+    """`OUT/manifest.json` of a prepared dataset (counts, fingerprint, config, files); the
+    manifests of earlier versions load too (`PreparedManifest.from_json`)."""
     path = location(data) / MANIFEST
     if not path.is_file():
         raise PreparedDataError(
@@ -81,6 +82,7 @@ def read_manifest(data: str | Path | Location) -> dict:
         manifest = json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise PreparedDataError(f"{path} is not valid JSON ({err}); re-run `shg prepare`") from None
-    if "fingerprint" not in manifest:
-        raise PreparedDataError(f"{path} has no 'fingerprint'; re-run `shg prepare`")
-    return manifest
+    try:
+        return PreparedManifest.from_json(manifest, source=str(path))
+    except ManifestError as err:
+        raise PreparedDataError(str(err)) from None

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 
 DEFAULT_MODEL_NAME = "stacked-hourglass"
@@ -21,6 +21,7 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 PCKH_TAG = "val.pckh_total"
 VERSION_VAL_FINGERPRINT_TAG = "val.fingerprint"  # model-version tag: the rows PCKh was measured on
+DECISION_TAG_PREFIX = "registry."  # run tags recording a gate decision (`GateDecision.to_tags`)
 
 
 @dataclass(frozen=True)
@@ -46,9 +47,30 @@ class GateDecision:
     reason: str
     val_fingerprint: str = ""
 
-    def as_tags(self) -> dict[str, str]:
-        """Run tags `registry.*` recording the decision and both numbers."""
-        return {f"registry.{k}": "" if v is None else str(v) for k, v in asdict(self).items()}
+    def to_tags(self) -> dict[str, str]:
+        """Run tags `registry.*` recording the decision and both numbers (None as "")."""
+        return {f"{DECISION_TAG_PREFIX}{k}": "" if v is None else str(v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_tags(cls, tags: Mapping[str, str]) -> GateDecision | None:
+        """The decision that `to_tags` recorded in a run's tags; None when the run has none.
+
+        Raises:
+            ValueError: the run has `registry.version` but not the rest of a decision.
+        """
+        values = {k[len(DECISION_TAG_PREFIX):]: v for k, v in tags.items() if k.startswith(DECISION_TAG_PREFIX)}
+        if not values.get("version"):
+            return None
+        missing = [k for k in ("name", "alias", "promoted", "new_total", "reason") if k not in values]
+        if missing:
+            raise ValueError(f"the run's registry tags lack {[DECISION_TAG_PREFIX + k for k in missing]}: "
+                             "not a decision recorded by the champion gate")
+        champion_total = values.get("champion_total", "")
+        return cls(name=values["name"], version=values["version"], alias=values["alias"],
+                   promoted=values["promoted"] == "True", new_total=float(values["new_total"]),
+                   champion_version=values.get("champion_version") or None,
+                   champion_total=float(champion_total) if champion_total else None,
+                   reason=values["reason"], val_fingerprint=values.get("val_fingerprint", ""))
 
 
 def score_tag(val_fingerprint: str) -> str:
@@ -143,7 +165,7 @@ def promote_if_better(name: str, version: str | int, *, pckh_total: float, val_f
                             champion_total=champion_total, reason=reason,
                             val_fingerprint=val_fingerprint)
     if run_id is not None:
-        for tag, value in decision.as_tags().items():
+        for tag, value in decision.to_tags().items():
             client.set_tag(run_id, tag, value)
     return decision
 

@@ -21,6 +21,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from dataprep.prepare import PreparedManifest
 from shg_io.storage import Location, location
 
 RUN_RECORD = "shg_run.json"
@@ -269,23 +270,23 @@ def standard_tags() -> dict[str, str]:
     return tags
 
 
-def log_dataset(tracker: Tracker, manifest: dict, data: str | Path, val_fingerprint: str) -> None:
+def log_dataset(tracker: Tracker, manifest: PreparedManifest, data: str | Path, val_fingerprint: str) -> None:
     """Logs the prepared dataset as the run's input (digest = the manifest fingerprint)."""
     from mlflow.entities import Dataset, DatasetInput, InputTag
 
-    profile = {"rows": manifest.get("rows"), "quarantined": manifest.get("quarantined"),
+    profile = {"rows": manifest.rows, "quarantined": manifest.quarantined,
                "val_fingerprint": val_fingerprint}
     dataset = Dataset(
         name=Path(data).resolve().name or "prepared",
-        digest=str(manifest["fingerprint"])[:36],
+        digest=manifest.fingerprint[:36],
         source_type="local",
         source=json.dumps({"uri": Path(data).resolve().as_uri()}),
-        schema=json.dumps({"columns": manifest.get("schema")}, default=str),
+        schema=json.dumps({"columns": manifest.schema}, default=str),
         profile=json.dumps(profile, default=str),
     )
     tracker.client.log_inputs(tracker.run_id, datasets=[
         DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "training")])])
-    tracker.set_tags({DATA_FINGERPRINT_TAG: manifest["fingerprint"], VAL_FINGERPRINT_TAG: val_fingerprint,
+    tracker.set_tags({DATA_FINGERPRINT_TAG: manifest.fingerprint, VAL_FINGERPRINT_TAG: val_fingerprint,
                       "data.path": str(Path(data).resolve())})
 
 

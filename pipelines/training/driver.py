@@ -29,7 +29,7 @@ from typing import Any, Callable
 
 from dataprep.pckh import TABLE_KEYS
 from pipelines.config.experiment import ExperimentConfig
-from pipelines.runtime.prepared import read_manifest, split_files
+from pipelines.runtime.prepared import PreparedManifest, read_manifest, split_files
 from pipelines.training.checkpoints import check_model_config
 from pipelines.training.data_stream import TRAIN_DATASET
 from pipelines.training.loop import SCORE_METRIC  # "best checkpoint": validation PCKh@0.5 Total
@@ -97,7 +97,7 @@ class TrainInputs:
     """
 
     data: Path
-    manifest: dict[str, Any]
+    manifest: PreparedManifest
     tracking_uri: str
     run_name: str
     experiment: str
@@ -119,7 +119,7 @@ def resolve_train_inputs(cfg: ExperimentConfig, data: str | Path, *, tracking_ur
     uri = tracking.resolve_tracking_uri(tracking_uri, local_state_dir(cfg.train.storage))
     tracking.check_reachable(uri)
     return TrainInputs(data=data, manifest=manifest, tracking_uri=uri,
-                       run_name=run_name_for(cfg, manifest["fingerprint"]),
+                       run_name=run_name_for(cfg, manifest.fingerprint),
                        experiment=experiment or tracking.DEFAULT_EXPERIMENT)
 
 
@@ -271,7 +271,7 @@ def _fit(cfg: ExperimentConfig, data: str, run_name: str, storage: Location, uri
         train_worker,
         train_loop_config={"cfg": cfg, "data": str(data), "tracking_uri": uri, "run_id": run_id,
                            "baseline": baseline, "clock_name": clock_name,
-                           "train_rows": int(read_manifest(data)["rows"]["train"]),
+                           "train_rows": int(read_manifest(data).rows["train"]),
                            "progress_name": board_name},
         scaling_config=ray.train.ScalingConfig(
             num_workers=train.workers, use_gpu=train.use_gpu,

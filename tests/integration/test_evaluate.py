@@ -67,8 +67,8 @@ def test_ray_evaluation_matches_local_inference(ray_local, prepared, model_dir):
     data, rows = prepared
     cfg = evaluate.EvaluateConfig(model=str(model_dir), data=str(data), batch_size=2)
     result = evaluate.run_evaluate(cfg, log=lambda line: None)
-    assert result["rows"] == 5
-    assert set(pckh.TABLE_KEYS) <= set(result)
+    assert result.rows == 5
+    assert set(pckh.TABLE_KEYS) <= set(result.table)
 
     # The same rows through center_batch + predict_keypoints + to_image_px, without Ray.
     batch = {name: rows.column(name).to_numpy(zero_copy_only=False) for name in rows.column_names}
@@ -77,12 +77,12 @@ def test_ray_evaluation_matches_local_inference(ray_local, prepared, model_dir):
     coords, conf = predict_keypoints(model, centred["image"], card.flip_pairs)
     expected = to_image_px(coords, centred["input_to_image"])
     order = np.argsort(batch[schema.PERSON_ID])
-    predictions = result["predictions"]
-    np.testing.assert_array_equal(predictions[schema.PERSON_ID], batch[schema.PERSON_ID][order])
-    np.testing.assert_allclose(predictions["confidence"], conf[order], atol=1e-4)
+    predictions = result.predictions
+    np.testing.assert_array_equal(predictions.person_id, batch[schema.PERSON_ID][order])
+    np.testing.assert_allclose(predictions.confidence, conf[order], atol=1e-4)
     # A random tiny network has near-tied heatmap neighbours, so float noise (batch size,
     # threads) may flip the sign of a quarter-pixel shift: 0.5 heatmap px = 2 input px.
-    diff = np.abs(predictions["pred"] - expected[order])
+    diff = np.abs(predictions.pred - expected[order])
     input_px = np.abs(centred["input_to_image"][order, 0, 0])[:, None, None]
     assert (diff <= 1e-4).mean() > 0.9
     assert (diff <= 2 * input_px + 1e-4).all()

@@ -199,12 +199,12 @@ def test_hostile_input_is_quarantined_with_its_reason(hostile_run, case):
 def test_one_run_prepares_the_good_and_counts_every_row(hostile_run):
     manifest, _, quarantined, prepared = hostile_run
     expected_quarantined = sum(case.reason is not None for case in CASES)
-    assert manifest["rows_in"] == len(CASES)
-    assert manifest["rows_in"] == manifest["rows"]["train"] + manifest["rows"]["val"] + manifest["quarantined"]
-    assert manifest["quarantined"] == len(quarantined) == expected_quarantined
+    assert manifest.rows_in == len(CASES)
+    assert manifest.rows_in == manifest.rows["train"] + manifest.rows["val"] + manifest.quarantined
+    assert manifest.quarantined == len(quarantined) == expected_quarantined
     assert len(prepared) == len(CASES) - expected_quarantined
-    assert sum(manifest["quarantined_by_reason"].values()) == manifest["quarantined"]
-    assert set(manifest["quarantined_by_reason"]) <= set(quarantine.REASONS)
+    assert sum(manifest.quarantined_by_reason.values()) == manifest.quarantined
+    assert set(manifest.quarantined_by_reason) <= set(quarantine.REASONS)
     for row in prepared:  # what was kept is finite where the contract says so
         assert np.isfinite(row["head_size"]) and row["head_size"] > 0
         assert np.isfinite(row["crop_to_image"]).all()

@@ -78,14 +78,14 @@ def test_stored_heatmaps_peak_at_the_keypoints(prepared):
 
 def test_manifest_and_files(prepared):
     manifest, out, lines = prepared
-    assert json.loads((out / "manifest.json").read_text()) == manifest
-    assert manifest["rows_in"] == 5 and manifest["rows"] == {"train": 0, "val": 5}
-    assert manifest["quarantined"] == 0 and manifest["quarantined_by_reason"] == {}
-    assert manifest["fingerprint"].startswith("sha256:")
-    assert manifest["schema"] == describe(PREPARED_SCHEMA)
-    assert manifest["config"]["out"] == str(out)
-    assert 5_000 < manifest["bytes_per_row"] < 100_000
-    assert pq.read_schema(out / "val" / manifest["files"]["val"][0]) == PREPARED_SCHEMA
+    assert json.loads((out / "manifest.json").read_text()) == manifest.to_json()
+    assert manifest.rows_in == 5 and manifest.rows == {"train": 0, "val": 5}
+    assert manifest.quarantined == 0 and manifest.quarantined_by_reason == {}
+    assert manifest.fingerprint.startswith("sha256:")
+    assert manifest.schema == describe(PREPARED_SCHEMA)
+    assert manifest.config["out"] == str(out)
+    assert 5_000 < manifest.bytes_per_row < 100_000
+    assert pq.read_schema(out / "val" / manifest.files["val"][0]) == PREPARED_SCHEMA
     assert len(pq.read_table(out / "train")) == 0  # an empty split still has its schema
     assert any("rows/s" in line and "quarantined" in line for line in lines)
     assert not list(out.parent.glob(".out.*"))  # no temporary folders left behind
@@ -117,7 +117,7 @@ def test_same_inputs_any_parallelism_same_fingerprint_and_bytes(prepared, real_i
         out=str(tmp_path / "again"), batch_size=1, block_rows=1,
     )
     again = run_prepare(cfg, log=lambda line: None)
-    assert again["fingerprint"] == manifest["fingerprint"]
+    assert again.fingerprint == manifest.fingerprint
     first, second = _rows(out), _rows(tmp_path / "again")
     assert first.keys() == second.keys()
     for person_id, row in first.items():
@@ -202,14 +202,14 @@ def test_interrupted_run_keeps_the_previous_output(ray_local, real_images, real_
     (images / "good.jpg").unlink()  # the next run would differ
     with pytest.raises(RuntimeError, match="interrupted"):
         run_prepare(cfg, log=interrupt)
-    assert json.loads((out / "manifest.json").read_text())["fingerprint"] == first["fingerprint"]
+    assert json.loads((out / "manifest.json").read_text())["fingerprint"] == first.fingerprint
     assert sorted(p.name for p in tmp_path.iterdir()) == ["escape.jpg", "images", "out", "tiny.json"]
 
     second = run_prepare(cfg, log=lambda line: None)  # a complete run replaces it
-    assert second["fingerprint"] != first["fingerprint"]
+    assert second.fingerprint != first.fingerprint
     # good.jpg is gone: its person and the box-outside one (the image is read first) now miss it
-    assert second["quarantined_by_reason"][quarantine.MISSING_IMAGE] == 3
-    assert json.loads((out / "manifest.json").read_text()) == second
+    assert second.quarantined_by_reason[quarantine.MISSING_IMAGE] == 3
+    assert json.loads((out / "manifest.json").read_text()) == second.to_json()
 
 
 def test_cli_config_error_stops_before_any_work(tmp_path):

@@ -29,14 +29,15 @@ import json, sys
 import ray
 from dataprep.prepare import PrepareConfig, run_prepare
 from pipelines.runtime.prepared import split_files
+from pipelines.runtime.ray_cluster import connect
 annotations, images, local_out, s3_out = sys.argv[1:5]
-ray.init(address="local", num_cpus=2, include_dashboard=False)
+connect(num_cpus=2)
 quiet = lambda line: None
 local = run_prepare(PrepareConfig(annotations=annotations, images=images, out=local_out), log=quiet)
 first = run_prepare(PrepareConfig(annotations=annotations, images=images, out=s3_out, block_rows=2), log=quiet)
 second = run_prepare(PrepareConfig(annotations=annotations, images=images, out=s3_out, batch_size=1), log=quiet)
 ray_rows = ray.data.read_parquet(split_files(s3_out, "val")).count()  # Ray's workers read the URIs
-print(json.dumps({"local": local, "first": first, "second": second, "ray_rows": ray_rows}))
+print(json.dumps({"local": local.to_json(), "first": first.to_json(), "second": second.to_json(), "ray_rows": ray_rows}))
 """
 
 
@@ -60,7 +61,7 @@ def test_prepare_to_s3_reads_back_like_local(bucket, mpii_dir, tmp_path):
     # Same input, any parallelism, any storage: the same fingerprint and counts.
     assert first["fingerprint"] == second["fingerprint"] == local["fingerprint"]
     assert second["rows"] == local["rows"] == {"train": 0, "val": 5} and second["rows_in"] == 5
-    assert read_manifest(s3_out) == second  # the committed manifest is the last run's
+    assert read_manifest(s3_out).to_json() == second  # the committed manifest is the last run's
     assert manifests["ray_rows"] == 5
 
     # Only the committed files remain: the first run's were removed after the second's commit.

@@ -128,8 +128,8 @@ def test_two_workers_few_steps_make_one_tracked_run(prepared, tmp_path):
     # one register-and-gate path: the card, the version's tags and the run's tags agree
     from pipelines.tracking.model_io import load_model
 
-    version = client.get_model_version("stacked-hourglass", decision["version"])
-    _, card = load_model(f"models:/stacked-hourglass/{decision['version']}", tracking_uri=result.tracking_uri)
+    version = client.get_model_version("stacked-hourglass", decision.version)
+    _, card = load_model(f"models:/stacked-hourglass/{decision.version}", tracking_uri=result.tracking_uri)
     assert float(version.tags["val.pckh_total"]) == card.val_metrics["Total"] == float(run.data.tags["registry.new_total"])
     assert version.tags["val.fingerprint"] == card.val_fingerprint == run.data.tags["registry.val_fingerprint"]
 
@@ -205,7 +205,7 @@ def test_worker_killed_mid_epoch_resumes_inside_the_epoch(prepared, tmp_path):
     from pipelines.runtime.prepared import read_manifest
     from pipelines.training.driver import run_training
 
-    rows = int(read_manifest(prepared)["rows"]["train"])
+    rows = int(read_manifest(prepared).rows["train"])
     cfg = _cfg(tmp_path, "train.epochs=2", "train.run_name=mid", "train.workers=1", "train.batch_size=4",
                "train.log_every=1", "train.checkpoint_every_steps=2", "train.max_failures=2")
     assert rows % 4 == 0, "the test counts steps: the split must fill whole batches"
