@@ -35,7 +35,7 @@ TARGETS: dict[str, tuple[str, float]] = {
     "ingest_over_fn": (">=", 0.5),
     "ingest_bytes_per_sample": ("<=", 200_000.0),
 }
-SECTIONS = ("peak", "speedpath", "training", "published", "memory", "heatmaps", "data", "ingest")
+SECTIONS = ("peak", "speedpath", "training", "published", "memory", "heatmaps", "data", "ingest", "gpu")
 
 
 def machine() -> dict[str, str | float]:
@@ -62,9 +62,10 @@ def machine() -> dict[str, str | float]:
     }
 
 
-def plan(quick: bool) -> list[tuple[str, str, Callable[[dict], dict]]]:
+def plan(quick: bool, device: str = "auto") -> list[tuple[str, str, Callable[[dict], dict]]]:
     """(section, label, function of the figures so far) in the order they run."""
     from benchmarks.data_pipeline import measure_data_pipeline
+    from benchmarks.gpu import measure_gpu
     from benchmarks.heatmaps import measure_heatmaps
     from benchmarks.ingest import measure_ingest
     from benchmarks.memory import measure_memory
@@ -78,6 +79,8 @@ def plan(quick: bool) -> list[tuple[str, str, Callable[[dict], dict]]]:
     stack_counts = (2,) if quick else (2, 8)
     bf16 = SpeedConfig(compile=False, autocast_bf16=True)
     steps: list[tuple[str, str, Callable[[dict], dict]]] = [
+        # first: the ingest section sizes its cores-per-GPU figure by the GPU's measured rate
+        ("gpu", f"the GPU check (device {device})", lambda f: measure_gpu(device)),
         ("peak", "fp32 matmul peak", lambda f: measure_matmul_peak(rounds=rounds)),
         ("peak", "write bandwidth", lambda f: measure_write_bandwidth(rounds=rounds)),
         ("speedpath", "train.amp/layout/compile=auto on the default job", lambda f: measure_speed_path()),
@@ -141,18 +144,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="2 stacks only, fewer repetitions")
     parser.add_argument("--json", type=Path, help="write the figures to this file (flat JSON object)")
     parser.add_argument("--only", nargs="+", choices=SECTIONS, help="run only these sections")
+    parser.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"),
+                        help="the gpu section's device (auto: CUDA when there is one; cpu: its tiny CPU form)")
     args = parser.parse_args(argv)
 
     figures: dict = machine()
     failed: list[str] = []
     started = time.perf_counter()
-    for section, label, measure in plan(args.quick):
+    for section, label, measure in plan(args.quick, args.device):
         if args.only and section not in args.only:
             continue
         began = time.perf_counter()
         print(f"[{time.perf_counter() - started:6.0f} s] {section}: {label} ...", flush=True)
         try:
-            figures.update({k: float(v) for k, v in measure(figures).items()})
+            figures.update({k: v if isinstance(v, str) else float(v) for k, v in measure(figures).items()})
         except Exception:  # one broken measurement must not cost the others' figures
             traceback.print_exc()
             failed.append(f"{section}: {label}")

@@ -172,11 +172,11 @@ def stream_rate(prepared: Path, cfg, *, epochs: int, warm_batches: int, rows_per
     }
 
 
-def measure_ingest(people: int = 1536, *, epochs: int = 3, warm_batches: int = 8, cpus: int = 2,
+def measure_ingest(people: int = 1536, *, epochs: int = 3, warm_batches: int = 8, cpus: int | None = None,
                    rows_per_block: int = 128, map_batch_size: int = 32,
                    gpu_samples_per_s: float | None = None, log=print) -> dict[str, float]:
-    """All figures of this module; starts (and stops) a local Ray with `cpus` CPUs unless one is
-    running."""
+    """All figures of this module; starts (and stops) a local Ray with `cpus` CPUs (default: the
+    machine's) unless one is running."""
     import ray
     import torch
 
@@ -192,7 +192,7 @@ def measure_ingest(people: int = 1536, *, epochs: int = 3, warm_batches: int = 8
         prepared = write_prepared(rows, Path(tmp) / "prepared")
         figures.update(function_rate(rows, cfg.data))
         started_ray = not ray.is_initialized()
-        connect(num_cpus=cpus)
+        connect(num_cpus=cpus or os.cpu_count())
         try:
             figures.update(stream_rate(prepared, cfg, epochs=epochs, warm_batches=warm_batches,
                                        rows_per_block=rows_per_block, map_batch_size=map_batch_size))
