@@ -93,15 +93,18 @@ def write_prepared(rows: dict[str, np.ndarray], out: Path, rows_per_file: int = 
 
 
 def function_rate(rows: dict[str, np.ndarray], cfg, batch: int = 32, repeats: int = 3) -> dict[str, float]:
-    """Samples/s of the augmentation function alone on one core (best of `repeats`, after a warm-up)."""
-    from dataprep.augment import augment_keypoints_batch
+    """Samples/s of the augmentation function the stream maps, alone on one core (best of
+    `repeats`, after a warm-up)."""
+    from dataprep import augment
 
+    # the stream's function; `augment_batch` on a tree from before the keypoint stream (before/after)
+    fn = getattr(augment, "augment_keypoints_batch", augment.augment_batch)
     chunk = {name: values[:batch] for name, values in rows.items()}
-    augment_keypoints_batch(chunk, cfg, epoch=0)
+    fn(chunk, cfg, epoch=0)
     best = float("inf")
     for epoch in range(1, repeats + 1):
         started = time.perf_counter()
-        augment_keypoints_batch(chunk, cfg, epoch=epoch)
+        fn(chunk, cfg, epoch=epoch)
         best = min(best, time.perf_counter() - started)
     return {"augment_fn_us_per_sample": best / batch * 1e6, "augment_fn_samples_per_s_per_core": batch / best}
 
@@ -111,9 +114,10 @@ def device_prep(batch: dict, cfg) -> "object":
     import torch
 
     from shg_model.pixels import normalise
-    from shg_model.targets import render_heatmaps
 
     if "keypoints" in batch:
+        from shg_model.targets import render_heatmaps
+
         targets = render_heatmaps(batch["keypoints"], batch["weight"] > 0, cfg.data.heatmap_size, cfg.data.sigma)
     else:  # a stream that ships the maps (before they were drawn on the device)
         targets = batch["heatmaps"]
