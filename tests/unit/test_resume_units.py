@@ -189,3 +189,18 @@ def test_state_to_parameters_moves_tensors_but_not_the_scalar_step():
     state_to_parameters(optimizer)
     assert {s["square_avg"].device.type for s in optimizer.state.values()} == {"meta"}
     assert {s["step"].device.type for s in optimizer.state.values()} == {"cpu"}
+
+
+def test_a_stretch_sums_losses_on_the_device_as_the_host_sums_did():
+    """The loop keeps the losses on the training device and reads them back only when it logs;
+    the sums equal the host arithmetic they replace (images, loss·images, per-stack loss·images
+    in float64), so CPU runs log the same numbers as before."""
+    from pipelines.training.loop import _Stretch
+
+    stretch = _Stretch(stacks=2)
+    steps = [(6, torch.tensor(0.123456789), torch.tensor([0.2, 0.0469])), (5, torch.tensor(3.5e-4), torch.tensor([1e-3, 2e-4]))]
+    host = torch.zeros(4, dtype=torch.float64)
+    for n, loss, per_stack in steps:
+        stretch.add(n, loss, per_stack)
+        host += torch.cat([torch.tensor([n, loss.item() * n]), per_stack.double() * n])  # the former arithmetic
+    assert torch.equal(stretch.sums(), host) and stretch.loss_sums.device.type == "cpu"
