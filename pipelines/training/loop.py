@@ -69,7 +69,8 @@ class _Stretch:
 
     def add(self, n: int, loss: torch.Tensor, per_stack: torch.Tensor) -> None:
         self.images += n
-        self.loss_sums += torch.cat([loss.detach().double().reshape(1), per_stack.detach().double()]) * n
+        # loss·images in float32 (as the host sums always were), the per-stack terms in float64
+        self.loss_sums += torch.cat([(loss.detach().float() * n).double().reshape(1), per_stack.detach().double() * n])
 
     def sums(self) -> torch.Tensor:
         """(2 + stacks,) float64 on the CPU: images, loss·images, per-stack loss·images."""
