@@ -17,7 +17,8 @@ out; the start of an epoch is reported as ``ingest_epoch_start_s``):
   which the consumer shares);
 - ``ingest_bytes_per_sample``: bytes of the tensors a training worker receives, per sample;
 - ``augment_fn_samples_per_s_per_core``: the augmentation function alone
-  (`augment_keypoints_batch`, as in `benchmarks/augment.py`: one process, best of repeats),
+  (`augment_keypoints_batch`, as in `benchmarks/augment.py`: one process, best of repeats) with
+  OpenCV on one thread (``augment_fn_all_threads_samples_per_s``: on all, as augment.py times it),
   and ``ingest_over_fn``, the stream's rate per core over it (aim >= 0.5);
 - ``ingest_cores_per_gpu``: cores the stream needs to feed one GPU at ``gpu_samples_per_s``
   (``ingest_gpu_samples_per_s``; 1,000/s by default, or the bf16 batch-32 rate of the `gpu`
@@ -95,18 +96,29 @@ def write_prepared(rows: dict[str, np.ndarray], out: Path, rows_per_file: int = 
 def function_rate(rows: dict[str, np.ndarray], cfg, batch: int = 32, repeats: int = 3) -> dict[str, float]:
     """Samples/s of the augmentation function the stream maps, alone on one core (best of
     `repeats`, after a warm-up)."""
+    import cv2
+
     from dataprep import augment
 
     # the stream's function; `augment_batch` on a tree from before the keypoint stream (before/after)
     fn = getattr(augment, "augment_keypoints_batch", augment.augment_batch)
     chunk = {name: values[:batch] for name, values in rows.items()}
-    fn(chunk, cfg, epoch=0)
-    best = float("inf")
-    for epoch in range(1, repeats + 1):
-        started = time.perf_counter()
-        fn(chunk, cfg, epoch=epoch)
-        best = min(best, time.perf_counter() - started)
-    return {"augment_fn_us_per_sample": best / batch * 1e6, "augment_fn_samples_per_s_per_core": batch / best}
+    out, threads = {}, cv2.getNumThreads()
+    # one core: OpenCV alone would spread a warp over every core (what benchmarks/augment.py times)
+    for label, n in (("", 1), ("_all_threads", threads)):
+        cv2.setNumThreads(n)
+        try:
+            fn(chunk, cfg, epoch=0)
+            best = float("inf")
+            for epoch in range(1, repeats + 1):
+                started = time.perf_counter()
+                fn(chunk, cfg, epoch=epoch)
+                best = min(best, time.perf_counter() - started)
+        finally:
+            cv2.setNumThreads(threads)
+        out[f"augment_fn{label}_us_per_sample"] = best / batch * 1e6
+        out[f"augment_fn{label}_samples_per_s" + ("_per_core" if not label else "")] = batch / best
+    return out
 
 
 def device_prep(batch: dict, cfg) -> "object":

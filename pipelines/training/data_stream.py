@@ -91,6 +91,11 @@ def sample_keys(person_ids) -> np.ndarray:
 def augment_for_training(batch: dict[str, np.ndarray], cfg: AugmentConfig, clock_name: str) -> dict[str, np.ndarray]:
     """`augment_keypoints_batch` for the clock's current epoch, without the rows already trained
     on in it, keeping only what the loop consumes (strings cannot be tensors: `key` names the row)."""
+    import cv2
+
+    # A task holds one CPU: OpenCV's own thread pool (one thread per core of the node) would
+    # put several threads of every task on each core.
+    cv2.setNumThreads(1)
     epoch, done = clock_state(clock_name)
     keys = sample_keys(batch[schema.PERSON_ID])
     if len(done):
