@@ -34,8 +34,10 @@ TARGETS: dict[str, tuple[str, float]] = {
     "heatmap_over_write_bound": ("<=", 2.0),
     "heatmap_batch_over_write_bound": ("<=", 2.0),
     "stream_over_train": (">=", 2.0),
+    "ingest_over_fn": (">=", 0.5),
+    "ingest_bytes_per_sample": ("<=", 200_000.0),
 }
-SECTIONS = ("peak", "speedpath", "training", "published", "memory", "heatmaps", "data", "frontier")
+SECTIONS = ("peak", "speedpath", "training", "published", "memory", "heatmaps", "data", "frontier", "ingest", "gpu")
 
 
 def machine() -> dict[str, str | float]:
@@ -62,14 +64,16 @@ def machine() -> dict[str, str | float]:
     }
 
 
-def plan(quick: bool, tiny: bool = False) -> list[tuple[str, str, Callable[[dict], dict]]]:
+def plan(quick: bool, tiny: bool = False, device: str = "auto") -> list[tuple[str, str, Callable[[dict], dict]]]:
     """(section, label, function of the figures so far) in the order they run; `tiny` shrinks
-    every problem to toy size (see the module docstring)."""
+    every problem to toy size (see the module docstring); `device` is the gpu section's."""
     if tiny:
         return tiny_plan()
     from benchmarks.data_pipeline import measure_data_pipeline
     from benchmarks.frontier import measure_frontier
+    from benchmarks.gpu import measure_gpu
     from benchmarks.heatmaps import measure_heatmaps
+    from benchmarks.ingest import measure_ingest
     from benchmarks.memory import measure_memory
     from benchmarks.peak import measure_matmul_peak, measure_write_bandwidth
     from benchmarks.published import measure_published
@@ -81,6 +85,8 @@ def plan(quick: bool, tiny: bool = False) -> list[tuple[str, str, Callable[[dict
     stack_counts = (2,) if quick else (2, 8)
     bf16 = SpeedConfig(compile=False, autocast_bf16=True)
     steps: list[tuple[str, str, Callable[[dict], dict]]] = [
+        # first: the ingest section sizes its cores-per-GPU figure by the GPU's measured rate
+        ("gpu", f"the GPU check (device {device})", lambda f: measure_gpu(device)),
         ("peak", "fp32 matmul peak", lambda f: measure_matmul_peak(rounds=rounds)),
         ("peak", "write bandwidth", lambda f: measure_write_bandwidth(rounds=rounds)),
         ("speedpath", "train.amp/layout/compile=auto on the main job", lambda f: measure_speed_path()),
@@ -113,6 +119,11 @@ def plan(quick: bool, tiny: bool = False) -> list[tuple[str, str, Callable[[dict
         "frontier", "training step images/s and MFU by width, stem and input size (2 threads)",
         lambda f: measure_frontier(rounds=rounds),
     ))
+    steps.append((
+        "ingest", "the mpii stream, parquet to the loop's batch (steady state)",
+        lambda f: measure_ingest(people=768 if quick else 1536, epochs=2 if quick else 3,
+                                 gpu_samples_per_s=f.get("gpu_bf16_b32_images_per_s")),
+    ))
     return steps
 
 
@@ -120,7 +131,9 @@ def tiny_plan() -> list[tuple[str, str, Callable[[dict], dict]]]:
     """Every section of `plan` on toy sizes, one repetition, nothing compiled."""
     from benchmarks.data_pipeline import measure_data_pipeline
     from benchmarks.frontier import Candidate, measure_frontier
+    from benchmarks.gpu import measure_gpu
     from benchmarks.heatmaps import measure_heatmaps
+    from benchmarks.ingest import measure_ingest
     from benchmarks.memory import measure_memory
     from benchmarks.peak import measure_matmul_peak, measure_write_bandwidth
     from benchmarks.published import measure_published
@@ -143,6 +156,8 @@ def tiny_plan() -> list[tuple[str, str, Callable[[dict], dict]]]:
         ("heatmaps", "render_heatmaps", lambda f: measure_heatmaps(rounds=2)),
         ("data", "prepare + stream", lambda f: measure_data_pipeline(people=40, stream_epochs=1, rounds=1)),
         ("frontier", "toy network", lambda f: measure_frontier(toy_networks, threads=1, batch=2, rounds=1, peak_sizes=(64,))),
+        ("ingest", "the mpii stream, a few batches", lambda f: measure_ingest(people=64, epochs=1, warm_batches=1)),
+        ("gpu", "the GPU check's CPU form (tiny model)", lambda f: measure_gpu("cpu", budget_s=60.0)),
     ]
 
 
@@ -175,18 +190,20 @@ def main(argv: list[str] | None = None) -> int:
     size.add_argument("--tiny", action="store_true", help="toy sizes, one repetition: checks that every section runs")
     parser.add_argument("--json", type=Path, help="write the figures to this file (flat JSON object)")
     parser.add_argument("--only", nargs="+", choices=SECTIONS, help="run only these sections")
+    parser.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"),
+                        help="the gpu section's device (auto: CUDA when there is one; cpu: its tiny CPU form)")
     args = parser.parse_args(argv)
 
     figures: dict = machine()
     failed: list[str] = []
     started = time.perf_counter()
-    for section, label, measure in plan(args.quick, args.tiny):
+    for section, label, measure in plan(args.quick, args.tiny, args.device):
         if args.only and section not in args.only:
             continue
         began = time.perf_counter()
         print(f"[{time.perf_counter() - started:6.0f} s] {section}: {label} ...", flush=True)
         try:
-            figures.update({k: float(v) for k, v in measure(figures).items()})
+            figures.update({k: v if isinstance(v, str) else float(v) for k, v in measure(figures).items()})
         except Exception:  # one broken measurement must not cost the others' figures
             traceback.print_exc()
             failed.append(f"{section}: {label}")

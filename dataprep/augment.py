@@ -204,9 +204,30 @@ def augment_batch(batch: dict[str, np.ndarray], cfg: AugmentConfig, epoch: int) 
     Returns `image` (B, S, S, 3) uint8 RGB, `heatmaps` (B, J, H, H) float32, `weight` (B, J)
     float32 and `person_id`. With `cfg.enabled` False it equals `center_batch`'s first four.
     """
+    images, moved, labelled = _augmented_inputs(batch, cfg, epoch)
+    heatmaps, weight = _targets(cfg, moved, labelled)
+    return {"image": images, "heatmaps": heatmaps, "weight": weight, PERSON_ID: np.asarray(batch[PERSON_ID])}
+
+
+def augment_keypoints_batch(batch: dict[str, np.ndarray], cfg: AugmentConfig, epoch: int) -> dict[str, np.ndarray]:
+    """`augment_batch` without drawing the targets: the same `image` and `weight`, and instead
+    of `heatmaps` the `keypoints` they are drawn from, (B, J, 2) float64 heatmap px (0 where the
+    weight is 0), so the training device renders the maps (`shg_model.targets`): ~0.3 KB a
+    sample instead of J x H x H x 4 bytes (262 KB at 64 px).
+    `render_heatmaps(keypoints, weight > 0, H, sigma)` equals `augment_batch`'s `heatmaps`.
+    """
+    images, moved, labelled = _augmented_inputs(batch, cfg, epoch)
+    on_map = input_to_heatmap(moved)
+    ok = renderable(on_map, labelled, cfg.heatmap_size)
+    return {"image": images, "keypoints": np.where(ok[..., None], on_map, 0.0),
+            "weight": ok.astype(np.float32), PERSON_ID: np.asarray(batch[PERSON_ID])}
+
+
+def _augmented_inputs(batch: dict[str, np.ndarray], cfg: AugmentConfig, epoch: int
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """images (B, S, S, 3) uint8, keypoints (B, J, 2) float64 input px, labelled (B, J) bool."""
     if not cfg.enabled:
-        out = center_batch(batch, cfg)
-        return {k: out[k] for k in ("image", "heatmaps", "weight", PERSON_ID)}
+        return _centred_inputs(batch, cfg)[:3]
     n = len(batch[PERSON_ID])
     keypoints = _rows(batch, KEYPOINTS, 2 * NUM_JOINTS, np.float64).reshape(n, NUM_JOINTS, 2)
     labelled = _rows(batch, LABELLED, NUM_JOINTS, bool) & np.isfinite(keypoints).all(-1)
@@ -221,19 +242,12 @@ def augment_batch(batch: dict[str, np.ndarray], cfg: AugmentConfig, epoch: int) 
         images[i], moved[i], labelled[i] = augment_sample(
             transforms[crop.shape[0]], seed, crop, keypoints[i], labelled[i]
         )
-    heatmaps, weight = _targets(cfg, moved, labelled)
-    return {"image": images, "heatmaps": heatmaps, "weight": weight, PERSON_ID: np.asarray(batch[PERSON_ID])}
+    return images, moved, labelled
 
 
-def center_batch(batch: dict[str, np.ndarray], cfg: AugmentConfig) -> dict[str, np.ndarray]:
-    """Deterministic validation inputs: the centre `input_size` crop of each stored crop.
-
-    Needs `person_id`, `crop_jpeg`, `keypoints`, `labelled`. Returns `image`, `heatmaps`,
-    `weight`, `person_id` as `augment_batch`, plus `crop_to_input` (B, 2, 3) float64
-    (stored-crop px -> input px) and, when the batch has `crop_to_image`, `input_to_image`
-    (B, 2, 3) float64 (input px -> original image px). `head_size`, `joints_image` ((B, J, 2) float32, image
-    px) and the stored `image` path (as `image_path`) are passed through when present.
-    """
+def _centred_inputs(batch: dict[str, np.ndarray], cfg: AugmentConfig
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """`_augmented_inputs` of the centre crop, and `crop_to_input` (B, 2, 3)."""
     n = len(batch[PERSON_ID])
     keypoints = _rows(batch, KEYPOINTS, 2 * NUM_JOINTS, np.float64).reshape(n, NUM_JOINTS, 2)
     labelled = _rows(batch, LABELLED, NUM_JOINTS, bool) & np.isfinite(keypoints).all(-1)
@@ -248,6 +262,20 @@ def center_batch(batch: dict[str, np.ndarray], cfg: AugmentConfig) -> dict[str, 
         else:
             images[i] = cv2.warpAffine(crop, to_input[i], (cfg.input_size, cfg.input_size), flags=cv2.INTER_LINEAR)
     moved = np.einsum("bij,bkj->bki", to_input[:, :, :2], keypoints) + to_input[:, None, :, 2]
+    return images, moved, labelled, to_input
+
+
+def center_batch(batch: dict[str, np.ndarray], cfg: AugmentConfig) -> dict[str, np.ndarray]:
+    """Deterministic validation inputs: the centre `input_size` crop of each stored crop.
+
+    Needs `person_id`, `crop_jpeg`, `keypoints`, `labelled`. Returns `image`, `heatmaps`,
+    `weight`, `person_id` as `augment_batch`, plus `crop_to_input` (B, 2, 3) float64
+    (stored-crop px -> input px) and, when the batch has `crop_to_image`, `input_to_image`
+    (B, 2, 3) float64 (input px -> original image px). `head_size`, `joints_image` ((B, J, 2) float32, image
+    px) and the stored `image` path (as `image_path`) are passed through when present.
+    """
+    n = len(batch[PERSON_ID])
+    images, moved, labelled, to_input = _centred_inputs(batch, cfg)
     heatmaps, weight = _targets(cfg, moved, labelled)
     out = {"image": images, "heatmaps": heatmaps, "weight": weight, PERSON_ID: np.asarray(batch[PERSON_ID]),
            "crop_to_input": to_input}

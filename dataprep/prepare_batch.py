@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from dataprep import quarantine
+from shg_io.storage import Location, is_uri, location
 from dataprep.crops import (
     HeaderTooLargeError,
     ImageDecodeError,
@@ -152,7 +153,7 @@ def rejected_row(person_id: str, image: str, split: str, rejection: Rejection) -
     return row
 
 
-def load_image(root: Path, image: str, max_pixels: int, max_bytes: int,
+def load_image(root: Path | Location, image: str, max_pixels: int, max_bytes: int,
                max_decode_s: float = DEFAULT_MAX_DECODE_S) -> np.ndarray | Rejection:
     """The decoded BGR image `root / image`, or why it cannot be used.
 
@@ -162,10 +163,14 @@ def load_image(root: Path, image: str, max_pixels: int, max_bytes: int,
     not empty and at most `max_bytes`, a header Pillow recognises that declares at most
     `max_pixels` (a decompression bomb is refused before OpenCV allocates for it), then the
     decode itself, within `max_decode_s` seconds (`decode_within`). `root` must already be
-    resolved.
+    resolved. An object-store root (a `Location`, e.g. `s3://bucket/mpii/images`) is read
+    through `shg_io.storage` with the same checks (an object store has no symlinks, pipes or
+    devices).
     """
     if (rejection := quarantine.check_image_path(image)) is not None:
         return rejection
+    if isinstance(root, Location):
+        return _load_stored_image(root, image, max_pixels, max_bytes, max_decode_s)
     path = root / image
     try:
         resolved = path.resolve()
@@ -187,6 +192,37 @@ def load_image(root: Path, image: str, max_pixels: int, max_bytes: int,
         data = resolved.read_bytes()
     except OSError as exc:
         return Rejection(quarantine.MISSING_IMAGE, f"cannot read {path}: {exc.strerror or exc}")
+    return _decode_checked(str(path), data, max_pixels, max_decode_s)
+
+
+def _load_stored_image(root: Location, image: str, max_pixels: int, max_bytes: int,
+                       max_decode_s: float) -> np.ndarray | Rejection:
+    """`load_image` for an object-store root: size from the listing, then one GET."""
+    import pyarrow.fs as pafs
+
+    obj = root / image  # `check_image_path` has refused absolute names and '..'
+    try:
+        info = obj.info()
+    except OSError as exc:
+        return Rejection(quarantine.MISSING_IMAGE, f"cannot open {obj}: {exc}")
+    if info.type == pafs.FileType.NotFound:
+        return Rejection(quarantine.MISSING_IMAGE, f"{obj} does not exist")
+    if info.type != pafs.FileType.File:
+        return Rejection(quarantine.NOT_A_FILE, f"{obj} is a folder (a prefix), not an object")
+    if info.size == 0:
+        return Rejection(quarantine.CORRUPT_IMAGE, f"{obj} is empty (0 bytes)")
+    if info.size > max_bytes:
+        return Rejection(quarantine.IMAGE_TOO_LARGE, f"{obj} has {info.size} bytes, over the {max_bytes}-byte limit")
+    try:
+        data = obj.read_bytes()
+    except OSError as exc:
+        return Rejection(quarantine.MISSING_IMAGE, f"cannot read {obj}: {exc}")
+    return _decode_checked(obj.uri, data, max_pixels, max_decode_s)
+
+
+def _decode_checked(path: str, data: bytes, max_pixels: int, max_decode_s: float) -> np.ndarray | Rejection:
+    """The header's declared size within `max_pixels`, then the decode (BGR) within `max_decode_s`
+    seconds, or why not."""
     try:
         width, height = header_size(data)
     except HeaderTooLargeError as exc:
@@ -276,6 +312,9 @@ def prepare_batch(
 ) -> pa.Table:
     """Decodes, checks and crops every person of `records` (`RECORD_SCHEMA`).
 
+    `image_root`: a local folder, or an object store URI (`s3://bucket/mpii/images`) read from
+    the node this runs on.
+
     Records are expected sorted by image so that people of one image share one decode.
     Returns a `WORK_SCHEMA` table with one row
     per input row, in the input order: whatever one person's record or image holds, that
@@ -294,7 +333,9 @@ def prepare_batch(
     head_sizes = records.column(HEAD_SIZE).to_numpy(zero_copy_only=False).astype(np.float64)
     head_sources = records.column(HEAD_SIZE_SOURCE).to_pylist()
 
-    root = Path(image_root).resolve()  # symlinks are judged against the real root
+    # symlinks are judged against the real root; an object store URI is opened here, in the
+    # task, with this node's credentials (AWS_* variables or its role)
+    root = location(image_root) if is_uri(image_root) else Path(image_root).resolve()
     last_name, last_image = None, None
     rows = []
     for i in range(n):

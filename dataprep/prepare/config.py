@@ -29,7 +29,8 @@ class PrepareConfig:
     Attributes:
         annotations: annotation file, any form `dataprep.mpii.load_annotations` reads ("" = none:
             the workflow then uses its embedded synthetic dataset).
-        images: image root; record image paths are relative to it.
+        images: image root, a local folder or an object store URI (s3://bucket/mpii/images, read
+            by the prepare tasks on whichever node runs them); record image paths are relative to it.
         out: output folder, a local path or an object store URI such as s3://bucket/prefix (written
             as a whole; see module docstring).
         address: Ray address for the CLI (None/"local": a private local cluster).
@@ -92,7 +93,7 @@ def only_uncommitted_generations(out: Location) -> bool:
 
 def check_config(cfg: PrepareConfig) -> None:
     """Raises `PrepareConfigError` for a config that cannot work; touches nothing."""
-    annotations, images = Path(cfg.annotations), Path(cfg.images)
+    annotations = Path(cfg.annotations)
     if not annotations.is_file():
         raise PrepareConfigError(
             f"annotations file not found: {annotations}. Pass --annotations with an MPII "
@@ -110,10 +111,14 @@ def check_config(cfg: PrepareConfig) -> None:
             f"head sizes file not found: {cfg.head_sizes}. Pass --head-sizes with "
             f"detections_our_format.mat or valid.h5, or leave it out."
         )
-    if not images.is_dir():
+    try:
+        images_found = location(cfg.images).is_dir()  # on an object store: objects under the prefix
+    except (ValueError, OSError) as exc:
+        raise PrepareConfigError(f"--images {cfg.images}: {exc}") from exc
+    if not images_found:
         raise PrepareConfigError(
-            f"images folder not found: {images}. Pass --images with the folder that the "
-            f"annotation's image paths are relative to."
+            f"images folder not found: {cfg.images}. Pass --images with the folder (or object store "
+            f"prefix, s3://bucket/mpii/images) that the annotation's image paths are relative to."
         )
     try:
         out = location(cfg.out)

@@ -12,7 +12,7 @@ import pyarrow as pa
 from dataprep.prepare.config import PrepareConfig
 from dataprep.prepare_batch import prepare_batch
 from dataprep.prepared_writer import write_batch
-from shg_io.storage import Location
+from shg_io.storage import Location, is_uri
 
 
 class RayNotConnected(RuntimeError):
@@ -47,7 +47,8 @@ def write_from_tasks(table: pa.Table, cfg: PrepareConfig, target: Location, gene
         batch_size=cfg.batch_size,
         batch_format="pyarrow",
         fn_kwargs={
-            "image_root": str(Path(cfg.images).resolve()),
+            # a URI travels as it is: each task opens it on its own node (no shared volume needed)
+            "image_root": cfg.images if is_uri(cfg.images) else str(Path(cfg.images).resolve()),
             "jpeg_quality": cfg.jpeg_quality,
             "max_image_pixels": cfg.max_image_pixels,
             "max_image_bytes": cfg.max_image_bytes,

@@ -108,7 +108,8 @@ def evaluate(
     address: Annotated[Optional[str], typer.Option(help="Ray address (auto, HOST:PORT); default a local cluster.")] = None,
     batch_size: Annotated[int, typer.Option(help="Rows per inference batch.")] = 32,
     flip: Annotated[bool, typer.Option(help="Flip testing: average with the mirrored input.")] = True,
-    actors: Annotated[int, typer.Option(help="Inference actors (each gets a GPU when the cluster has them).")] = 1,
+    actors: Annotated[int, typer.Option(help="Inference actors.")] = 1,
+    gpus_per_actor: Annotated[float, typer.Option(help="GPUs per actor (0: inference on the CPU, using the cluster's cores).")] = 0.0,
     cpus_per_actor: Annotated[float, typer.Option(help="CPUs (and torch threads) per actor.")] = 1.0,
     export: Annotated[Optional[Path], typer.Option(help="Also write the predictions in --gt's row order and 1-based pixels: FILE.npy (N,16,2) or FILE.mat (`preds`), for `shg pckh --pred FILE`.")] = None,
     gt: Annotated[Optional[Path], typer.Option(help="With --export: detections_our_format.mat (or valid.h5), whose row order the export follows.")] = None,
@@ -128,7 +129,7 @@ def evaluate(
     try:
         cfg = EvaluateConfig(model=model, data=str(data), split=split, address=address,
                              batch_size=batch_size, flip=flip, actors=actors,
-                             cpus_per_actor=cpus_per_actor, tracking_uri=tracking_uri)
+                             cpus_per_actor=cpus_per_actor, gpus_per_actor=gpus_per_actor, tracking_uri=tracking_uri)
         result, report = evaluate_and_export(cfg, export=export, gt=gt,
                                              log=lambda line: typer.echo(line, err=True))
     except (ValueError, FileNotFoundError) as err:

@@ -16,7 +16,7 @@ def register(app: typer.Typer) -> None:
 
 def prepare(
     annotations: Path = typer.Option(..., help="MPII annotation file (mpii_json, h5, hrnet_json or mat)."),
-    images: Path = typer.Option(..., help="Image root; the annotation's image paths are relative to it."),
+    images: str = typer.Option(..., help="Image root, a folder or an object store URI (s3://bucket/mpii/images, read by the prepare tasks on whichever node runs them); the annotation's image paths are relative to it."),
     out: str = typer.Option(..., help="Output folder or object store URI (s3://bucket/prefix): train/, val/, quarantine/ parquet and manifest.json."),
     address: str = typer.Option(None, help="Ray address ('auto', HOST:PORT, ray://...); default: a local cluster."),
     format: str = typer.Option(None, help="Annotation form; default: detected from the file."),
@@ -41,7 +41,7 @@ def prepare(
     """Crop every person, render the targets, quarantine bad records; print the manifest summary."""
     cfg = PrepareConfig(
         annotations=str(annotations),
-        images=str(images),
+        images=images,
         out=str(out),
         address=address,
         format=format,

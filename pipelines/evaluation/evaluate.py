@@ -44,7 +44,11 @@ class EvaluateConfig:
         batch_size: rows per inference batch.
         flip: average with the mirrored input (flip testing).
         actors: size of the inference actor pool.
-        cpus_per_actor: CPUs each actor reserves (torch uses as many threads).
+        cpus_per_actor: CPUs each actor reserves (torch uses at least as many threads; on a
+            CPU-only pool, its share of the cluster's CPUs: `actor_threads`).
+        gpus_per_actor: GPUs each actor reserves (0: none, inference on the CPU). A GPU is
+            taken only when asked: an actor that waits for a GPU the cluster lacks would wait
+            forever, and one that takes whichever GPU is free competes with training.
         tracking_uri: the MLflow store of an MLflow `model` URI; None = $MLFLOW_TRACKING_URI,
             else ./runs/mlflow.db.
     """
@@ -58,12 +62,15 @@ class EvaluateConfig:
     actors: int = 1
     cpus_per_actor: float = 1.0
     tracking_uri: str | None = None
+    gpus_per_actor: float = 0.0
 
     def __post_init__(self) -> None:
         if self.split not in schema.SPLITS:
             raise ValueError(f"split must be one of {schema.SPLITS}, got {self.split!r}")
         if self.batch_size < 1 or self.actors < 1 or not self.cpus_per_actor > 0:
             raise ValueError("batch_size and actors must be >= 1 and cpus_per_actor > 0")
+        if not self.gpus_per_actor >= 0:
+            raise ValueError(f"gpus_per_actor must be >= 0, got {self.gpus_per_actor}")
 
 
 @dataclass(frozen=True)
@@ -120,13 +127,15 @@ class KeypointPredictor:
     (B, 16) float32, plus `joints_image`, `labelled`, `head_size` passed through for scoring.
     """
 
-    def __init__(self, packed: list, flip: bool, threads: int) -> None:
+    def __init__(self, packed: list, flip: bool, threads: int, use_gpu: bool = False) -> None:
+        import os
+
         import ray  # heavy: only inside the Ray actors that run this
 
-        torch.set_num_threads(max(1, threads))
+        torch.set_num_threads(max(1, min(threads, len(os.sched_getaffinity(0)))))
         card_dict, state = ray.get(packed[0]) if isinstance(packed[0], ray.ObjectRef) else packed[0]
         self.card = ModelCard.from_dict(card_dict)
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
         self.model = model_from_state(state, self.card, "evaluation weights").to(device).eval()
         self.flip = flip
         self.crop_cfg = AugmentConfig(enabled=False, input_size=self.card.input_size,
@@ -161,6 +170,18 @@ def pool_leaves_no_reader(cluster_cpus: float, actors: int, cpus_per_actor: floa
     return None
 
 
+def actor_threads(cluster_cpus: float, actors: int, cpus_per_actor: float, gpus_per_actor: float) -> int:
+    """Torch threads of an inference actor. With a GPU, its CPU reservation (the GPU computes).
+    On a CPU-only pool, its share of the cluster's CPUs, at least the reservation: the pool
+    must leave a CPU unreserved for Ray Data's short read tasks (`pool_leaves_no_reader`), and
+    with one thread per reserved CPU a 1-actor pool on a 2-CPU cluster left a core idle. (The
+    actor caps it at its node's CPUs.)"""
+    reserved = max(1, int(cpus_per_actor))
+    if gpus_per_actor > 0:
+        return reserved
+    return max(reserved, int(cluster_cpus // max(actors, 1)))
+
+
 def predict_split(cfg: EvaluateConfig, model, card, log=None) -> dict[str, np.ndarray]:
     """Runs the Ray Data job; returns the concatenated columns of `KeypointPredictor`, rows
     sorted by person_id (deterministic whatever the scheduling). With `log`, progress lines
@@ -170,7 +191,10 @@ def predict_split(cfg: EvaluateConfig, model, card, log=None) -> dict[str, np.nd
     connect(cfg.address)
     packed = [ray.put((card.to_dict(), plain_state_dict(model)))]
     resources = ray.cluster_resources()
-    gpus = 1 if resources.get("GPU", 0) >= 1 else 0
+    gpus = cfg.gpus_per_actor
+    if gpus and resources.get("GPU", 0) < gpus * cfg.actors and cfg.address in (None, "", "local"):
+        raise ValueError(f"evaluation asks for {cfg.actors} actor(s) x {gpus:g} GPU but this machine's Ray "
+                         f"cluster has {resources.get('GPU', 0):g} GPU(s); use --gpus-per-actor 0")
     problem = pool_leaves_no_reader(resources.get("CPU", 0), cfg.actors, cfg.cpus_per_actor)
     if problem and cfg.address in (None, "", "local"):
         raise ValueError(problem)  # this process's own cluster: nothing will add CPUs to it
@@ -184,7 +208,8 @@ def predict_split(cfg: EvaluateConfig, model, card, log=None) -> dict[str, np.nd
         target_num_rows_per_block=4 * cfg.batch_size)
     predicted = ds.map_batches(
         KeypointPredictor,
-        fn_constructor_kwargs={"packed": packed, "flip": cfg.flip, "threads": int(cfg.cpus_per_actor)},
+        fn_constructor_kwargs={"packed": packed, "flip": cfg.flip, "use_gpu": gpus > 0,
+                               "threads": actor_threads(resources.get("CPU", 1), cfg.actors, cfg.cpus_per_actor, gpus)},
         batch_size=cfg.batch_size,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=cfg.actors),

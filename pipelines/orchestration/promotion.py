@@ -49,7 +49,8 @@ def save_and_evaluate(experiment: ExperimentConfig, trained: TrainResult, prepar
     model = model_from_state(state["model"], card, f"checkpoint {checkpoint}")
     model_dir = save_model_dir(model, card, folder / "model")
     evaluated = run_evaluate(EvaluateConfig(model=str(model_dir), data=str(prepared), split="val",
-                                            address=address, tracking_uri=tracking_uri), log=log)
+                                            address=address, tracking_uri=tracking_uri,
+                                            gpus_per_actor=1.0 if experiment.train.use_gpu else 0.0), log=log)
     table = json_ready(evaluated.summary())
     card = dataclasses.replace(card, val_fingerprint=val_split_fingerprint(data_fingerprint), val_metrics=table)
     save_model_dir(model, card, model_dir)  # the card states what the gate will see

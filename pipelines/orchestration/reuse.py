@@ -34,12 +34,20 @@ def file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def images_listing_digest(root: Path) -> str:
-    """sha256 over (relative path, size, mtime) of every file under `root`: cheap change check."""
+def images_listing_digest(root: str | Path) -> str:
+    """sha256 over (relative path, size, mtime) of every file under `root` (a folder or an object
+    store prefix, through `shg_io.storage`): cheap change check."""
+    import pyarrow.fs as pafs
+
+    from shg_io.storage import location
+
+    folder = location(root)
+    infos = folder.filesystem.get_file_info(pafs.FileSelector(folder.path, recursive=True, allow_not_found=True))
     h = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        stat = path.stat()
-        h.update(f"{path.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    for info in sorted((i for i in infos if i.type == pafs.FileType.File), key=lambda i: i.path):
+        relative = info.path[len(folder.path):].lstrip("/")
+        mtime_ns = info.mtime_ns if info.mtime_ns is not None else 0
+        h.update(f"{relative}\0{info.size}\0{mtime_ns}\n".encode())
     return h.hexdigest()
 
 
@@ -56,7 +64,7 @@ def prepare_inputs_key(prepare: PrepareConfig, synth: SynthConfig | None) -> str
         # A synthetic dataset is fixed by its config; real images by their listing.
         "images": (
             {"synth": synth.to_dict(), "generator_version": GENERATOR_VERSION}
-            if synth is not None else images_listing_digest(Path(prepare.images))
+            if synth is not None else images_listing_digest(prepare.images)
         ),
     })  # fmt: skip
 

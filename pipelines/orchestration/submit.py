@@ -33,6 +33,9 @@ WORKING_DIR_EXCLUDES: tuple[str, ...] = (
 # Commands a job may run: the workflow, or one of its stages on its own.
 STEPS: tuple[str, ...] = ("run", "synth", "prepare", "train", "evaluate", "rerun", "schedule")
 
+# The steps that start or join a Ray cluster (`synth` runs in one process).
+JOINING_STEPS: tuple[str, ...] = ("run", "prepare", "train", "evaluate", "rerun", "schedule")
+
 TERMINAL_STATUSES = frozenset({"SUCCEEDED", "FAILED", "STOPPED"})
 
 # Environment variables forwarded to the job when set here: endpoints only, never credentials.
@@ -78,11 +81,12 @@ def default_address() -> str:
 def entrypoint(cfg: SubmitConfig) -> str:
     """The shell command the job runs on the cluster.
 
-    A workflow step joins the job's own cluster (`--address auto`: Ray sets `RAY_ADDRESS` for
-    job drivers) unless the caller already chose an address.
+    Every step that uses Ray joins the job's own cluster (`--address auto`: Ray sets
+    `RAY_ADDRESS` for job drivers) unless the caller already chose an address; without it, a
+    stage would start a private cluster on the head node (no GPUs, no workers).
     """
     args = list(cfg.args)
-    if cfg.step in ("run", "schedule", "rerun") and not any(a.startswith("--address") for a in args):
+    if cfg.step in JOINING_STEPS and not any(a.startswith("--address") for a in args):
         args = ["--address", "auto", *args]
     return shlex.join(["python", "-m", "pipelines.cli.app", cfg.step, *args])
 

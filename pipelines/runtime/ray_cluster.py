@@ -14,16 +14,36 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from collections.abc import Mapping
 
 _log = logging.getLogger(__name__)
+
+
+def resolve_address(address: str | None, environ: Mapping[str, str]) -> str:
+    """The address `ray.init` gets: "local" (a fresh private cluster) or one to join.
+
+    An explicit address wins ("local" included). With none, a process running as a Ray job's
+    driver joins that job's cluster ("auto"): Ray sets `RAY_JOB_ID` and `RAY_ADDRESS` (the GCS
+    address, HOST:PORT) for it, and a private cluster on the head would have none of the
+    cluster's workers (a `use_gpu` run would wait forever on a head without GPUs). A
+    `RAY_ADDRESS` of the form http(s)://... is the Jobs API for `shg submit` / `ray job submit`,
+    not a cluster to join, so it alone changes nothing.
+    """
+    if address:
+        return address
+    ray_address = environ.get("RAY_ADDRESS", "")
+    if environ.get("RAY_JOB_ID") or (ray_address and not ray_address.startswith(("http://", "https://"))):
+        return "auto"
+    return "local"
 
 
 def connect(address: str | None = None, *, num_cpus: int | None = None, verbose: bool = False) -> None:
     """Initialises Ray once per process.
 
     Args:
-        address: None, "" or "local" starts a fresh local cluster for this process (never joins
-            a stale one recorded in /tmp/ray), with token authentication; "auto" or
+        address: "local", or None / "" outside a Ray job (:func:`resolve_address`), starts a
+            fresh local cluster for this process (never joins a stale one recorded in
+            /tmp/ray), with token authentication; None / "" inside a Ray job, "auto" or
             "HOST:PORT" / "ray://HOST:PORT" joins an existing cluster (its token, if it has
             one, comes from `RAY_AUTH_TOKEN` or `~/.ray/auth_token`).
         num_cpus: CPUs the local cluster advertises (ignored when joining a cluster).
@@ -40,7 +60,8 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, verbose:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if not verbose:
         quiet_ray_driver()
-    if address in (None, "", "local"):
+    address = resolve_address(address, os.environ)
+    if address == "local":
         if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled":
             _log.warning(
                 "RAY_AUTH_MODE=disabled: the local Ray cluster listens on all interfaces without "

@@ -1,9 +1,11 @@
 """The training data stream (Ray Data) and the in-memory validation split of a prepared dataset.
 
 Training: `OUT/train/*.parquet` → (read once, held in small blocks) → shuffled block order →
-`map_batches(augment_batch)` → the numeric columns the loop needs (`image` uint8 (B, S, S, 3),
-`heatmaps` float32 (B, J, H, H), `weight` float32 (B, J)). Augmentation and heatmap rendering
-run in Ray Data tasks, not in the training loop.
+`map_batches(augment_keypoints_batch)` → the numeric columns the loop needs (`image` uint8
+(B, S, S, 3), `keypoints` float64 (B, J, 2) heatmap px, `weight` float32 (B, J)). Augmentation
+runs in Ray Data tasks; the loop draws the Gaussian targets from the keypoints on its own device
+(`shg_model.targets`, equal to `augment_batch`'s to 1e-6) and normalises the uint8 pixels there:
+~197 KB a sample travels at 256 px instead of ~459 KB with float32 maps.
 
 Per-epoch reproducibility: `augment_batch` seeds each sample from (data.seed, epoch, person_id),
 so epoch e shows the same augmented sample of a person whatever the batching, block order,
@@ -42,13 +44,13 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from dataprep import schema
-from dataprep.augment import AugmentConfig, augment_batch, center_batch
+from dataprep.augment import AugmentConfig, augment_keypoints_batch, center_batch
 from pipelines.runtime.prepared import PreparedDataError, split_source
 
 TRAIN_COLUMNS = [schema.PERSON_ID, schema.CROP_JPEG, schema.KEYPOINTS, schema.LABELLED]
 VAL_COLUMNS = [schema.PERSON_ID, schema.IMAGE, schema.CROP_JPEG, schema.KEYPOINTS, schema.LABELLED,
                schema.CROP_TO_IMAGE, schema.JOINTS_IMAGE, schema.HEAD_SIZE]
-LOOP_COLUMNS = ("image", "heatmaps", "weight", "key")
+LOOP_COLUMNS = ("image", "keypoints", "weight", "key")
 
 
 TRAIN_DATASET = "train"
@@ -110,8 +112,13 @@ def sample_keys(person_ids) -> np.ndarray:
 
 
 def augment_for_training(batch: dict[str, np.ndarray], cfg: AugmentConfig, clock_name: str) -> dict[str, np.ndarray]:
-    """`augment_batch` for the clock's current epoch, without the rows already trained on in
-    it, keeping only what the loop consumes (strings cannot be tensors: `key` names the row)."""
+    """`augment_keypoints_batch` for the clock's current epoch, without the rows already trained
+    on in it, keeping only what the loop consumes (strings cannot be tensors: `key` names the row)."""
+    import cv2
+
+    # A task holds one CPU: OpenCV's own thread pool (one thread per core of the node) would
+    # put several threads of every task on each core.
+    cv2.setNumThreads(1)
     epoch, done = clock_state(clock_name)
     keys = sample_keys(batch[schema.PERSON_ID])
     if len(done):
@@ -119,7 +126,7 @@ def augment_for_training(batch: dict[str, np.ndarray], cfg: AugmentConfig, clock
         batch, keys = {name: column[keep] for name, column in batch.items()}, keys[keep]
     if len(keys) == 0:
         return _empty_loop_batch(cfg)
-    out = augment_batch(batch, cfg, epoch)
+    out = augment_keypoints_batch(batch, cfg, epoch)
     return {"key": keys, **{name: out[name] for name in LOOP_COLUMNS if name != "key"}}
 
 
@@ -128,7 +135,7 @@ def _empty_loop_batch(cfg: AugmentConfig) -> dict[str, np.ndarray]:
 
     return {"key": np.empty(0, np.int64),
             "image": np.empty((0, cfg.input_size, cfg.input_size, 3), np.uint8),
-            "heatmaps": np.empty((0, NUM_JOINTS, cfg.heatmap_size, cfg.heatmap_size), np.float32),
+            "keypoints": np.empty((0, NUM_JOINTS, 2), np.float64),
             "weight": np.empty((0, NUM_JOINTS), np.float32)}
 
 

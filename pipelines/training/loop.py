@@ -25,8 +25,12 @@ from pipelines.training.resume import EpochProgress, checkpoint_state, report
 from pipelines.training.validation import ValidationResult
 from shg_model import heatmap_loss
 from shg_model.pixels import normalise
+from shg_model.targets import render_heatmaps
 
 SCORE_METRIC = "pckh/Total"  # Ray keeps the best checkpoints by it; NaN where not validated
+# On a GPU, ranks agree on the clock-based decisions (checkpoint due, time budget spent) every
+# this many steps: the broadcast's read waits for the device; a cap then stops <= 9 steps late.
+AGREE_EVERY_GPU_STEPS = 10
 
 
 @dataclass
@@ -50,17 +54,31 @@ class Cadence:
 
 @dataclass
 class _Stretch:
-    """This rank's part of a pass since the pass began or the last mid-epoch checkpoint."""
+    """This rank's part of a pass since the pass began or the last mid-epoch checkpoint.
+
+    The losses add up on the training device (`loss_sums`) and the image count on the host, so
+    a step does not wait for the device; `sums()` reads them back (one sync) where needed."""
 
     stacks: int
     start: float  # the loop's clock when the stretch began
+    device: torch.device = torch.device("cpu")
     keys: list[np.ndarray] = field(default_factory=list)
-    sums: torch.Tensor | None = None  # images, loss·images, per-stack loss·images
+    images: int = 0
+    loss_sums: torch.Tensor | None = None  # (1 + stacks,) float64: loss·images, per-stack loss·images
     wait_s: float = 0.0
     compute_s: float = 0.0
 
     def __post_init__(self) -> None:
-        self.sums = torch.zeros(2 + self.stacks, dtype=torch.float64)
+        self.loss_sums = torch.zeros(1 + self.stacks, dtype=torch.float64, device=self.device)
+
+    def add(self, n: int, loss: torch.Tensor, per_stack: torch.Tensor) -> None:
+        self.images += n
+        # loss·images in float32 (as the host sums always were), the per-stack terms in float64
+        self.loss_sums += torch.cat([(loss.detach().float() * n).double().reshape(1), per_stack.detach().double() * n])
+
+    def sums(self) -> torch.Tensor:
+        """(2 + stacks,) float64 on the CPU: images, loss·images, per-stack loss·images."""
+        return torch.cat([torch.tensor([float(self.images)], dtype=torch.float64), self.loss_sums.cpu()])
 
 
 class EpochClockHandle(Protocol):
@@ -182,12 +200,14 @@ class TrainLoop:
         if p.world > 1:  # nobody starts the pass before the clock shows this epoch
             torch.distributed.barrier()
         self.cadence.restart(state.global_step, self.now())
-        progress, stretch, stopped = before, _Stretch(p.cfg.model.stacks, start=self.now()), False
+        progress, stretch, stopped = before, _Stretch(p.cfg.model.stacks, start=self.now(), device=p.device), False
         state.pass_start = stretch.start
         window = {"images": 0, "start": stretch.start, "wait": 0.0}
-        tick = stretch.start
+        tick = shown = stretch.start
+        on_gpu = p.device.type == "cuda"
         batches = p.shard.iter_torch_batches(
-            batch_size=train.batch_size, device=p.device, prefetch_batches=2,
+            # on the host (pinned where a GPU trains): the keys stay here, the rest moves in _step
+            batch_size=train.batch_size, device="cpu", pin_memory=on_gpu, prefetch_batches=2,
             drop_last=p.drop_last,  # a compiled model would recompile for a smaller last batch
             local_shuffle_buffer_size=shuffle_buffer_rows(train.batch_size),
             local_shuffle_seed=train.seed + epoch,
@@ -196,28 +216,29 @@ class TrainLoop:
             got = self.now()
             stretch.wait_s += got - tick
             window["wait"] += got - tick
-            stretch.keys.append(batch["key"].cpu().numpy())
+            stretch.keys.append(batch["key"].numpy())
             if len(batch["key"]) < 2:
                 # A one-image remainder cannot train BatchNorm where the hourglass bottom is 1x1
                 # (tiny inputs). Shards are split equally, so every rank skips the same batch.
                 tick = self.now()
                 continue
-            loss, per_stack = self._step(batch)
+            loss, per_stack = self._step(batch)  # on the device: no wait for it here
             n = len(batch["key"])
-            stretch.sums += torch.cat([torch.tensor([n, loss * n]), per_stack.double() * n])
+            stretch.add(n, loss, per_stack)
             window["images"] += n
             tick = self.now()
             stretch.compute_s += tick - got
             if self.reporter is not None and state.global_step % train.log_every == 0:
                 elapsed = tick - window["start"]
-                self.reporter.step(state.global_step, loss, per_stack.numpy(), p.schedule.lr,
+                self.reporter.step(state.global_step, float(loss), per_stack.cpu().numpy(), p.schedule.lr,
                                    images_per_s=window["images"] * p.world / max(elapsed, 1e-9),
                                    data_wait_s=window["wait"])
                 window = {"images": 0, "start": tick, "wait": 0.0}
-            if self.on_step is not None:
-                local = max(float(stretch.sums[0]), 1.0)
-                self.on_step(epoch, float(stretch.sums[0]) * p.world / max(tick - stretch.start, 1e-9),
-                             tuple(float(v) / local for v in stretch.sums[2:]))
+            if self.on_step is not None and (not on_gpu or tick - shown >= 1.0):  # the display posts ~1/s
+                shown, sums = tick, stretch.sums()
+                local = max(float(sums[0]), 1.0)
+                self.on_step(epoch, float(sums[0]) * p.world / max(tick - stretch.start, 1e-9),
+                             tuple(float(v) / local for v in sums[2:]))
             due, spent = self._agree(self.cadence.due(state.global_step, tick), self.budget_left_s() == 0.0)
             if spent or (train.max_steps and state.global_step >= train.max_steps):
                 stopped, state.stopped_by = True, "max_minutes" if spent else "max_steps"
@@ -226,27 +247,34 @@ class TrainLoop:
                 progress = self._combine(progress, stretch)
                 if len(np.unique(progress.keys)) < p.train_rows:  # else the epoch's own follows
                     self._checkpoint_mid_epoch(epoch, progress, state.trained_s + tick - state.pass_start)
-                stretch = _Stretch(p.cfg.model.stacks, start=self.now())
+                stretch = _Stretch(p.cfg.model.stacks, start=self.now(), device=p.device)
                 tick = stretch.start
                 self.cadence.restart(state.global_step, tick)
         state.trained_s += self.now() - state.pass_start
         return self._combine(progress, stretch), stopped
 
-    def _step(self, batch: dict[str, torch.Tensor]) -> tuple[float, torch.Tensor]:
-        """One optimiser step; returns the loss and the per-stack losses (CPU)."""
+    def _step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimiser step on a host batch; returns the loss () and the per-stack losses
+        (S,), on the device (reading them waits for the device)."""
         p = self.parts
-        images = normalise(batch["image"])  # (B, 3, H, W)
+        data = p.cfg.data
+        # uint8 pixels and keypoints travel; normalising and drawing the targets happen here
+        image = batch["image"].to(p.device, non_blocking=True)  # (B, S, S, 3) uint8
+        weight = batch["weight"].to(p.device, non_blocking=True)  # (B, J)
+        keypoints = batch["keypoints"].to(p.device, non_blocking=True)  # (B, J, 2) heatmap px
+        targets = render_heatmaps(keypoints, weight > 0, data.heatmap_size, data.sigma)  # (B, J, H, H)
+        images = normalise(image)  # (B, 3, S, S)
         if p.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with torch.autocast(p.device.type, dtype=p.amp) if p.amp else contextlib.nullcontext():
             pred = p.forward(images)  # (B, S, J, h, w)
-        loss, per_stack = heatmap_loss(pred, batch["heatmaps"], batch["weight"])
+        loss, per_stack = heatmap_loss(pred, targets, weight)
         p.optimizer.zero_grad(set_to_none=True)
         p.scaler.scale(loss).backward()
         p.scaler.step(p.optimizer)
         p.scaler.update()
         self.state.global_step += 1
-        return loss.item(), per_stack.detach().cpu()
+        return loss.detach(), per_stack.detach()
 
     # --- checkpoints and the end of an epoch ---------------------------------------------------
 
@@ -311,6 +339,8 @@ class TrainLoop:
         train = p.cfg.train
         if p.world == 1 or not (train.checkpoint_every_minutes or train.max_minutes):
             return due, spent
+        if p.device.type == "cuda" and self.state.global_step % AGREE_EVERY_GPU_STEPS:
+            return False, False  # every rank skips the same steps: reading the box waits for the GPU
         box = torch.tensor([int(due), int(spent)], device=p.device)
         torch.distributed.broadcast(box, src=0)
         return bool(box[0].item()), bool(box[1].item())
@@ -319,7 +349,7 @@ class TrainLoop:
         """`progress` plus every rank's `stretch` (keys gathered, sums reduced)."""
         p = self.parts
         keys = np.concatenate(stretch.keys) if stretch.keys else np.empty(0, np.int64)
-        sums = stretch.sums
+        sums = stretch.sums()
         if p.world > 1:
             reduced = sums.to(p.device)
             torch.distributed.all_reduce(reduced)

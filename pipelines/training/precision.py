@@ -114,6 +114,27 @@ def gpu_choice(amp: str, layout: str, compile_mode: str, *, bf16_supported: bool
                        reason="GPU: autocast where supported, no measurement")
 
 
+def bf16_native_on_gpu(capability: tuple[int, int], *, rocm: bool = False) -> bool:
+    """Whether a GPU of compute `capability` (major, minor) computes bf16 natively: Ampere (8.0)
+    and later, or any ROCm GPU. Older NVIDIA GPUs (V100 7.0, T4 7.5) only *emulate* bf16 (slow,
+    no tensor cores), so `amp=auto` takes fp16 with a GradScaler there."""
+    return rocm or tuple(capability) >= (8, 0)
+
+
+def cuda_bf16_native(device: int | None = None) -> bool:
+    """:func:`bf16_native_on_gpu` for this process's CUDA device (False without CUDA).
+    `torch.cuda.is_bf16_supported()` counts emulation by default: asked with
+    `including_emulation=False`, and the capability is checked here as well."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return False
+    index = torch.cuda.current_device() if device is None else device
+    capability = torch.cuda.get_device_capability(index)
+    return bool(torch.cuda.is_bf16_supported(including_emulation=False)) and bf16_native_on_gpu(
+        capability, rocm=bool(torch.version.hip))
+
+
 def native_bf16() -> bool:
     """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX). Without it oneDNN emulates
     bf16 and autocast is several times slower than fp32 (the issue's AVX2 CPU: 0.5 vs 6.3

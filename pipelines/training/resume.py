@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import tempfile
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -95,6 +96,33 @@ def resume(checkpoint, cfg: ExperimentConfig, model: torch.nn.Module, optimizer:
         progress = EpochProgress.from_state(state["in_epoch"])
         return Position(progress.epoch, step, progress, seconds)
     return Position(int(state["epoch"]) + 1, step, None, seconds)
+
+
+def restore_placed(checkpoint, cfg: ExperimentConfig, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                   schedule: LrSchedule, place: Callable[[torch.nn.Module], torch.nn.Module]
+                   ) -> tuple[torch.nn.Module, Position]:
+    """`place(model)` (device placement, e.g. `ray.train.torch.prepare_model`: the parameters
+    move in place), *then* :func:`resume`: returns (what `place` returned, the position).
+
+    The order matters on a GPU: `Optimizer.load_state_dict` puts each state tensor (RMSprop's
+    `square_avg`, Adam's moments) on its parameter's device *at load time*, and moving the model
+    afterwards leaves them behind on the CPU, so the first step after a restore would fail with a
+    device mismatch."""
+    placed = place(model)
+    position = resume(checkpoint, cfg, model, optimizer, schedule)
+    state_to_parameters(optimizer)
+    return placed, position
+
+
+def state_to_parameters(optimizer: torch.optim.Optimizer) -> None:
+    """Moves every tensor of the optimiser's per-parameter state to its parameter's device (a
+    scalar `step` stays where the optimiser keeps it: on the CPU unless `capturable`/`fused`)."""
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            for name, value in optimizer.state.get(param, {}).items():
+                if isinstance(value, torch.Tensor) and value.device != param.device and not (
+                        name == "step" and value.dim() == 0):
+                    optimizer.state[param][name] = value.to(param.device)
 
 
 def report(metrics: dict[str, Any], state: dict[str, Any] | None, name: str) -> None:

@@ -22,10 +22,10 @@ from pipelines.training.data_stream import TRAIN_DATASET, EpochClockClient, load
 from pipelines.training.device import amp_dtype, cpu_threads
 from pipelines.training.loop import Cadence, LoopParts, LoopState, TrainLoop
 from pipelines.training.optim import LrSchedule, build_optimizer
-from pipelines.training.precision import resolve
+from pipelines.training.precision import cuda_bf16_native, resolve
 from pipelines.training.progress import Poster, SmoothedRate, Update, validation_label
 from pipelines.training.reporter import Rank0Reporter
-from pipelines.training.resume import EpochProgress, resume
+from pipelines.training.resume import EpochProgress, restore_placed
 from pipelines.training.worker_args import WorkerArgs
 
 # Ray Train V2 patches print() into its logger *and* tees it to the wrapped stdout, so a print
@@ -61,6 +61,8 @@ def train_worker(args: WorkerArgs) -> None:
     torch.manual_seed(train.seed)  # same initial weights on every rank (DDP also broadcasts)
     if train.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
+    elif on_gpu:
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: cuDNN picks its fastest kernels once
 
     images_per_worker = args.train_rows // world * train.epochs
     if train.max_steps:
@@ -74,11 +76,13 @@ def train_worker(args: WorkerArgs) -> None:
         cfg.model, train.amp, train.layout, train.compile, batch_size=train.batch_size,
         input_size=cfg.data.input_size, images_per_worker=images_per_worker,
         make_optimizer=lambda m: build_optimizer(m, train), on_gpu=on_gpu,
-        bf16_supported=on_gpu and torch.cuda.is_bf16_supported(), agree=_agree(world),
+        bf16_supported=on_gpu and cuda_bf16_native(), agree=_agree(world),
         log=log.info if rank == 0 else (lambda _: None))
     optimizer = build_optimizer(model, train)
     schedule = LrSchedule(train.lr, train.lr_drop_factor, train.lr_drop_epochs, train.lr_plateau_patience)
-    position = resume(ray.train.get_checkpoint(), cfg, model, optimizer, schedule)
+    # placed first, restored after: the optimiser state lands on the parameters' device
+    forward, position = restore_placed(ray.train.get_checkpoint(), cfg, model, optimizer, schedule,
+                                       place=ray.train.torch.prepare_model)  # to device; DDP when world > 1
 
     reporter = None
     if rank == 0:
@@ -97,7 +101,7 @@ def train_worker(args: WorkerArgs) -> None:
     amp = amp_dtype(choice.path.amp)
     parts = LoopParts(
         cfg=cfg, rank=rank, world=world, device=device, model=model,
-        forward=ray.train.torch.prepare_model(model),  # moves to device; DDP when world > 1
+        forward=forward,
         optimizer=optimizer, scaler=torch.amp.GradScaler("cuda", enabled=amp is torch.float16),
         amp=amp, channels_last=choice.path.layout == "channels_last", drop_last=choice.path.compiled,
         schedule=schedule, shard=ray.train.get_dataset_shard(TRAIN_DATASET), train_rows=args.train_rows)

@@ -183,3 +183,47 @@ def test_every_section_runs_in_its_tiny_form(section, tmp_path, ray_local):
 
 def test_tiny_plan_covers_every_section():
     assert {section for section, _, _ in plan(False, tiny=True)} == set(SECTIONS)
+
+
+@pytest.mark.slow
+def test_ingest_section_measures_the_mpii_stream_in_steady_state(ray_local, tmp_path, monkeypatch):
+    """`--only ingest` at small size: the figures the issue names, under those names; the stream
+    delivers keypoints, not maps (<= 200 KB a sample at 256 px)."""
+    from benchmarks.ingest import measure_ingest
+
+    figures = measure_ingest(people=96, epochs=1, warm_batches=3, log=lambda _: None)
+    assert (figures["ingest_input_size"], figures["ingest_heatmap_size"]) == (256, 64)
+    assert figures["ingest_samples_per_s_per_core"] > 0 and figures["augment_fn_samples_per_s_per_core"] > 0
+    # image 256*256*3 + keypoints 16*2*8 + weight 16*4 + key 8 bytes
+    assert figures["ingest_bytes_per_sample"] == 196608 + 256 + 64 + 8
+    assert figures["ingest_cores_per_gpu"] == pytest.approx(1000.0 / figures["ingest_samples_per_s_per_core"])
+    assert figures["ingest_over_fn"] == pytest.approx(
+        figures["ingest_samples_per_s_per_core"] / figures["augment_fn_samples_per_s_per_core"])
+
+
+@pytest.mark.slow
+def test_gpu_check_cpu_form_runs_every_part(ray_local, tmp_path):
+    """`python -m benchmarks --only gpu --device cpu`: the GPU check's four parts on a tiny model,
+    so the script a GPU session runs (scripts/gpu_check.sh) cannot rot."""
+    out = tmp_path / "gpu.json"
+    assert main(["--only", "gpu", "--device", "cpu", "--json", str(out)]) == 0
+    figures = json.loads(out.read_text())
+    assert figures["gpu_on_cuda"] == 0.0 and figures["gpu_stacks"] == 2
+    for batch in (2, 4):
+        assert figures[f"gpu_fp32_b{batch}_images_per_s"] > 0 and figures[f"gpu_bf16_b{batch}_images_per_s"] > 0
+    assert figures["gpu_step_gflop_per_sample"] > 0
+    assert figures["gpu_bf16_loss_max_rel_diff"] < 0.1  # 30 steps of a tiny model in bf16
+    assert figures["gpu_fp32_loss_last"] < figures["gpu_fp32_loss_first"]
+    assert figures["gpu_ckpt_ok"] == 1.0 and figures["gpu_ckpt_state_on_device"] == 1.0
+    assert figures["gpu_ckpt_resumed_step"] == 2 and figures["gpu_ckpt_loss_rel_diff"] < 1e-5
+    assert 0.0 <= figures["gpu_stream_data_wait_share"] <= 1.0 and figures["gpu_stream_images_per_s"] > 0
+
+
+def test_dense_peaks_are_looked_up_by_the_most_specific_name():
+    from benchmarks.gpu import dense_peak
+
+    assert dense_peak("NVIDIA H200")["bf16"] == dense_peak("NVIDIA H100 80GB HBM3")["bf16"] == 989.0
+    assert dense_peak("NVIDIA H100 PCIe")["bf16"] == 756.0
+    assert dense_peak("NVIDIA A100-SXM4-80GB")["bf16"] == 312.0 and dense_peak("NVIDIA A10")["bf16"] == 125.0
+    assert dense_peak("NVIDIA A10G") == {} and dense_peak("Some Future GPU") == {}
+    assert "bf16" not in dense_peak("Tesla V100-SXM2-16GB")  # bf16 only emulated there

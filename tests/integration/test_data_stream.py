@@ -28,12 +28,12 @@ def prepared(tmp_path_factory, ray_local) -> Path:
 
 
 def _pass(dataset) -> list[str]:
-    """One pass: a sorted digest per sample of image, heatmaps and weights."""
+    """One pass: a sorted digest per sample of image, keypoints (the targets) and weights."""
     digests = []
     for batch in dataset.iter_batches(batch_size=7, batch_format="numpy"):
         for i in range(len(batch["image"])):
             h = hashlib.sha256(batch["image"][i].tobytes())
-            h.update(batch["heatmaps"][i].tobytes())
+            h.update(batch["keypoints"][i].tobytes())
             h.update(batch["weight"][i].tobytes())
             digests.append(h.hexdigest())
     return sorted(digests)
@@ -64,12 +64,12 @@ def test_cached_stream_matches_uncached_for_each_epoch(prepared):
 
 
 def _pass_by_key(dataset) -> dict[int, str]:
-    """One pass: key → digest of the sample's image, heatmaps and weights."""
+    """One pass: key → digest of the sample's image, keypoints (the targets) and weights."""
     out = {}
     for batch in dataset.iter_batches(batch_size=7, batch_format="numpy"):
         for i in range(len(batch["key"])):
             h = hashlib.sha256(batch["image"][i].tobytes())
-            h.update(batch["heatmaps"][i].tobytes())
+            h.update(batch["keypoints"][i].tobytes())
             h.update(batch["weight"][i].tobytes())
             out[int(batch["key"][i])] = h.hexdigest()
     return out

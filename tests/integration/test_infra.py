@@ -335,3 +335,17 @@ def test_submit_forwards_no_credentials(monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://admin:s3cr3t@mlflow:5000")
     with pytest.raises(ValueError, match="MLFLOW_TRACKING_URI carries a password"):
         submit.runtime_env(submit.SubmitConfig())
+
+
+PAPER_RUN_S = 3 * 86400  # "about 3 days" on one Titan X for the `mpii` recipe (Newell et al. 2016, sec. 5)
+
+
+@pytest.mark.parametrize("path", [K8S / "rayjob-retrain.yaml", K8S / "raycronjob-retrain.yaml",
+                                  K8S / "cronjob-retrain.yaml"], ids=lambda p: p.name)
+def test_a_rayjobs_deadline_allows_the_papers_multi_day_run(path):
+    for spec in _rayjob_specs(path):
+        assert spec["activeDeadlineSeconds"] >= 2 * PAPER_RUN_S, f"{path.name}: deadline shorter than 2x the paper's run"
+    for doc in _yaml_docs(path):  # a weekly firing ends before the next one starts
+        if doc["kind"] in ("RayCronJob", "CronJob"):
+            assert doc["spec"]["schedule"].split()[2:] == ["*", "*", "1"]  # weekly, Mondays
+            assert all(s["activeDeadlineSeconds"] < 7 * 86400 for s in _rayjob_specs(path))

@@ -101,3 +101,47 @@ def test_only_files_named_by_the_committed_manifest_are_read(bucket, tmp_path):
     (root / "val" / "part-dead0000-0-00000.parquet").write_bytes_atomic(b"PAR1 half a file")
     with pytest.raises(PreparedDataError, match="not a prepared dataset"):
         split_files(root, "val")
+
+
+def test_prepare_reads_its_images_from_s3(bucket, mpii_dir, tmp_path):
+    """`shg prepare --images s3://bucket/mpii/images`: the prepare tasks read the real MPII images
+    from the object store (no shared volume) and write the same rows as from the local folder;
+    an image missing from the prefix quarantines its people, as a missing local file does."""
+    images = mpii_dir / "images"
+    client = s3_client()
+    jpgs = sorted(images.glob("*.jpg"))
+    if not jpgs:
+        pytest.skip(f"no real MPII images (*.jpg) in {images}")
+    for jpg in jpgs:
+        client.upload_file(str(jpg), bucket, f"mpii/images/{jpg.name}")
+    annotations = images / "annotations_hrnet_format.json"
+
+    def prepare(source: str, out: Path) -> dict:
+        result = subprocess.run(
+            [sys.executable, "-m", "pipelines.cli.app", "prepare", "--annotations", str(annotations),
+             "--images", source, "--out", str(out)],
+            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-4000:]
+        return read_manifest(out).to_json()
+
+    remote, local = prepare(f"s3://{bucket}/mpii/images", tmp_path / "from-s3"), prepare(str(images), tmp_path / "local")
+    assert remote["rows"] == local["rows"] == {"train": 0, "val": 5} and remote["quarantined"] == 0
+    assert remote["fingerprint"] == local["fingerprint"]
+    here = pq.read_table(tmp_path / "local" / "val").sort_by("person_id")
+    there = pq.read_table(tmp_path / "from-s3" / "val").sort_by("person_id")
+    assert repr(there.to_pylist()) == repr(here.to_pylist())
+
+    client.delete_object(Bucket=bucket, Key=f"mpii/images/{jpgs[0].name}")
+    missing = prepare(f"s3://{bucket}/mpii/images", tmp_path / "one-missing")
+    assert missing["quarantined"] >= 1 and missing["rows"]["val"] == 5 - missing["quarantined"]
+    reasons = pq.read_table(tmp_path / "one-missing" / "quarantine").column("reason").to_pylist()
+    assert set(reasons) == {"missing_image"}
+
+
+def test_prepare_refuses_an_images_prefix_with_nothing_under_it(bucket, mpii_dir, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli.app", "prepare", "--annotations",
+         str(mpii_dir / "images" / "annotations_hrnet_format.json"), "--images", f"s3://{bucket}/nothing/here",
+         "--out", str(tmp_path / "out")],
+        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and f"images folder not found: s3://{bucket}/nothing/here" in result.stderr

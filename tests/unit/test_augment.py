@@ -207,3 +207,30 @@ def test_zoom_is_the_same_for_x_and_y():
         assert np.allclose(ratio, ratio[0, 0], atol=1e-4), ratio  # albumentations works in float32
         zooms.append(ratio[0, 0])
     assert 0.75 <= min(zooms) < max(zooms) <= 1.25
+
+
+@pytest.mark.parametrize("cfg", [AugmentConfig(), AugmentConfig(input_size=128, heatmap_size=32),
+                                 AugmentConfig(enabled=False),
+                                 AugmentConfig(rotation_deg=0.0, scale_min=1.25, scale_max=1.25, flip_prob=0.0)])
+def test_keypoints_for_the_device_render_the_same_targets(real_batch, cfg):
+    """The stream ships keypoints + weights (`augment_keypoints_batch`) and the training device
+    draws the maps (`shg_model.targets`): the same images and weights, and maps within 1e-6 of
+    `augment_batch`'s, on the 5 real crops and a synthetic one with joints pushed off the map."""
+    import torch
+
+    from dataprep.augment import augment_keypoints_batch
+    from shg_model.targets import render_heatmaps
+
+    points = _spread_points()
+    points[0] = (CROP_MARGIN + 8.0, CROP_SIZE / 2)  # pushed off the map by the 1.25 zoom
+    points[1] = (CROP_MARGIN - 27.0, CROP_SIZE / 2)  # outside the centre crop
+    for batch in (real_batch, _synthetic_batch(points, np.ones(NUM_JOINTS, bool))):
+        full = augment_batch(batch, cfg, epoch=4)
+        light = augment_keypoints_batch(batch, cfg, epoch=4)
+        np.testing.assert_array_equal(light["image"], full["image"])
+        np.testing.assert_array_equal(light["weight"], full["weight"])
+        assert light["keypoints"].dtype == np.float64 and np.isfinite(light["keypoints"]).all()
+        drawn = render_heatmaps(torch.from_numpy(light["keypoints"]), torch.from_numpy(light["weight"]) > 0,
+                                cfg.heatmap_size, cfg.sigma)
+        np.testing.assert_allclose(drawn.numpy(), full["heatmaps"], rtol=0, atol=1e-6)
+        assert full["heatmaps"].max() > 0.5

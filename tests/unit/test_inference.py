@@ -125,3 +125,16 @@ def test_heatmap_peaks_map_back_to_the_original_image_joints():
     np.testing.assert_allclose(coords[0], on_grid, atol=1e-3)
     back = inference.to_image_px(coords, centred["input_to_image"])
     np.testing.assert_allclose(back[0], joints, atol=1e-3)  # float32 storage of the affine
+
+
+def test_evaluation_actors_use_the_cores_on_a_cpu_pool_and_a_gpu_only_when_asked():
+    from pipelines.evaluation.evaluate import EvaluateConfig, actor_threads
+
+    # a 2-CPU cluster: one actor reserving 1 CPU (one stays free for the reads) runs 2 threads
+    assert actor_threads(2, 1, 1.0, 0.0) == 2
+    assert actor_threads(16, 3, 1.0, 0.0) == 5 and actor_threads(16, 2, 8.0, 0.0) == 8
+    assert actor_threads(16, 4, 2.0, 1.0) == 2  # with a GPU: its reservation
+    assert actor_threads(1, 1, 0.5, 0.0) == 1
+    assert EvaluateConfig(model="m", data="d").gpus_per_actor == 0.0  # no GPU unless asked
+    with pytest.raises(ValueError, match="gpus_per_actor"):
+        EvaluateConfig(model="m", data="d", gpus_per_actor=-1)

@@ -120,3 +120,37 @@ def test_nothing_is_measured_when_everything_is_fixed():
     assert choice.path == Path("off", "channels_last") and choice.timings == ()
     assert choice.reason == "fixed by config"
     assert model.stem.conv.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("capability, native", [
+    ((6, 1), False), ((7, 0), False), ((7, 5), False),  # P100/GTX 10x0, V100, T4: bf16 emulated
+    ((8, 0), True), ((8, 6), True), ((8, 9), True), ((9, 0), True), ((10, 0), True),  # A100, A10/3090, L4, H100/H200, B200
+])
+def test_amp_auto_on_a_gpu_takes_bf16_only_where_it_is_native(capability, native):
+    from pipelines.training.precision import bf16_native_on_gpu
+
+    assert bf16_native_on_gpu(capability) is native
+    assert gpu_choice("auto", "auto", "off", bf16_supported=bf16_native_on_gpu(capability)).path.amp == \
+        ("bf16" if native else "fp16")
+    assert bf16_native_on_gpu(capability, rocm=True)  # every ROCm GPU has bf16
+
+
+def test_cuda_bf16_check_asks_without_emulation(monkeypatch):
+    """A V100 (7.0) where torch would *emulate* bf16: `is_bf16_supported()` says True by default;
+    asked with emulation off (and by capability) it is not native, so amp=auto takes fp16.
+    Without CUDA (this machine) the answer is False."""
+    from pipelines.training.precision import cuda_bf16_native
+
+    assert torch.cuda.is_available() or cuda_bf16_native() is False
+    asked = []
+
+    def is_bf16_supported(including_emulation: bool = True) -> bool:
+        asked.append(including_emulation)
+        return including_emulation  # the emulating V100
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=None: (7, 0))
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", is_bf16_supported)
+    monkeypatch.setattr(torch.version, "hip", None)
+    assert cuda_bf16_native() is False and asked == [False]

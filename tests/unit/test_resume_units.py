@@ -117,3 +117,90 @@ def test_a_negative_time_budget_is_refused(bad):
 
     with pytest.raises(ConfigError, match="max_minutes"):
         TrainConfig(max_minutes=bad)
+
+
+def _trained_checkpoint(tmp_path, cfg, model, optimizer, schedule):
+    """A checkpoint of `model`/`optimizer` after two RMSprop steps (state tensors exist)."""
+    import ray.train
+
+    from pipelines.training.checkpoints import save_state
+    from pipelines.training.resume import checkpoint_state
+    from shg_model import heatmap_loss
+
+    images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    for _ in range(2):
+        loss, _ = heatmap_loss(model(images), torch.rand(2, 16, 4, 4), torch.ones(2, 16))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    save_state(tmp_path, checkpoint_state(cfg, model, optimizer, schedule, epochs_done=1, global_step=2, metrics={}))
+    return ray.train.Checkpoint.from_directory(tmp_path)
+
+
+def _state_placement(optimizer) -> set[tuple[str, torch.dtype]]:
+    """(device, dtype) of every optimiser state tensor but the scalar `step`."""
+    return {(str(v.device), v.dtype) for s in optimizer.state.values() for k, v in s.items()
+            if isinstance(v, torch.Tensor) and not (k == "step" and v.dim() == 0)}
+
+
+def test_a_restore_puts_the_optimiser_state_where_the_parameters_are(tmp_path):
+    """The worker places the model (`prepare_model`: to CUDA on a GPU) and *then* restores, so
+    RMSprop's state follows the parameters (`Optimizer.load_state_dict` puts it on each
+    parameter's device and dtype at load time). A CPU has no second device that keeps the
+    parameter objects (`.to("meta")` replaces them), so float64 stands in for CUDA: a placement
+    that changes the parameters in place and that the state must follow. Restoring first and
+    placing after leaves the state behind (on a GPU: the first step fails on a device mismatch)."""
+    from pipelines.config.experiment import load_config
+    from pipelines.training.optim import LrSchedule, build_optimizer
+    from pipelines.training.resume import restore_placed, resume
+    from shg_model import StackedHourglass
+
+    cfg = load_config(None, ["model.stacks=1", "model.channels=8", "model.depth=1", "train.optimizer=rmsprop"])
+    model = StackedHourglass(cfg.model)
+    checkpoint = _trained_checkpoint(tmp_path, cfg, model, build_optimizer(model, cfg.train), LrSchedule(1e-3, 0.5))
+
+    def fresh():
+        m = StackedHourglass(cfg.model)
+        return m, build_optimizer(m, cfg.train), LrSchedule(1e-3, 0.5)
+
+    def place(m):
+        return m.to(torch.float64)
+
+    wrong, wrong_opt, schedule = fresh()  # the old order: restore, then place
+    resume(checkpoint, cfg, wrong, wrong_opt, schedule)
+    place(wrong)
+    assert _state_placement(wrong_opt) == {("cpu", torch.float32)}  # left behind: what the order fixes
+
+    placed, optimizer, schedule = fresh()
+    forward, position = restore_placed(checkpoint, cfg, placed, optimizer, schedule, place=place)
+    assert forward is placed and position.global_step == 2 and position.start_epoch == 1
+    assert {p.dtype for p in placed.parameters()} == {torch.float64}
+    assert len(optimizer.state) == len(list(placed.parameters()))
+    assert _state_placement(optimizer) == {("cpu", torch.float64)}
+
+
+def test_state_to_parameters_moves_tensors_but_not_the_scalar_step():
+    from pipelines.training.resume import state_to_parameters
+
+    layer = torch.nn.Linear(2, 2, device="meta")
+    optimizer = torch.optim.RMSprop(layer.parameters())
+    for p in layer.parameters():
+        optimizer.state[p] = {"step": torch.tensor(3.0), "square_avg": torch.zeros(p.shape)}
+    state_to_parameters(optimizer)
+    assert {s["square_avg"].device.type for s in optimizer.state.values()} == {"meta"}
+    assert {s["step"].device.type for s in optimizer.state.values()} == {"cpu"}
+
+
+def test_a_stretch_sums_losses_on_the_device_as_the_host_sums_did():
+    """The loop keeps the losses on the training device and reads them back only when it logs;
+    the sums equal the host arithmetic they replace (images, loss·images, per-stack loss·images
+    in float64), so CPU runs log the same numbers as before."""
+    from pipelines.training.loop import _Stretch
+
+    stretch = _Stretch(stacks=2, start=0.0)
+    steps = [(6, torch.tensor(0.123456789), torch.tensor([0.2, 0.0469])), (5, torch.tensor(3.5e-4), torch.tensor([1e-3, 2e-4]))]
+    host = torch.zeros(4, dtype=torch.float64)
+    for n, loss, per_stack in steps:
+        stretch.add(n, loss, per_stack)
+        host += torch.cat([torch.tensor([n, loss.item() * n]), per_stack.double() * n])  # the former arithmetic
+    assert torch.equal(stretch.sums(), host) and stretch.loss_sums.device.type == "cpu"

@@ -15,14 +15,15 @@ from shg_model import StackedHourglass
 
 
 class Batches:
-    """A shard of `n` batches of 2 samples (keys 0, 1, 2, ...), 64 px images, 16 px heatmaps."""
+    """A shard of `n` batches of 2 samples (keys 0, 1, 2, ...), 64 px images, keypoints in 16 px
+    heatmap px (the loop draws the targets)."""
 
     def __init__(self, n: int) -> None:
         rng = np.random.default_rng(0)
         self.batches = [{
             "key": torch.tensor([2 * i, 2 * i + 1]),
             "image": torch.from_numpy(rng.integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)),
-            "heatmaps": torch.from_numpy(rng.random((2, 16, 16, 16), dtype=np.float32)),
+            "keypoints": torch.from_numpy(16 * rng.random((2, 16, 2), dtype=np.float32)),
             "weight": torch.ones(2, 16),
         } for i in range(n)]
 
