@@ -171,14 +171,7 @@ def promote_if_better(name: str, version: str | int, *, pckh_total: float, val_f
             reason = (f"PCKh Total {pckh_total:.2f} does not beat champion v{after.version}'s "
                       f"{_float_or_none(client.get_model_version(name, str(after.version)).tags.get(key))} on the same rows")
     alias = CHAMPION if promoted else CHALLENGER
-    if promoted:
-        try:  # the winner is no longer a challenger
-            if str(client.get_model_version_by_alias(name, CHALLENGER).version) == version:
-                client.delete_registered_model_alias(name, CHALLENGER)
-        except MlflowException:
-            pass
-    else:
-        client.set_registered_model_alias(name, CHALLENGER, version)
+    _mark_challenger(client, name, version, promoted)
     decision = GateDecision(name=name, version=version, alias=alias, promoted=promoted,
                             new_total=float(pckh_total),
                             champion_version=None if before is None else str(before.version),
@@ -190,10 +183,23 @@ def promote_if_better(name: str, version: str | int, *, pckh_total: float, val_f
     return decision
 
 
+def _mark_challenger(client, name: str, version: str, promoted: bool) -> None:
+    """A promoted version stops being `challenger`; one that is not promoted becomes it."""
+    from mlflow.exceptions import MlflowException
+
+    if promoted:
+        try:  # the winner is no longer a challenger
+            if str(client.get_model_version_by_alias(name, CHALLENGER).version) == version:
+                client.delete_registered_model_alias(name, CHALLENGER)
+        except MlflowException:
+            pass
+    else:
+        client.set_registered_model_alias(name, CHALLENGER, version)
+
+
 def _unscorable(client, name: str, version: str, champion, err: Exception, *, policy: str,
                 pckh_total: float, val_fingerprint: str, run_id: str | None) -> GateDecision:
     """The gate's decision when champion `champion` could not be scored (see `promote_if_better`)."""
-    from mlflow.exceptions import MlflowException
 
     cause = f"{type(err).__name__}: {err}"[:1000]
     old = str(champion.version)
@@ -208,14 +214,7 @@ def _unscorable(client, name: str, version: str, champion, err: Exception, *, po
     client.set_model_version_tag(name, old, "registry.unscorable_on", val_fingerprint)
     client.set_model_version_tag(name, version, "registry.unscorable_champion", f"{policy}: v{old}: {cause}")
     promoted = policy == "replace"
-    if promoted:
-        try:
-            if str(client.get_model_version_by_alias(name, CHALLENGER).version) == version:
-                client.delete_registered_model_alias(name, CHALLENGER)
-        except MlflowException:
-            pass
-    else:
-        client.set_registered_model_alias(name, CHALLENGER, version)
+    _mark_challenger(client, name, version, promoted)
     decision = GateDecision(name=name, version=version, alias=CHAMPION if promoted else CHALLENGER,
                             promoted=promoted, new_total=float(pckh_total), champion_version=old,
                             champion_total=None, reason=reason, val_fingerprint=val_fingerprint,
