@@ -38,13 +38,14 @@ def mpii_dir() -> Path:
 def ray_local():
     """One real local Ray cluster (2 CPUs) shared by the tests of a session.
 
-    The dashboard runs because the state API (`ray.util.state.list_actors`, used to find a
-    Ray Train worker to kill in tests/integration/test_train_ray.py) is served by it.
+    No dashboard: nothing here needs one (tests that find Ray Train workers ask the GCS), and a
+    test must not depend on whether an earlier one already connected this process to a cluster
+    started without it.
     """
     import ray
 
     if not ray.is_initialized():
-        ray.init(address="local", num_cpus=2, include_dashboard=True)
+        ray.init(address="local", num_cpus=2, include_dashboard=False)
     yield ray
     ray.shutdown()
 

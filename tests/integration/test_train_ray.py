@@ -153,12 +153,15 @@ def test_time_budget_stops_every_worker_validates_and_is_recorded(prepared, tmp_
     assert "pckh/Total" in run.data.metrics and result.pckh["Total"] == run.data.metrics["pckh/Total"]
 
 
-def _gcs() -> str:
-    """This session's cluster (the state API would refuse to choose when another Ray instance
-    runs on the machine)."""
-    import ray
+def _alive_train_workers() -> list[int]:
+    """PIDs of this session's live Ray Train workers, oldest first, read from the GCS through
+    the connected driver. (The state API is served by the dashboard, which a cluster started
+    without one, or one whose dashboard failed to come up, does not have; the GCS answers.)"""
+    from ray._private import state
 
-    return ray.get_runtime_context().gcs_address
+    actors = state.actors(actor_state_name="ALIVE").values()
+    workers = sorted((a for a in actors if a["ActorClassName"] == "RayTrainWorker"), key=lambda a: a["StartTime"])
+    return [int(a["Pid"]) for a in workers if a["Pid"]]
 
 
 def _wait_for(path_glob, folder: Path, timeout_s: float = 240.0) -> None:
@@ -170,8 +173,6 @@ def _wait_for(path_glob, folder: Path, timeout_s: float = 240.0) -> None:
 
 
 def test_killed_worker_is_replaced_and_training_finishes(prepared, tmp_path):
-    from ray.util.state import list_actors
-
     from pipelines.training.driver import run_training
 
     cfg = _cfg(tmp_path, "train.epochs=3", "train.run_name=kill", "train.max_failures=2")
@@ -179,8 +180,7 @@ def test_killed_worker_is_replaced_and_training_finishes(prepared, tmp_path):
 
     def kill_after_first_checkpoint() -> None:
         _wait_for("kill/epoch_0000", tmp_path / "runs")
-        workers = list_actors(address=_gcs(), filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
-        pid = int(workers[-1].pid)
+        pid = _alive_train_workers()[-1]
         os.kill(pid, signal.SIGKILL)
         killed.append(pid)
 
@@ -200,8 +200,6 @@ def test_worker_killed_mid_epoch_resumes_inside_the_epoch(prepared, tmp_path):
     """Checkpoints every 2 steps; the worker is killed right after the first one. The run goes
     on from inside epoch 0: no step repeated (global_step is exactly 2 epochs of steps), each
     epoch trained every sample once, and no step's metrics logged twice."""
-    from ray.util.state import list_actors
-
     from pipelines.runtime.prepared import read_manifest
     from pipelines.training.driver import run_training
 
@@ -210,15 +208,13 @@ def test_worker_killed_mid_epoch_resumes_inside_the_epoch(prepared, tmp_path):
                "train.log_every=1", "train.checkpoint_every_steps=2", "train.max_failures=2")
     assert rows % 4 == 0, "the test counts steps: the split must fill whole batches"
     killed: list[int] = []
-    gcs = _gcs()
 
     def kill_at_first_mid_epoch_checkpoint() -> None:
         deadline = time.monotonic() + 240
-        while not (workers := list_actors(address=gcs, filters=[("class_name", "=", "RayTrainWorker"),
-                                                                ("state", "=", "ALIVE")])):
+        while not (workers := _alive_train_workers()):
             assert time.monotonic() < deadline
             time.sleep(0.2)
-        pid = int(workers[0].pid)  # known before the checkpoint appears: the kill follows at once
+        pid = workers[0]  # known before the checkpoint appears: the kill follows at once
         # a checkpoint is a resume point once Ray Train's controller has registered it (its
         # folder appears earlier, while it is written)
         snapshot = tmp_path / "runs" / "mid" / "checkpoint_manager_snapshot.json"
