@@ -40,6 +40,13 @@ class TrainConfig:
     lr_drop_factor: float = 0.2
     lr_drop_epochs: tuple[int, ...] = ()
     lr_plateau_patience: int = 0
+    # With `max_minutes`: the next drop of `lr_drop_epochs` is taken early once this fraction of
+    # the budget is spent (0 never), so a machine too slow for the recipe still finishes at the
+    # low learning rate; a machine that reaches the listed epoch first is unaffected.
+    lr_drop_budget_fraction: float = 0.0
+    # The same early drop at a fixed global step (0 never): what `shg rerun` pins to repeat a
+    # budget-stopped run step for step.
+    lr_drop_at_step: int = 0
     max_steps: int = 0  # total optimiser steps over the whole run; 0 means no cap
     # Minutes of training passes (startup and validation not counted, restarts included) after
     # which the run stops, validates and keeps its checkpoint; 0 means no limit. A time budget
@@ -94,6 +101,8 @@ class TrainConfig:
             "lr": self.lr > 0,
             "optimizer": self.optimizer in ("rmsprop", "adam"),
             "lr_drop_factor": 0 < self.lr_drop_factor <= 1,
+            "lr_drop_budget_fraction": 0 <= self.lr_drop_budget_fraction < 1,
+            "lr_drop_at_step": self.lr_drop_at_step >= 0,
             "max_steps": self.max_steps >= 0,
             "max_minutes": self.max_minutes >= 0,
             "amp": self.amp in ("auto", "off", "bf16", "fp16"),
@@ -112,7 +121,7 @@ class TrainConfig:
         if bad:
             raise ConfigError(
                 f"invalid train settings {bad}: epochs/batch_size/workers/val_every/log_every ≥ 1, "
-                "lr > 0, optimizer in rmsprop|adam, 0 < lr_drop_factor ≤ 1, max_steps/max_minutes ≥ 0, amp in auto|off|bf16|fp16, "
+                "lr > 0, optimizer in rmsprop|adam, 0 < lr_drop_factor ≤ 1, 0 ≤ lr_drop_budget_fraction < 1, max_steps/max_minutes ≥ 0, amp in auto|off|bf16|fp16, "
                 "layout in auto|nchw|channels_last, compile in auto|on|off, checkpoint_every_steps/minutes ≥ 0, "
                 "max_failures ≥ -1 (-1 retries forever)"
             )

@@ -133,10 +133,14 @@ def rerun_run(cfg: RerunConfig, *, log: Callable[[str], None] = print) -> Workfl
 
 def pinned_steps(train_tags: dict[str, str]) -> tuple[str, ...]:
     """Overrides that repeat a run `train.max_minutes` stopped: its step count instead of the
-    clock (a time budget ends at a different step on every run). Empty for any other run."""
+    clock (a time budget ends at a different step on every run), and the step of the budget's
+    early learning-rate drop if it took one. Empty for any other run."""
     if train_tags.get("train.stopped_by") != "max_minutes":
         return ()
-    return ("train.max_minutes=0", f"train.max_steps={int(train_tags['train.stopped_at_step'])}")
+    pinned = ("train.max_minutes=0", f"train.max_steps={int(train_tags['train.stopped_at_step'])}")
+    if "train.lr_dropped_early_at_step" in train_tags:  # the budget's early lr drop, at its step
+        pinned += (f"train.lr_drop_at_step={int(train_tags['train.lr_dropped_early_at_step'])}",)
+    return pinned
 
 
 def compare_losses(runs: WorkflowRuns, original_id: str, repeated_id: str, key: str = LOSS_METRIC) -> None:

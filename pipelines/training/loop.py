@@ -239,7 +239,15 @@ class TrainLoop:
                 local = max(float(sums[0]), 1.0)
                 self.on_step(epoch, float(sums[0]) * p.world / max(tick - stretch.start, 1e-9),
                              tuple(float(v) / local for v in sums[2:]))
-            due, spent = self._agree(self.cadence.due(state.global_step, tick), self.budget_left_s() == 0.0)
+            left = self.budget_left_s()
+            late = p.schedule.early_drop_due(
+                epoch, spent_fraction=0.0 if left is None else 1.0 - left / (60.0 * train.max_minutes),
+                step=state.global_step)
+            due, spent, late = self._agree(self.cadence.due(state.global_step, tick), left == 0.0, late)
+            if late:  # the budget will end training before the listed drop: take it now
+                set_lr(p.optimizer, p.schedule.take_early_drop())
+                if self.reporter is not None:  # `shg rerun` repeats it at this step
+                    self.reporter.set_tags({"train.lr_dropped_early_at_step": state.global_step})
             if spent or (train.max_steps and state.global_step >= train.max_steps):
                 stopped, state.stopped_by = True, "max_minutes" if spent else "max_steps"
                 break
@@ -332,18 +340,18 @@ class TrainLoop:
 
     # --- collectives ---------------------------------------------------------------------------
 
-    def _agree(self, due: bool, spent: bool) -> tuple[bool, bool]:
-        """Rank 0's (checkpoint due, time budget spent) on every rank: both may come from clocks,
-        and clocks differ between ranks."""
+    def _agree(self, due: bool, spent: bool, late: bool) -> tuple[bool, bool, bool]:
+        """Rank 0's (checkpoint due, time budget spent, budget's lr drop due) on every rank: they
+        come from clocks, and clocks differ between ranks."""
         p = self.parts
         train = p.cfg.train
         if p.world == 1 or not (train.checkpoint_every_minutes or train.max_minutes):
-            return due, spent
+            return due, spent, late
         if p.device.type == "cuda" and self.state.global_step % AGREE_EVERY_GPU_STEPS:
-            return False, False  # every rank skips the same steps: reading the box waits for the GPU
-        box = torch.tensor([int(due), int(spent)], device=p.device)
+            return False, False, False  # every rank skips the same steps: reading the box waits for the GPU
+        box = torch.tensor([int(due), int(spent), int(late)], device=p.device)
         torch.distributed.broadcast(box, src=0)
-        return bool(box[0].item()), bool(box[1].item())
+        return bool(box[0].item()), bool(box[1].item()), bool(box[2].item())
 
     def _combine(self, progress: EpochProgress, stretch: _Stretch) -> EpochProgress:
         """`progress` plus every rank's `stretch` (keys gathered, sums reduced)."""

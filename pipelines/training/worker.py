@@ -79,7 +79,9 @@ def train_worker(args: WorkerArgs) -> None:
         bf16_supported=on_gpu and cuda_bf16_native(), agree=_agree(world),
         log=log.info if rank == 0 else (lambda _: None))
     optimizer = build_optimizer(model, train)
-    schedule = LrSchedule(train.lr, train.lr_drop_factor, train.lr_drop_epochs, train.lr_plateau_patience)
+    schedule = LrSchedule(train.lr, train.lr_drop_factor, train.lr_drop_epochs, train.lr_plateau_patience,
+                          budget_fraction=train.lr_drop_budget_fraction if train.max_minutes else 0.0,
+                          drop_step=train.lr_drop_at_step)
     # placed first, restored after: the optimiser state lands on the parameters' device
     forward, position = restore_placed(ray.train.get_checkpoint(), cfg, model, optimizer, schedule,
                                        place=ray.train.torch.prepare_model)  # to device; DDP when world > 1

@@ -108,6 +108,8 @@ def test_a_run_its_time_budget_stopped_is_repeated_for_its_steps():
     assert pinned_steps(tags) == ("train.max_minutes=0", "train.max_steps=713")
     assert pinned_steps({"train.stopped_by": "max_steps", "train.stopped_at_step": "5"}) == ()
     assert pinned_steps({}) == ()
+    early = {**tags, "train.lr_dropped_early_at_step": "540"}  # the budget's lr drop, repeated at its step
+    assert pinned_steps(early) == ("train.max_minutes=0", "train.max_steps=713", "train.lr_drop_at_step=540")
 
 
 @pytest.mark.parametrize("bad", [-1.0, float("nan")])

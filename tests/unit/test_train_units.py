@@ -32,7 +32,35 @@ def test_lr_drops_on_plateau_and_round_trips():
     assert schedule.after_epoch(2, 50.0) == 0.5  # 2 bad epochs (ties do not count as better)
     again = LrSchedule(lr=9.0, factor=0.5, patience=2)
     again.load_state_dict(schedule.state_dict())
-    assert again.state_dict() == {"lr": 0.5, "best": 50.0, "bad_epochs": 0}
+    assert again.state_dict() == {"lr": 0.5, "best": 50.0, "bad_epochs": 0, "budget_fraction": 0.0,
+                                  "drop_step": 0, "early_drops": 0}
+
+
+def test_the_budget_takes_the_next_listed_drop_early_once_and_the_epoch_then_skips_it():
+    schedule = LrSchedule(lr=1.0, factor=0.2, drop_epochs=(7,), budget_fraction=0.75)
+    assert not schedule.early_drop_due(3, spent_fraction=0.74, step=10)
+    assert schedule.early_drop_due(3, spent_fraction=0.75, step=10)
+    assert schedule.take_early_drop() == pytest.approx(0.2)
+    assert not schedule.early_drop_due(3, spent_fraction=0.9, step=11)  # once per run
+    # epochs 3..5 end with no drop; epoch 6's end (7 epochs done) was the listed drop: skipped
+    assert [schedule.after_epoch(e, None) for e in range(3, 8)] == pytest.approx([0.2] * 5)
+    again = LrSchedule(lr=1.0, factor=0.2, drop_epochs=(7,), budget_fraction=0.75)
+    again.load_state_dict(schedule.state_dict())  # a restart after the drop does not drop again
+    assert again.lr == pytest.approx(0.2) and not again.early_drop_due(5, spent_fraction=0.99, step=20)
+
+
+def test_the_budget_drop_waits_for_a_listed_drop_ahead_and_is_off_at_zero():
+    after = LrSchedule(lr=1.0, factor=0.2, drop_epochs=(2,), budget_fraction=0.5)
+    after.after_epoch(0, None)
+    after.after_epoch(1, None)  # the listed drop (2 epochs done) happened on time
+    assert after.lr == pytest.approx(0.2) and not after.early_drop_due(2, spent_fraction=0.9, step=30)
+    off = LrSchedule(lr=1.0, factor=0.2, drop_epochs=(7,))
+    assert not off.early_drop_due(0, spent_fraction=0.99, step=5)
+    during = LrSchedule(lr=1.0, factor=0.2, drop_epochs=(2,), budget_fraction=0.5)
+    during.after_epoch(0, None)
+    assert during.early_drop_due(1, spent_fraction=0.6, step=5)  # epoch 1 ends with the listed drop
+    during.take_early_drop()
+    assert during.after_epoch(1, None) == pytest.approx(0.2)  # not 0.04
 
 
 def test_normalise_matches_the_model_card():
@@ -132,3 +160,11 @@ def test_cpu_worker_threads_share_the_node():
     assert cpu_threads(2, 2) == 1
     assert cpu_threads(16, 3) == 5
     assert cpu_threads(1, 4) == 1  # never 0
+
+
+def test_a_rerun_takes_the_early_drop_at_the_pinned_step():
+    schedule = LrSchedule(lr=1.0, factor=0.2, drop_epochs=(7,), drop_step=120)
+    assert not schedule.early_drop_due(4, spent_fraction=0.0, step=119)
+    assert schedule.early_drop_due(4, spent_fraction=0.0, step=120)
+    assert schedule.take_early_drop() == pytest.approx(0.2)
+    assert not schedule.early_drop_due(4, spent_fraction=0.0, step=121)
