@@ -5,8 +5,9 @@ The real command in a subprocess on a free port of 127.0.0.1 (the auth app needs
 (password read from the 0600 file the command generated; creates a user `alice`), the gate
 account (training side: MLFLOW_TRACKING_USERNAME/PASSWORD in the environment, as a training job
 sets them; logs a run, registers a version, moves `champion`) and alice (reads the champion, but
-moving it, deleting it or adding a version is refused with 403). SIGTERM to the shg process ends
-it all.
+moving it, deleting it or adding a version is refused with 403). A run's start-up check
+(`check_reachable`) refuses a server that will not take its login, before anything is trained.
+SIGTERM to the shg process ends it all.
 """
 
 from __future__ import annotations
@@ -48,9 +49,10 @@ def _call(url: str, path: str, *, user: tuple[str, str] | None = None, payload: 
         return error.code, error.read().decode()
 
 
-@pytest.fixture
-def server(tmp_path):
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
     """(url, state folder) of `shg tracking-server --workdir tmp` once it says it is ready."""
+    tmp_path = tmp_path_factory.mktemp("auth-server")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = tmp_path / "shg.log"
@@ -126,3 +128,20 @@ def test_only_the_gate_account_moves_the_champion(server, monkeypatch):
     # ... nor squat the model under another owner: it exists, owned by the gate.
     with pytest.raises(MlflowException):
         client.create_registered_model(MODEL)
+
+
+def test_a_run_without_the_gates_login_is_stopped_before_it_trains(server, monkeypatch):
+    from pipelines.tracking.uris import TrackingUnavailable, check_reachable
+
+    url, state = server
+    for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(TrackingUnavailable, match="401 to no login.*MLFLOW_TRACKING_USERNAME=gate"):
+        check_reachable(url)
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "gate")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "not-the-gates-password")
+    with pytest.raises(TrackingUnavailable, match="401 to user 'gate'") as refused:
+        check_reachable(url)
+    assert "not-the-gates-password" not in str(refused.value)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", (state / "gate.password").read_text().strip())
+    check_reachable(url)  # the gate's login: the run goes on

@@ -61,7 +61,7 @@ def _start(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen, str, Path]:
     return proc, url, log
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT], ids=lambda s: s.name)
 def test_a_signal_to_shg_stops_the_server_and_every_child(tmp_path, signum):
     proc, url, log = _start(tmp_path, "--no-auth")
     children = [p.pid for p in psutil.Process(proc.pid).children(recursive=True)]
