@@ -216,7 +216,7 @@ def schedule(
 
 
 def tracking_server(
-    host: Annotated[str, typer.Option(help="Interface to bind (127.0.0.1: this machine only).")] = "127.0.0.1",
+    host: Annotated[str, typer.Option(help="Interface to bind (127.0.0.1: this machine only; any other needs authentication).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 5000,
     workdir: Workdir = "runs",
     backend_store_uri: Annotated[str, typer.Option(
@@ -227,14 +227,26 @@ def tracking_server(
         envvar="MLFLOW_ARTIFACTS_DESTINATION",
         help="Where artifacts go, e.g. s3://bucket/prefix (endpoint and keys from MLFLOW_S3_ENDPOINT_URL, "
              "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY); default: --workdir/mlartifacts.")] = "",
+    auth: Annotated[bool, typer.Option(
+        "--auth/--no-auth",
+        help="Users log in (MLflow basic-auth; admin password from MLFLOW_AUTH_ADMIN_PASSWORD or the 0600 file "
+             "admin.password in --state-dir). --no-auth: one person on this machine, --host 127.0.0.1 only.")] = True,
+    state_dir: Annotated[str, typer.Option(
+        help="Folder for the user store and secret files (mode 0700); default: --workdir/tracking-auth.")] = "",
+    gate_user: Annotated[str, typer.Option(
+        help="The account that owns the registered model: the only one that may move `champion` "
+             "(password from SHG_TRACKING_GATE_PASSWORD or gate.password in --state-dir).")] = "gate",
+    registered_model: Annotated[str, typer.Option(help="The registered model the gate account owns.")] = "stacked-hourglass",
 ) -> None:
-    """Serve an MLflow store over HTTP (`mlflow server`, 1 worker, artifacts proxied); Ctrl-C stops it."""
-    from pipelines.orchestration.tracking_server import StoreUnavailable, TrackingServerConfig, serve
+    """Serve an MLflow store over HTTP (`mlflow server`, 1 worker, artifacts proxied, users log in);
+    Ctrl-C or SIGTERM stops it and its workers."""
+    from pipelines.orchestration.tracking_server import ServerSetupError, TrackingServerConfig, serve
 
     cfg = TrackingServerConfig(host=host, port=port, workdir=workdir, backend_store_uri=backend_store_uri,
-                               artifacts_destination=artifacts_destination)  # fmt: skip
+                               artifacts_destination=artifacts_destination, auth=auth, state_dir=state_dir,
+                               gate_user=gate_user, registered_model=registered_model)  # fmt: skip
     try:
         serve(cfg, log=typer.echo)
-    except StoreUnavailable as error:
+    except ServerSetupError as error:
         typer.echo(f"tracking-server: {error}", err=True)
         raise typer.Exit(code=1) from None

@@ -136,9 +136,10 @@ def client(address: str):
         return JobSubmissionClient(address)
     except (ConnectionError, RuntimeError) as err:
         raise ConnectionError(
-            f"no Ray Jobs API at {address} ({err}). Start a cluster (`ray start --head "
-            "--dashboard-host 127.0.0.1`, `ray up ray_cluster.yaml` + `ray dashboard ray_cluster.yaml`) "
-            "or pass --address http://HOST:8265."
+            f"no Ray Jobs API at {address} ({err}). Start a cluster with token auth on (`ray get-auth-token "
+            "--generate >/dev/null && RAY_AUTH_MODE=token ray start --head --dashboard-host 127.0.0.1`: without "
+            "RAY_AUTH_MODE=token `ray start` runs unauthenticated unless a token file already exists; "
+            "`ray up ray_cluster.yaml` + `ray dashboard ray_cluster.yaml`) or pass --address http://HOST:8265."
         ) from None
 
 

@@ -4,9 +4,10 @@ The embedded cluster keeps Ray's token authentication on. Ray 2.60 binds its gRP
 raylet, object manager, workers) to every interface whatever node IP it is given, so a cluster
 with authentication off would run code for anyone who can reach this machine. A new local
 cluster gets Ray's default, `RAY_AUTH_MODE=token` with the token in `~/.ray/auth_token` (made on
-first use); the dashboard, when started, listens on 127.0.0.1 only. Only an explicit
-`RAY_AUTH_MODE=disabled` in the environment (the test suite sets it for its own clusters) turns
-authentication off, and then a warning says so.
+first use); the dashboard, when started, listens on 127.0.0.1 only. Any `RAY_AUTH_MODE` in the
+environment other than exactly `token` turns Ray 2.60's authentication off (`disabled`, the
+test suite's setting for its own clusters, but also a typo such as `tokn`, `none` or an empty
+value), and then a warning says so (`auth_mode_warning`).
 """
 
 from __future__ import annotations
@@ -62,11 +63,9 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, verbose:
         quiet_ray_driver()
     address = resolve_address(address, os.environ)
     if address == "local":
-        if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled":
-            _log.warning(
-                "RAY_AUTH_MODE=disabled: the local Ray cluster listens on all interfaces without "
-                "authentication; unset it outside tests."
-            )
+        warning = auth_mode_warning(os.environ)
+        if warning:
+            _log.warning(warning)
         ray.init(
             address="local", num_cpus=num_cpus, include_dashboard=False, dashboard_host="127.0.0.1",
             log_to_driver=verbose, logging_level=logging.INFO if verbose else logging.ERROR,
@@ -75,6 +74,19 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, verbose:
         ray.init(address=address, log_to_driver=verbose, logging_level=logging.INFO if verbose else logging.ERROR)
     if not verbose:
         quiet_ray_driver()  # ray.init sets up its own logger levels
+
+
+def auth_mode_warning(environ: Mapping[str, str]) -> str | None:
+    """The warning for a `RAY_AUTH_MODE` that leaves a new local cluster without authentication,
+    or None. Ray 2.60 reads every value but `token` as "no authentication"; unset, a new local
+    cluster gets token auth by default."""
+    if "RAY_AUTH_MODE" not in environ or environ["RAY_AUTH_MODE"] == "token":
+        return None
+    return (
+        f"RAY_AUTH_MODE={environ['RAY_AUTH_MODE']!r} turns Ray's token authentication off (only 'token' keeps "
+        "it on): the local Ray cluster listens on all interfaces and runs code for anyone who reaches this "
+        "machine. Unset RAY_AUTH_MODE (or set it to token) outside tests."
+    )
 
 
 # MLflow's own progress lines on the driver (database set-up, system-metrics monitor start/stop)

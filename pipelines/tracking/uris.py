@@ -7,9 +7,11 @@ explicitly: no process-wide MLflow state.
 
 from __future__ import annotations
 
+import base64
 import os
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 
 
@@ -43,7 +45,9 @@ def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
     """Raises TrackingUnavailable unless the store at `uri` answers (called before training).
 
     HTTP servers are probed at `/health` with a short timeout (MLflow's own client would retry
-    for minutes); database and file stores are opened and queried once.
+    for minutes), then asked one read with this process's login (`_check_login`): `/health`
+    answers anyone, so a server that logs users in would otherwise refuse the run's first write
+    only; database and file stores are opened and queried once.
     """
     if uri.startswith(("http://", "https://")):
         try:
@@ -56,6 +60,7 @@ def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
                 "tracking-server`), fix --tracking-uri / MLFLOW_TRACKING_URI, or leave both unset "
                 "to use the local sqlite store. Nothing was trained."
             ) from None
+        _check_login(uri, os.environ, timeout_s=timeout_s)
         return
     if uri.startswith("sqlite:///"):
         Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
@@ -68,6 +73,39 @@ def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
             f"MLflow tracking store {uri} cannot be opened ({type(err).__name__}: {err}). Fix "
             "--tracking-uri / MLFLOW_TRACKING_URI. Nothing was trained."
         ) from None
+
+
+def _check_login(uri: str, environ: Mapping[str, str], *, timeout_s: float) -> None:
+    """Raises TrackingUnavailable when the server at `uri` refuses this process's login (HTTP 401):
+    none given, or a wrong user or password. The login is MLflow's client's own: basic auth from
+    MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD, else a bearer MLFLOW_TRACKING_TOKEN. Any
+    other answer is left to the run (a server without authentication answers 200)."""
+    headers = {}
+    if environ.get("MLFLOW_TRACKING_USERNAME") and environ.get("MLFLOW_TRACKING_PASSWORD"):
+        login = f"{environ['MLFLOW_TRACKING_USERNAME']}:{environ['MLFLOW_TRACKING_PASSWORD']}"
+        headers["Authorization"] = "Basic " + base64.b64encode(login.encode()).decode()
+    elif environ.get("MLFLOW_TRACKING_TOKEN"):
+        headers["Authorization"] = "Bearer " + environ["MLFLOW_TRACKING_TOKEN"]
+    probe = uri.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1"
+    request = urllib.request.Request(probe, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s):
+            return
+    except urllib.error.HTTPError as err:
+        if err.code != 401:
+            return
+    except (urllib.error.URLError, OSError):
+        return  # it answered /health a moment ago: the run's own client retries and reports
+    if headers.get("Authorization", "").startswith("Basic"):
+        who = f"user {environ['MLFLOW_TRACKING_USERNAME']!r} with MLFLOW_TRACKING_PASSWORD"
+    else:
+        who = "MLFLOW_TRACKING_TOKEN" if headers else "no login (no MLFLOW_TRACKING_USERNAME / _PASSWORD)"
+    raise TrackingUnavailable(
+        f"MLflow tracking server {uri} answered 401 to {who}: it logs users in. A training job logs in as "
+        "the gate account: set MLFLOW_TRACKING_USERNAME=gate and MLFLOW_TRACKING_PASSWORD to its password "
+        "(for `shg tracking-server`: SHG_TRACKING_GATE_PASSWORD or <workdir>/tracking-auth/gate.password). "
+        "Nothing was trained."
+    )
 
 
 def how_to_open(uri: str, experiment_id: str, run_id: str) -> str:

@@ -67,7 +67,7 @@ def test_a_person_finds_the_run_its_charts_tables_and_the_champion(tmp_path_fact
     from mlflow import MlflowClient
 
     cfg, result = run_tiny_once(tmp_path_factory.getbasetemp())
-    server_cfg = TrackingServerConfig(port=_free_port(), workdir=cfg.workdir)
+    server_cfg = TrackingServerConfig(port=_free_port(), workdir=cfg.workdir, auth=False)
     server = start_server(server_cfg, log_path=tmp_path_factory.mktemp("ui") / "server.log")
     try:
         wait_until_ready(server_cfg.url, proc=server)

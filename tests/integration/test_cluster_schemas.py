@@ -120,6 +120,8 @@ def kuberay_docs() -> list[tuple[str, dict]]:
                 found.append((f"{path.name}:{doc['kind']}", doc))
             elif doc["kind"] == "ConfigMap":
                 for key, text in doc["data"].items():
+                    if not key.endswith((".yaml", ".yml")):  # e.g. MLflow's basic_auth.ini
+                        continue
                     for inner in (d for d in yaml.safe_load_all(text) if d):
                         if str(inner.get("apiVersion", "")).startswith("ray.io/"):
                             found.append((f"{path.name}:{doc['metadata']['name']}/{key}:{inner['kind']}", inner))

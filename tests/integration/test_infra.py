@@ -61,7 +61,9 @@ def _rayjob_specs(path: Path) -> list[dict]:
         elif doc["kind"] == "RayCronJob":
             specs.append(doc["spec"]["jobTemplate"])
         elif doc["kind"] == "ConfigMap":
-            for text in doc["data"].values():
+            for key, text in doc["data"].items():
+                if not key.endswith((".yaml", ".yml")):  # e.g. MLflow's basic_auth.ini
+                    continue
                 specs.extend(d["spec"] for d in yaml.safe_load_all(text) if d and d.get("kind") == "RayJob")
     return specs
 
@@ -174,10 +176,12 @@ def test_tracking_server_uses_postgres_and_s3_and_training_points_at_it():
     (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
     (container,) = _containers(deployment)
     command = " ".join(container["args"])
-    assert "mlflow server" in command
-    assert "--backend-store-uri \"postgresql+psycopg2://" in command  # the URI tests/integration/test_team_tracking.py serves
+    assert "mlflow server --app-name basic-auth" in command
     assert "--artifacts-destination s3://mlflow/" in command
     env = {e["name"]: e.get("value") for e in container["env"]}
+    # the URI tests/integration/test_team_tracking.py serves, by environment (issue 23: no password in argv)
+    assert env["MLFLOW_BACKEND_STORE_URI"].startswith("postgresql+psycopg2://$(POSTGRES_USER):$(POSTGRES_PASSWORD)@")
+    assert "--backend-store-uri" not in command
     assert env["MLFLOW_S3_ENDPOINT_URL"].startswith("http://minio.")
     services = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Service"}
     assert {"mlflow", "postgres", "minio"} <= set(services)
@@ -188,7 +192,9 @@ def test_tracking_server_uses_postgres_and_s3_and_training_points_at_it():
 
     compose = _yaml_docs(INFRA / "mlflow" / "docker-compose.yml")[0]["services"]
     server = " ".join(compose["mlflow"]["command"])
-    assert "--backend-store-uri=postgresql+psycopg2://" in server and "--artifacts-destination=s3://" in server
+    assert "--app-name=basic-auth" in server and "--artifacts-destination=s3://" in server
+    assert compose["mlflow"]["environment"]["MLFLOW_BACKEND_STORE_URI"].startswith("postgresql+psycopg2://")
+    assert "--backend-store-uri" not in server
     assert compose["mlflow"]["environment"]["MLFLOW_S3_ENDPOINT_URL"] == "http://minio:9000"
     assert {"postgres", "minio", "create-bucket"} <= set(compose)
 
@@ -268,8 +274,10 @@ def test_kubernetes_store_references_its_secret_and_stays_in_the_namespace():
         ref["name"] for doc in docs for c in _containers(doc) for ref in
         [e["secretRef"] for e in c.get("envFrom", []) if "secretRef" in e]
     }
-    assert referenced == {"mlflow-store"}
-    assert "kubectl -n shg create secret generic mlflow-store" in (INFRA / "README.md").read_text()
+    # the stores' root keys, MLflow's own S3 keys, the server's auth secrets, the gate's login (issue 23)
+    assert referenced == {"mlflow-store", "mlflow-s3", "mlflow-auth", "mlflow-gate"}
+    for secret in referenced:
+        assert f"kubectl -n shg create secret generic {secret}" in (INFRA / "README.md").read_text(), secret
     fenced = set()
     for policy in (d for d in docs if d["kind"] == "NetworkPolicy"):
         selector = policy["spec"]["podSelector"]
@@ -349,3 +357,136 @@ def test_a_rayjobs_deadline_allows_the_papers_multi_day_run(path):
         if doc["kind"] in ("RayCronJob", "CronJob"):
             assert doc["spec"]["schedule"].split()[2:] == ["*", "*", "1"]  # weekly, Mondays
             assert all(s["activeDeadlineSeconds"] < 7 * 86400 for s in _rayjob_specs(path))
+
+
+# --- no secret in argv, least privilege, authentication (issue 23, points 3 and 4) -------------
+
+_SECRET_REF = re.compile(r"(\$\$?)(\(|\{)?(" + _SECRET_NAME + r")")
+
+
+def _k8s_containers() -> list[tuple[str, dict]]:
+    """(where, container) for every container of infra/k8s, RayJobs inside ConfigMaps included."""
+    found = []
+    for path in sorted(K8S.glob("*.yaml")):
+        for doc in _yaml_docs(path):
+            found += [(f"{path.name}:{doc['metadata'].get('name') or doc['metadata'].get('generateName')}:{c['name']}", c)
+                      for c in _containers(doc)]  # fmt: skip
+            if doc["kind"] == "ConfigMap":
+                for key, text in doc["data"].items():
+                    if key.endswith((".yaml", ".yml")):
+                        found += [(f"{path.name}:{key}:{c['name']}", c)
+                                  for d in yaml.safe_load_all(text) if d for c in _containers(d)]  # fmt: skip
+    return found
+
+
+def _secret_refs_on_argv(text: str, *, compose: bool) -> list[str]:
+    """Secret-named variables that a command line hands to a process as an argument: Kubernetes'
+    $(VAR) and compose's ${VAR} are expanded into argv before anything runs; a shell's "$VAR"
+    is allowed only as an argument of the builtin printf (which starts no process), piped or
+    written to where the secret is read from."""
+    bad = []
+    for segment in re.split(r"&&|\|\||;|\||\n", text):
+        for dollars, bracket, name in _SECRET_REF.findall(segment):
+            if name.endswith("_ID"):  # AWS_ACCESS_KEY_ID: a user name, not a secret
+                continue
+            interpolated = (bracket == "(" and dollars == "$") or (compose and dollars == "$" and bracket == "{")
+            if interpolated or not segment.strip().startswith("printf "):
+                bad.append(f"{name} in: {segment.strip()[:120]}")
+    return bad
+
+
+CONTAINERS = _k8s_containers()
+
+
+@pytest.mark.parametrize("where,container", CONTAINERS, ids=[w for w, _ in CONTAINERS])
+def test_no_secret_reaches_a_kubernetes_containers_argv(where, container):
+    argv = " ".join(container.get("command", []) + container.get("args", []))
+    assert not _secret_refs_on_argv(argv, compose=False), where
+    assert "mc alias set" not in argv and "--backend-store-uri" not in argv, where
+    assert not re.search(r"://[^\s/@]*:\$", argv), f"{where}: a URI with a password on the command line"
+
+
+def test_no_secret_reaches_a_compose_services_argv():
+    compose = _yaml_docs(INFRA / "mlflow" / "docker-compose.yml")[0]["services"]
+    for name, service in compose.items():
+        command = service.get("command", [])
+        argv = " ".join(command if isinstance(command, list) else [command])
+        assert not _secret_refs_on_argv(argv, compose=True), name
+        assert "mc alias set" not in argv and "--backend-store-uri" not in argv, name
+
+
+def test_the_argv_rule_can_fail():
+    assert _secret_refs_on_argv('mc alias set s http://m "$MINIO_ROOT_PASSWORD"', compose=False)
+    assert _secret_refs_on_argv("--backend-store-uri=postgresql://u:${POSTGRES_PASSWORD}@db/m", compose=True)
+    assert _secret_refs_on_argv("server --password $(MLFLOW_AUTH_ADMIN_PASSWORD)", compose=False)
+    assert not _secret_refs_on_argv("printf '%s' \"$AWS_SECRET_ACCESS_KEY\" | mc admin user add store", compose=False)
+
+
+@pytest.mark.parametrize("where,container", CONTAINERS, ids=[w for w, _ in CONTAINERS])
+def test_every_kubernetes_container_runs_unprivileged(where, container):
+    context = container.get("securityContext")
+    assert context, f"{where}: no securityContext"
+    assert context.get("allowPrivilegeEscalation") is False, where
+    assert "ALL" in context.get("capabilities", {}).get("drop", []), where
+    assert context.get("runAsNonRoot") is True or _pod_runs_as_non_root(where), where
+
+
+def _pod_runs_as_non_root(where: str) -> bool:
+    path, name = where.split(":")[:2]
+    return any(node.get("securityContext", {}).get("runAsNonRoot") is True
+               for doc in _yaml_docs(K8S / path) if doc["metadata"].get("name") == name for node in _walk(doc))
+
+
+def test_the_store_and_server_containers_have_read_only_root_filesystems():
+    docs = _yaml_docs(K8S / "mlflow.yaml")
+    for doc in docs:
+        for container in _containers(doc):
+            assert container["securityContext"].get("readOnlyRootFilesystem") is True, container["name"]
+
+
+def test_the_mlflow_image_runs_as_a_non_root_user():
+    users = re.findall(r"^USER\s+(\S+)", (INFRA / "mlflow" / "Dockerfile").read_text(), re.M)
+    assert users and users[-1].split(":")[0] not in ("root", "0"), users
+    assert '"mlflow[auth]==' in (INFRA / "mlflow" / "Dockerfile").read_text()  # the basic-auth app's Flask-WTF
+
+
+def test_mlflows_s3_keys_are_not_minios_root_keys():
+    (deployment,) = [d for d in _yaml_docs(K8S / "mlflow.yaml") if d["kind"] == "Deployment"]
+    (container,) = _containers(deployment)
+    refs = {e["secretRef"]["name"] for e in container.get("envFrom", [])}
+    refs |= {e["valueFrom"]["secretKeyRef"]["name"] + "/" + e["valueFrom"]["secretKeyRef"]["key"]
+             for e in container.get("env", []) if "valueFrom" in e}  # fmt: skip
+    assert "mlflow-s3" in refs and not any("MINIO_ROOT" in r for r in refs) and "mlflow-store" not in refs, refs
+    compose = _yaml_docs(INFRA / "mlflow" / "docker-compose.yml")[0]["services"]
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        assert "MINIO_ROOT" not in compose["mlflow"]["environment"][key], key
+
+
+def test_the_tracking_servers_log_users_in_and_the_ray_pods_log_in_as_the_gate():
+    (deployment,) = [d for d in _yaml_docs(K8S / "mlflow.yaml") if d["kind"] == "Deployment"]
+    (container,) = _containers(deployment)
+    assert container["args"][:4] == ["mlflow", "server", "--app-name", "basic-auth"]
+    ini = (INFRA / "mlflow" / "basic_auth.ini").read_text()
+    (configmap,) = [d for d in _yaml_docs(K8S / "mlflow.yaml") if d["kind"] == "ConfigMap"]
+    assert [l for l in ini.splitlines() if l and not l.startswith("#")] == configmap["data"]["basic_auth.ini"].splitlines()
+    assert "default_permission = READ" in ini and "password" not in ini.split("[mlflow]")[1]
+    for path in ("rayjob-retrain.yaml", "raycronjob-retrain.yaml", "cronjob-retrain.yaml"):
+        for spec in _rayjob_specs(K8S / path):
+            for container in _containers(spec["rayClusterSpec"]):
+                assert {"secretRef": {"name": "mlflow-gate"}} in container.get("envFrom", []), path
+
+
+def test_authoptions_are_documented_with_the_kuberay_release_that_has_them():
+    for path in ("rayjob-retrain.yaml", "raycronjob-retrain.yaml", "cronjob-retrain.yaml"):
+        text = (K8S / path).read_text()
+        assert "authOptions" in text and "KubeRay >= 1.5.1" in text, path
+        assert ">= 1.1," not in text, path
+
+
+def test_a_network_policy_fences_the_ray_pods():
+    (policy,) = [d for d in _yaml_docs(K8S / "networkpolicy-ray.yaml") if d["kind"] == "NetworkPolicy"]
+    ray_pods = {"key": "ray.io/node-type", "operator": "Exists"}
+    assert ray_pods in policy["spec"]["podSelector"]["matchExpressions"] and policy["spec"]["policyTypes"] == ["Ingress"]
+    for rule in policy["spec"]["ingress"]:
+        for source in rule["from"]:  # Ray pods, or the operator's namespace on the listed ports only
+            assert "podSelector" in source or ("namespaceSelector" in source and rule.get("ports")), rule

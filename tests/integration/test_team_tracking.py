@@ -50,7 +50,7 @@ def team_server(stores, tmp_path_factory):
     started = time.monotonic()
     shg = subprocess.Popen(
         [str(VENV_BIN / "shg"), "tracking-server", "--port", str(port), "--workdir", str(root / "workdir"),
-         "--artifacts-destination", f"s3://{s3.bucket}/{S3_PREFIX}"],
+         "--artifacts-destination", f"s3://{s3.bucket}/{S3_PREFIX}", "--no-auth"],
         env=env, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:

@@ -30,7 +30,7 @@ def server(tmp_path, monkeypatch):
     # (6 s) is far longer than its retries, so only the buffer can save the writes.
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "1")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    cfg = TrackingServerConfig(host="127.0.0.1", port=_free_port(), workdir=str(tmp_path / "store"))
+    cfg = TrackingServerConfig(host="127.0.0.1", port=_free_port(), workdir=str(tmp_path / "store"), auth=False)
     proc = start_server(cfg, log_path=tmp_path / "server.log")
     try:
         wait_until_ready(cfg.url, proc=proc)

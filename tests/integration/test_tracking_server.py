@@ -74,7 +74,7 @@ def test_training_logged_over_http_reads_back_through_the_rest_api(tmp_path, ray
     from pipelines.orchestration.plan import WorkflowConfig
     from pipelines.orchestration.workflow import run_workflow
 
-    cfg = TrackingServerConfig(port=_free_port(), workdir=str(tmp_path / "server"))
+    cfg = TrackingServerConfig(port=_free_port(), workdir=str(tmp_path / "server"), auth=False)
     server = start_server(cfg, log_path=tmp_path / "server.log")
     try:
         wait_until_ready(cfg.url, proc=server)
