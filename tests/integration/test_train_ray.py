@@ -64,14 +64,14 @@ def test_unreachable_tracking_server_stops_before_training(prepared, tmp_path):
     result = CliRunner().invoke(build_app(), [
         "train", "--data", str(prepared), "--tracking-uri", "http://127.0.0.1:9", *TINY,
         f"train.storage={tmp_path / 'runs'}"])
-    assert result.exit_code == 2
+    assert result.exit_code == 69  # EX_UNAVAILABLE (pipelines.cli.exits), not Click's usage 2
     assert "unreachable" in result.output and "Nothing was trained" in result.output
     assert not (tmp_path / "runs").exists()
 
 
 def test_train_refuses_while_another_command_holds_its_storage(prepared, tmp_path):
     """`shg train` takes the lock `shg run` takes on the folder (train.storage); while another
-    process holds it, it exits 2 naming the holder, and trains nothing."""
+    process holds it, it exits 75 (busy, EX_TEMPFAIL) naming the holder, and trains nothing."""
     from typer.testing import CliRunner
 
     from pipelines.cli.app import build_app
@@ -87,7 +87,7 @@ def test_train_refuses_while_another_command_holds_its_storage(prepared, tmp_pat
     finally:
         holder.kill()
         holder.wait()
-    assert result.exit_code == 2, result.output
+    assert result.exit_code == 75, result.output
     assert f"pid {holder.pid}" in result.output and "another shg command" in result.output
     assert not [p for p in storage.iterdir() if p.name not in (".workflow.lock", "mlflow.db")]
 
