@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from pipelines.cli import evaluate
@@ -18,6 +20,8 @@ def build_app() -> typer.Typer:
         no_args_is_help=True,
         add_completion=False,
         pretty_exceptions_enable=False,
+        # inherited by every command and sub-command's context: `-h` wherever `--help` works
+        context_settings={"help_option_names": ["-h", "--help"]},
     )
     app.callback()(_root)  # keeps `shg` a command group even while few commands exist
     app.command("versions")(versions)
@@ -26,8 +30,31 @@ def build_app() -> typer.Typer:
     return app
 
 
-def _root() -> None:
-    """Stacked Hourglass pose estimation on Ray and MLflow."""
+def _print_version(given: bool) -> None:
+    if given:
+        typer.echo(f"shg {_shg_version()}")
+        raise typer.Exit()
+
+
+def _root(
+    version: Annotated[bool, typer.Option(
+        "--version", is_eager=True, callback=_print_version,
+        help="Print shg's version and exit (`shg versions` adds the libraries').")] = False,
+) -> None:
+    """Stacked Hourglass pose estimation on Ray and MLflow.
+
+    Exit status: 0 ok, 1 failure, 2 usage, 3 trained but not recorded, 69 a service unavailable,
+    75 busy (docs/USAGE.md#exit-status).
+    """
+
+
+def _shg_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("shg")
+    except PackageNotFoundError:  # a checkout on PYTHONPATH, not installed
+        return "unknown (not installed)"
 
 
 def versions() -> None:

@@ -9,6 +9,8 @@ from typing import Annotated, NoReturn, Optional
 import typer
 from typer.core import TyperCommand
 
+from pipelines.cli import exits
+
 # Each command imports the orchestration layer inside its function: it loads torch, ray and
 # mlflow (seconds), which `shg --help` and the other commands should not pay for.
 
@@ -21,17 +23,14 @@ def register(app: typer.Typer) -> None:
 
 
 def _fail(message: str) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code=2)
+    exits.fail(message, exits.USAGE)
 
 
 def _emit_table(table: dict, as_json: bool) -> None:
     from dataprep import pckh as pckh_lib
 
     if as_json:
-        from shg_io.json_files import json_ready
-
-        typer.echo(json.dumps(json_ready(table), indent=2))
+        exits.emit_json(table)
         return
     typer.echo(pckh_lib.format_table(table))
 
@@ -132,8 +131,8 @@ def evaluate(
                              cpus_per_actor=cpus_per_actor, gpus_per_actor=gpus_per_actor, tracking_uri=tracking_uri)
         result, report = evaluate_and_export(cfg, export=export, gt=gt,
                                              log=lambda line: typer.echo(line, err=True))
-    except (ValueError, FileNotFoundError) as err:
-        _fail(str(err))
+    except (ValueError, FileNotFoundError, ConnectionError) as err:
+        exits.fail_on(err)
     if report is not None:
         typer.echo(f"exported {report.predicted} of {report.rows} ground-truth people to {report.path}"
                    + (f"; {report.unmatched} evaluated people are not in {gt} (e.g. {', '.join(report.unmatched_ids)})"
@@ -203,5 +202,5 @@ def predict(
             image_dir=None if image_dir is None else str(image_dir), min_score=min_score,
             center=center, scale=scale, flip=flip, batch_size=batch_size)
         predict_images(cfg, log=typer.echo)
-    except (ValueError, FileNotFoundError) as err:
-        _fail(str(err))
+    except (ValueError, FileNotFoundError, ConnectionError) as err:
+        exits.fail_on(err)

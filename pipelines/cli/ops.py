@@ -9,6 +9,9 @@ from __future__ import annotations
 from typing import Annotated, Optional
 
 import typer
+from typer.core import TyperGroup
+
+from pipelines.cli import exits
 
 # Each command imports the orchestration layer inside its function: it loads torch, ray and
 # mlflow (seconds), which `shg --help` and the other commands should not pay for.
@@ -30,15 +33,38 @@ Overrides = Annotated[
     typer.Argument(help="KEY=VALUE overrides: synth.*, prepare.*, model.*, data.*, train.*", show_default=False),
 ]
 
-SUBMIT_ACTIONS = ("status", "logs", "stop", "list")
+JsonOutput = Annotated[bool, typer.Option("--json", help="Print the result as one JSON object on stdout; progress goes to stderr.")]
+JobAddress = Annotated[Optional[str], typer.Option(
+    help="Ray Jobs API (dashboard) URL; default: `shg submit --address`, $RAY_ADDRESS or http://127.0.0.1:8265.")]
+JobId = Annotated[str, typer.Argument(help="The job's submission id (what `shg submit` printed).")]
+
+
+class _SubmitGroup(TyperGroup):
+    """`shg submit` is a group (its sub-commands show in `--help`) that also runs without one:
+    anything that is not a sub-command's name (`shg submit --follow -- --profile smoke`) goes to
+    the submitted step, as before."""
+
+    def parse_args(self, ctx, args):
+        rest = super().parse_args(ctx, args)
+        if ctx._protected_args and ctx._protected_args[0] not in self.commands:
+            ctx.args = [*ctx._protected_args, *ctx.args]
+            ctx._protected_args = []
+            return ctx.args
+        return rest
 
 
 def register(app: typer.Typer) -> None:
     """Adds this module's commands to `app`."""
     app.command("run")(run)
-    app.command(
-        "submit", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
-    )(submit)
+    jobs_app = typer.Typer(
+        name="submit", cls=_SubmitGroup, invoke_without_command=True, no_args_is_help=False,
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+    jobs_app.callback()(submit)
+    jobs_app.command("status")(submit_status)
+    jobs_app.command("logs")(submit_logs)
+    jobs_app.command("stop")(submit_stop)
+    jobs_app.command("list")(submit_list)
+    app.add_typer(jobs_app)
     app.command("rerun")(rerun)
     app.command("schedule")(schedule)
     app.command("tracking-server")(tracking_server)
@@ -54,6 +80,7 @@ def run(
     force: Force = False,
     print_config: PrintConfig = False,
     verbose: Annotated[bool, typer.Option(help="Show Ray's own output (worker logs, Ray Train/Data messages) here.")] = False,
+    json_output: JsonOutput = False,
 ) -> None:
     """Run the workflow: prepare → train → evaluate → register (unchanged steps are reused)."""
     from pipelines.orchestration.plan import WorkflowConfig
@@ -65,7 +92,18 @@ def run(
     if print_config:
         _print_config(cfg)
         return
-    _run_workflow_or_exit(cfg)
+    result = _run_workflow_or_exit(cfg, json_output=json_output)
+    if json_output:
+        exits.emit_json(workflow_summary(result))
+
+
+def workflow_summary(result) -> dict:
+    """What `shg run --json` prints: the parent run, each step's outcome, the score."""
+    return {"parent_run_id": result.parent_run_id, "train_run_id": result.train_run_id,
+            "outcome": result.outcome, "skipped": result.skipped, "data_fingerprint": result.data_fingerprint,
+            "pckh_total": result.pckh_total, "pckh_people": result.pckh_people,
+            "summary_path": result.summary_path,
+            "steps": [{"name": s.name, "status": s.status, "seconds": s.seconds} for s in result.steps]}
 
 
 def _print_config(cfg) -> None:
@@ -74,24 +112,22 @@ def _print_config(cfg) -> None:
     try:
         run = resolve(cfg)
     except ValueError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(code=2) from None
+        exits.fail(str(err), exits.USAGE)
     typer.echo(run.config.to_yaml(header=f"shg run --profile {cfg.profile!r}: resolved configuration"), nl=False)
 
 
-def _run_workflow_or_exit(cfg):
-    from pipelines.orchestration.lock import WorkflowBusy
-    from pipelines.orchestration.workflow import TrackingUnavailable, WorkflowError, run_workflow
+def _run_workflow_or_exit(cfg, *, json_output: bool = False):
+    from pipelines.orchestration.errors import BUSY_ERRORS, UNAVAILABLE_ERRORS
+    from pipelines.orchestration.workflow import WorkflowError, run_workflow
 
     try:
-        result = run_workflow(cfg, log=typer.echo)
-    except (TrackingUnavailable, WorkflowBusy, WorkflowError, ValueError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(code=1 if isinstance(err, WorkflowError) else 2) from None
+        result = run_workflow(cfg, log=lambda line: typer.echo(line, err=json_output))
+    except (*BUSY_ERRORS, *UNAVAILABLE_ERRORS, WorkflowError, ValueError) as err:
+        exits.fail_on(err)
     steps = ", ".join(f"{s.name}={s.status} ({s.seconds:.1f} s)" for s in result.steps)
     score = "" if result.pckh_total is None else (
         f"; validation PCKh@0.5 Total {result.pckh_total:.1f} % ({result.pckh_label})")
-    typer.echo(f"workflow run {result.parent_run_id}: {steps}{score}")
+    typer.echo(f"workflow run {result.parent_run_id}: {steps}{score}", err=json_output)
     return result
 
 
@@ -103,51 +139,94 @@ def submit(
     follow: Annotated[bool, typer.Option(help="Stream the job's logs until it ends; exit 1 unless it SUCCEEDED.")] = False,
     step: Annotated[str, typer.Option(help="Command the job runs: run (the workflow), synth, prepare, train, evaluate, rerun, schedule.")] = "run",
 ) -> None:
-    """Submit the workflow (or one step) as a Ray job; or: submit status|logs|stop JOB_ID, submit list.
+    """Submit the workflow (or one step) as a Ray job; the sub-commands watch and stop jobs.
 
     Everything after `--` goes to the step, e.g. `shg submit --follow -- --profile smoke train.epochs=1`.
     """
+    if ctx.invoked_subcommand is not None:  # status | logs | stop | list: they read --address from here
+        return
     from pipelines.orchestration import submit as jobs
 
     address = address or jobs.default_address()
-    args = list(ctx.args)
     try:
-        if args and args[0] in SUBMIT_ACTIONS:
-            _job_action(jobs, address, args, follow)
-            return
-        cfg = jobs.SubmitConfig(address=address, step=step, args=jobs.split_workflow_args(args))
+        cfg = jobs.SubmitConfig(address=address, step=step, args=jobs.split_workflow_args(list(ctx.args)))
         job_id = jobs.submit(cfg)
     except (ConnectionError, FileNotFoundError, ValueError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(code=2) from None
+        exits.fail_on(err)
     typer.echo(job_id)
     if follow:
-        final = jobs.follow(address, job_id, lambda text: typer.echo(text, nl=False))
-        typer.echo(f"job {job_id}: {final}")
-        if final != "SUCCEEDED":
-            raise typer.Exit(code=1)
+        _follow(jobs, address, job_id)
 
 
-def _job_action(jobs, address: str, args: list[str], follow: bool) -> None:
-    action, rest = args[0], args[1:]
-    if action == "list":
-        for info in jobs.client(address).list_jobs():
-            typer.echo(f"{info.submission_id}  {info.status.value:9s}  {info.entrypoint}")
-        return
-    if len(rest) != 1:
-        raise ValueError(f"usage: shg submit {action} JOB_ID")
-    job_id = rest[0]
-    if action == "status":
-        typer.echo(jobs.status(address, job_id))
-    elif action == "logs":
+def _follow(jobs, address: str, job_id: str) -> None:
+    final = jobs.follow(address, job_id, lambda text: typer.echo(text, nl=False))
+    typer.echo(f"job {job_id}: {final}")
+    if final != "SUCCEEDED":
+        raise typer.Exit(code=exits.FAILURE.code)
+
+
+def _jobs_address(ctx: typer.Context, address: str | None) -> str:
+    """This sub-command's --address, else the group's (`shg submit --address URL status ID`),
+    else the default."""
+    from pipelines.orchestration import submit as jobs
+
+    return address or (ctx.parent.params.get("address") if ctx.parent else None) or jobs.default_address()
+
+
+def submit_status(ctx: typer.Context, job_id: JobId, address: JobAddress = None, json_output: JsonOutput = False) -> None:
+    """Print a job's status: PENDING, RUNNING, STOPPED, SUCCEEDED or FAILED."""
+    from pipelines.orchestration import submit as jobs
+
+    address = _jobs_address(ctx, address)
+    try:
+        info = jobs.job_info(address, job_id) if json_output else None
+        text = info["status"] if info else jobs.status(address, job_id)
+    except (ConnectionError, ValueError, RuntimeError) as err:
+        exits.fail_on(err)
+    if json_output:
+        exits.emit_json(info)
+    else:
+        typer.echo(text)
+
+
+def submit_logs(ctx: typer.Context, job_id: JobId, address: JobAddress = None, follow: Annotated[
+        bool, typer.Option(help="Stream the logs until the job ends; exit 1 unless it SUCCEEDED.")] = False) -> None:
+    """Print a job's driver output (so far, or streamed with --follow)."""
+    from pipelines.orchestration import submit as jobs
+
+    address = _jobs_address(ctx, address)
+    follow = follow or bool(ctx.parent and ctx.parent.params.get("follow"))
+    try:
         if follow:
-            final = jobs.follow(address, job_id, lambda text: typer.echo(text, nl=False))
-            typer.echo(f"job {job_id}: {final}")
+            _follow(jobs, address, job_id)
         else:
             typer.echo(jobs.logs(address, job_id), nl=False)
-    elif action == "stop":
+    except (ConnectionError, ValueError, RuntimeError) as err:
+        exits.fail_on(err)
+
+
+def submit_stop(ctx: typer.Context, job_id: JobId, address: JobAddress = None) -> None:
+    """Ask the cluster to stop a job."""
+    from pipelines.orchestration import submit as jobs
+
+    address = _jobs_address(ctx, address)
+    try:
         sent = jobs.stop(address, job_id)
         typer.echo(f"stop {'sent to' if sent else 'not needed for'} {job_id} ({jobs.status(address, job_id)})")
+    except (ConnectionError, ValueError, RuntimeError) as err:
+        exits.fail_on(err)
+
+
+def submit_list(ctx: typer.Context, address: JobAddress = None) -> None:
+    """List the cluster's jobs: id, status, entrypoint."""
+    from pipelines.orchestration import submit as jobs
+
+    address = _jobs_address(ctx, address)
+    try:
+        for info in jobs.client(address).list_jobs():
+            typer.echo(f"{info.submission_id}  {info.status.value:9s}  {info.entrypoint}")
+    except (ConnectionError, ValueError, RuntimeError) as err:
+        exits.fail_on(err)
 
 
 def rerun(
@@ -164,11 +243,9 @@ def rerun(
     try:
         outcome = rerun_run(cfg, log=typer.echo)
     except RerunMismatch as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(code=1) from None
-    except (LookupError, ValueError) as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(code=2) from None
+        exits.fail(str(err), exits.FAILURE)
+    except (LookupError, ValueError, ConnectionError) as err:
+        exits.fail_on(err)
     typer.echo(f"rerun of {run_id}: workflow run {outcome.parent_run_id}, train run {outcome.train_run_id}")
 
 
@@ -192,8 +269,7 @@ def schedule(
     try:
         sched = ScheduleConfig(cron=cron, once=once, max_firings=max_firings)
     except ValueError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(code=2) from None
+        exits.fail(str(err), exits.USAGE)
     cfg = WorkflowConfig(
         profile=profile, config=config, workdir=workdir, tracking_uri=tracking_uri, address=address,
         force=force, overrides=tuple(overrides or ()), skip_unchanged=not force,
@@ -212,7 +288,7 @@ def schedule(
     failed = [o for o in outcomes if isinstance(o, FiringFailed) or getattr(o, "error", "")]
     if failed:  # a CronJob / RayJob must show the failure
         typer.echo(f"schedule: {len(failed)} of {len(outcomes)} firing(s) failed", err=True)
-        raise typer.Exit(code=1)
+        raise typer.Exit(code=exits.FAILURE.code)
 
 
 def tracking_server(
@@ -249,4 +325,4 @@ def tracking_server(
         serve(cfg, log=typer.echo)
     except ServerSetupError as error:
         typer.echo(f"tracking-server: {error}", err=True)
-        raise typer.Exit(code=1) from None
+        raise typer.Exit(code=exits.FAILURE.code) from None

@@ -7,6 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from pipelines.cli import exits
+
 
 def register(app: typer.Typer) -> None:
     """Adds this module's commands to `app`."""
@@ -42,13 +44,11 @@ def synth(
     try:
         cfg = SynthConfig(**given)
     except ValueError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(code=2) from err
+        exits.fail(str(err), exits.USAGE)
     try:
         summary = generate(cfg, out, overwrite=overwrite)
     except FileExistsError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(code=2) from err
+        exits.fail(str(err), exits.USAGE)
     typer.echo(
         f"wrote {summary['people']} people in {summary['images']} images "
         f"({summary['train_people']} train, {summary['val_people']} val in {summary['val_images']} images) "

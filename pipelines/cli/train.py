@@ -12,12 +12,13 @@ from typing import Annotated, Optional
 import typer
 
 from dataprep.pckh import TABLE_KEYS
+from pipelines.cli import exits
 from pipelines.config.experiment import ConfigError
 
 
 def register(app: typer.Typer) -> None:
     """Adds this module's commands to `app`."""
-    app.command("train", context_settings={"help_option_names": ["-h", "--help"]})(train)
+    app.command("train")(train)
 
 
 def train(
@@ -34,12 +35,14 @@ def train(
     address: Annotated[Optional[str], typer.Option(help="Ray address ('auto', HOST:PORT); default: a local cluster.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", help="Show Ray's own output (worker logs, Ray Train/Data messages); default: Ray's log files only.")] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Live progress: a bar on a terminal, a line every 30 s otherwise.")] = True,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the result as one JSON object on stdout (run, MLflow run id, PCKh table, registry decision); progress goes to stderr.")] = False,
 ) -> None:
     """Train the Stacked Hourglass; re-running the same command resumes an interrupted run.
 
-    Exit status: 2 for bad input, an unreachable store or a busy folder (nothing trained); 3 when
-    training finished but the tracking store did not take the result (the model is kept; run the
-    same command again once the store answers: it records and registers without training).
+    Exit status (docs/USAGE.md#exit-status): 2 bad input, 69 the tracking store or the Ray
+    cluster unreachable, 75 the folder busy (nothing trained in all three); 3 when training
+    finished but the tracking store did not take the result (the model is kept; run the same
+    command again once the store answers: it records and registers without training).
     """
     # the orchestration layer imports ray, torch and mlflow: loaded when a command runs, not for --help
     from pipelines.orchestration.standalone import (
@@ -54,16 +57,17 @@ def train(
         tracking_uri=tracking_uri or "", experiment=experiment or "", register=register,
         model_name=model_name or "", address=address or "", verbose=verbose, progress=progress)
     try:
-        done = run_train_only(cfg, log=typer.echo)
+        done = run_train_only(cfg, log=lambda line: typer.echo(line, err=json_output))
     except ConfigError as err:
         raise typer.BadParameter(str(err), param_hint="--profile / --config / KEY=VALUE") from None
     except TRAIN_REFUSALS as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
+        exits.fail_on(err)
     except TrainedNotRecorded as err:  # trained and kept, not yet recorded nor registered
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(3) from None
+        exits.fail(str(err), exits.TRAINED_NOT_RECORDED)
     result = done.trained
+    if json_output:
+        exits.emit_json(train_summary(done))
+        return
     typer.echo(f"run {result.run_name}: {result.epochs_completed} epochs, {result.global_step} steps, "
                f"{result.seconds:.0f} s; MLflow run {result.mlflow_run_id} ({result.tracking_uri})")
     typer.echo("PCKh@0.5 (official MPII, Total = 14 joints pooled)")
@@ -73,3 +77,18 @@ def train(
     if done.decision is not None:
         d = done.decision
         typer.echo(f"registry: {d.name} v{d.version} -> {d.alias} ({d.reason})")
+
+
+def train_summary(done) -> dict:
+    """What `shg train --json` prints: the training run, its PCKh and the registry's decision."""
+    import dataclasses
+
+    result = done.trained
+    out = {"run_name": result.run_name, "mlflow_run_id": result.mlflow_run_id,
+           "tracking_uri": result.tracking_uri, "epochs_completed": result.epochs_completed,
+           "global_step": result.global_step, "seconds": result.seconds, "resumed": result.resumed,
+           "best_epoch": result.best_epoch, "best_checkpoint": result.best_checkpoint,
+           "pckh": result.pckh, "baseline_pckh": result.baseline_pckh, "registry": None}
+    if done.decision is not None:
+        out["registry"] = dataclasses.asdict(done.decision)
+    return out

@@ -79,6 +79,9 @@ class TrainConfig:
     # model never waits on this: an outage still on after it is reported by the driver, which
     # keeps the trained model for a later run of the same command to record and register.
     tracking_flush_s: float = 300.0
+    # Seconds between MLflow system-metric samples (CPU, memory, disk, network, GPU through
+    # nvidia-ml-py) taken on rank 0's node while it trains; 0: none.
+    system_metrics_s: float = 10.0
     # The champion gate, when the current champion cannot be scored on the new validation rows
     # (its artifacts deleted, a card this code rejects): `replace` (the new, scored version
     # becomes champion) or `keep` (the champion stays, the new version is challenger). Either
@@ -91,6 +94,10 @@ class TrainConfig:
     checkpoint_every_steps: int = 0
     checkpoint_every_minutes: float = 0.0
     storage: str = "runs"  # run directory root: Ray checkpoints, default MLflow store
+    # Where a new MLflow experiment keeps its artifacts, a path or URI (s3://bucket/prefix);
+    # "": the work dir's own for its sqlite store, the server's for an MLflow server, else
+    # <storage>/mlartifacts (pipelines.tracking.uris.artifact_root_for); never ./mlruns.
+    artifact_root: str = ""
     run_name: str = ""  # "" derives a stable name from the config and data fingerprint
 
     def __post_init__(self) -> None:
@@ -114,6 +121,7 @@ class TrainConfig:
             "checkpoint_every_steps": self.checkpoint_every_steps >= 0,
             "checkpoint_every_minutes": self.checkpoint_every_minutes >= 0,
             "tracking_flush_s": self.tracking_flush_s >= 0,
+            "system_metrics_s": self.system_metrics_s >= 0,
             "unscorable_champion": self.unscorable_champion in ("replace", "keep"),
             "max_failures": self.max_failures >= -1,
         }

@@ -101,7 +101,7 @@ def rerun_run(cfg: RerunConfig, *, log: Callable[[str], None] = print) -> Workfl
     workdir = local_state_dir(cfg.workdir)  # the work dir, or its local folder for a URI
     uri = resolve_tracking_uri(cfg.tracking_uri or None, workdir)
     check_reachable(uri)
-    runs = WorkflowRuns(uri, workdir)
+    runs = WorkflowRuns(uri, cfg.workdir)
     recorded = read_recorded_run(runs, cfg.run_id)
     for key, now in provenance().items():
         was = recorded.tags.get(key)

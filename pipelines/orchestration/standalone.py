@@ -21,7 +21,7 @@ from pipelines.orchestration import steps
 from pipelines.orchestration.lock import WorkflowBusy, dataset_lock, workdir_lock
 from pipelines.orchestration.plan import TrainPlan
 from pipelines.runtime.prepared import PreparedDataError, read_manifest
-from pipelines.runtime.ray_cluster import connect
+from pipelines.runtime.ray_cluster import ClusterUnavailable, connect
 from pipelines.tracking.registry import GateDecision
 from pipelines.tracking.uris import TrackingUnavailable
 from pipelines.training.checkpoints import CheckpointMismatchError
@@ -30,10 +30,11 @@ from shg_io.storage import local_state_dir, location
 
 Log = Callable[[str], None]
 
-# What `shg train` refuses before training, each with a message that says the fix (exit 2).
-TRAIN_REFUSALS = (PreparedDataError, TrackingUnavailable, CheckpointMismatchError, WorkflowBusy)
-# What `shg prepare` refuses before preparing (exit 2).
-PREPARE_REFUSALS = (PrepareConfigError, WorkflowBusy)
+# What `shg train` refuses before training, each with a message that says the fix (the exit
+# status by kind: `pipelines.orchestration.errors`).
+TRAIN_REFUSALS = (PreparedDataError, TrackingUnavailable, CheckpointMismatchError, WorkflowBusy, ClusterUnavailable)
+# What `shg prepare` refuses before preparing.
+PREPARE_REFUSALS = (PrepareConfigError, WorkflowBusy, ClusterUnavailable)
 
 
 # --- shg prepare ---------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ from pipelines.training.driver import (
     TrainedNotRecorded,
     TrainInputs,
     TrainResult,
-    run_name_for,
+    run_name_of,
     run_name_in_store,
     train_resolved,
 )
@@ -129,7 +129,7 @@ def train(plan: TrainPlan, prepared: Prepared, parent: ParentRun | None, *, forc
     """Trains (or reports the finished run of the same config and data), nested under `parent`
     (None: a run of its own, as `shg train` makes)."""
     experiment = plan.experiment
-    name = run_name_for(experiment, prepared.fingerprint)
+    name = run_name_of(experiment, prepared.manifest)
     if force and not experiment.train.run_name:  # a new folder: the finished one would be reported
         name = f"{name}-{utc_compact()}"
     storage = location(experiment.train.storage)  # the work dir: checkpoints and run records

@@ -158,6 +158,15 @@ def status(address: str, job_id: str) -> str:
     return str(client(address).get_job_status(job_id).value)
 
 
+def job_info(address: str, job_id: str) -> dict[str, Any]:
+    """What `shg submit status --json` prints: id, status, entrypoint, message, start/end times
+    (epoch milliseconds, None while unknown)."""
+    info = client(address).get_job_info(job_id)
+    return {"job_id": job_id, "address": address, "status": str(info.status.value),
+            "entrypoint": info.entrypoint, "message": info.message or "",
+            "start_time_ms": info.start_time, "end_time_ms": info.end_time}
+
+
 def logs(address: str, job_id: str) -> str:
     """All of the job's driver output so far."""
     return client(address).get_job_logs(job_id)

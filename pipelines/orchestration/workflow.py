@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -26,6 +27,7 @@ from pipelines.orchestration import steps
 from pipelines.orchestration.lock import DatasetHold, WorkflowBusy, dataset_lock, workdir_lock
 from pipelines.orchestration.plan import ResolvedRun, WorkflowConfig, resolve
 from pipelines.runtime.ray_cluster import connect, quiet_ray_driver
+from pipelines.tracking.datasets import log_dataset
 from pipelines.tracking.provenance import provenance
 from pipelines.tracking.uris import TrackingUnavailable, check_reachable  # noqa: F401 (the CLI catches it from here)
 from pipelines.tracking.workflow_runs import (
@@ -121,7 +123,7 @@ def run_firing(cfg: WorkflowConfig, *, log: Callable[[str], None] = print) -> Wo
     except WorkflowBusy as busy:
         log(f"schedule: {busy}")
         run = resolve(cfg)
-        runs = WorkflowRuns(run.tracking_uri, run.state)
+        runs = WorkflowRuns(run.tracking_uri, run.workdir, artifact_root=run.experiment.train.artifact_root)
         parent_id = runs.start_parent(f"firing-busy-{utc_compact()}", {
             SKIPPED_TAG: "busy", "shg.busy_reason": str(busy)[:4000],
             **{f"step.{name}": "skipped" for name in STEPS}})  # fmt: skip
@@ -171,8 +173,8 @@ def _run_locked(cfg: WorkflowConfig, run: ResolvedRun, log: Callable[[str], None
                 dataset: DatasetHold) -> WorkflowResult:
     import ray  # heavy (seconds): loaded when a workflow runs, not when the CLI imports this
 
-    runs = WorkflowRuns(run.tracking_uri, run.state)
-    parent_id = runs.start_parent(f"workflow-{cfg.profile or 'custom'}-{utc_compact()}", {
+    runs = WorkflowRuns(run.tracking_uri, run.workdir, artifact_root=run.experiment.train.artifact_root)
+    parent_id = runs.start_parent(workflow_run_name(cfg, run), {
         "shg.profile": cfg.profile, "shg.config_file": cfg.config, "shg.workdir": run.workdir.uri,
         "shg.overrides": json.dumps(list(cfg.overrides)), "shg.force": str(cfg.force).lower(),
         "shg.ray_address": cfg.address or "embedded", **provenance(), **dict(cfg.tags)})  # fmt: skip
@@ -191,6 +193,7 @@ def _run_locked(cfg: WorkflowConfig, run: ResolvedRun, log: Callable[[str], None
         dataset.to_read("shg run")  # other readers may join; no writer until the run ends
         result.data_fingerprint = prepared.fingerprint
         _check_expected_fingerprint(cfg, prepared)
+        log_dataset(tracker, prepared.manifest, prepared.path)  # the runs table's Dataset column
         tracker.set_tags({DATA_FINGERPRINT_TAG: prepared.fingerprint, "data.path": str(prepared.path),
                           "data.rows": json.dumps(prepared.manifest.rows),
                           "data.quarantined": str(prepared.manifest.quarantined)})
@@ -225,6 +228,13 @@ def _run_locked(cfg: WorkflowConfig, run: ResolvedRun, log: Callable[[str], None
         if started_ray and ray.is_initialized():
             ray.shutdown()
     return result
+
+
+def workflow_run_name(cfg: WorkflowConfig, run: ResolvedRun) -> str:
+    """A readable parent run name: the profile, stacks x channels and a short id, e.g.
+    `workflow-synthetic-hg2x256-3f9a1c` (a workflow run is never resumed: the id is new each time)."""
+    model = run.experiment.model
+    return f"workflow-{cfg.profile or 'custom'}-hg{model.stacks}x{model.channels}-{uuid.uuid4().hex[:6]}"
 
 
 def _record_failure(runs: WorkflowRuns, tracker, parent_id: str, err: BaseException,

@@ -20,6 +20,10 @@ from collections.abc import Mapping
 _log = logging.getLogger(__name__)
 
 
+class ClusterUnavailable(ConnectionError):
+    """The Ray cluster named by an address does not answer; nothing was done on it."""
+
+
 def resolve_address(address: str | None, environ: Mapping[str, str]) -> str:
     """The address `ray.init` gets: "local" (a fresh private cluster) or one to join.
 
@@ -71,7 +75,15 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, verbose:
             log_to_driver=verbose, logging_level=logging.INFO if verbose else logging.ERROR,
         )
     else:
-        ray.init(address=address, log_to_driver=verbose, logging_level=logging.INFO if verbose else logging.ERROR)
+        try:
+            ray.init(address=address, log_to_driver=verbose,
+                     logging_level=logging.INFO if verbose else logging.ERROR)
+        except ConnectionError as err:
+            raise ClusterUnavailable(
+                f"no Ray cluster answers at {address!r} ({err}). Start it (`ray start --head`, "
+                "`ray up ray_cluster.yaml`), fix --address / RAY_ADDRESS, or leave both unset for "
+                "a local cluster of this machine."
+            ) from None
     if not verbose:
         quiet_ray_driver()  # ray.init sets up its own logger levels
 

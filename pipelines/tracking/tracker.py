@@ -17,12 +17,16 @@ from typing import Any
 
 from pipelines.tracking.provenance import git_revision
 from pipelines.tracking.run_records import RUN_RECORD, RunRecord
-from pipelines.tracking.uris import TrackingUnavailable, default_artifact_root
+from pipelines.tracking.uris import TrackingUnavailable, artifact_root_for
 from shg_io.storage import Location
 
 # One experiment for every run of the project: `shg run` workflows (a parent run with nested
 # prepare/train/evaluate/register runs) and standalone `shg train` runs alike.
 DEFAULT_EXPERIMENT = "shg"
+# The MLflow 3 UI opens an experiment by its kind; without this tag it guesses, and an
+# experiment with few runs opens in the GenAI view (traces, token usage).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 
 
 class Tracker:
@@ -97,8 +101,13 @@ def run_exists(tracking_uri: str, run_id: str) -> bool:
 
 
 def start_or_resume_run(*, tracking_uri: str, experiment: str, run_name: str, run_dir: Path | Location,
-                        storage: Path, model_config: dict[str, Any]) -> tuple[str, bool]:
+                        storage: str | Path | Location, model_config: dict[str, Any],
+                        artifact_root: str = "", tags: Mapping[str, str] | None = None) -> tuple[str, bool]:
     """The MLflow run id of this training run: remembered in `run_dir`, else a new run.
+
+    The run is found again by the id its folder's record holds, never by its name. `storage`
+    and `artifact_root` choose a new experiment's artifact location (`artifact_root_for`);
+    `tags` go on a new run besides `standard_tags()`.
 
     Returns:
         (run_id, resumed). A resumed run is set back to RUNNING.
@@ -121,18 +130,22 @@ def start_or_resume_run(*, tracking_uri: str, experiment: str, run_name: str, ru
             ) from None
         client.update_run(record.mlflow_run_id, status="RUNNING")
         return record.mlflow_run_id, True
-    experiment_id = ensure_experiment(client, experiment, default_artifact_root(tracking_uri, storage))
-    run = client.create_run(experiment_id, run_name=run_name, tags=standard_tags())
+    experiment_id = ensure_experiment(client, experiment, artifact_root_for(tracking_uri, storage, artifact_root))
+    run = client.create_run(experiment_id, run_name=run_name, tags={**standard_tags(), **(tags or {})})
     RunRecord(run.info.run_id, tracking_uri, experiment, model_config).write(run_dir)
     return run.info.run_id, False
 
 
 def ensure_experiment(client, name: str, artifact_location: str | None) -> str:
-    """The id of experiment `name`, created (with `artifact_location`) when the store lacks it."""
+    """The id of experiment `name`, created (with `artifact_location`) when the store lacks it;
+    marked as model training (`EXPERIMENT_KIND_TAG`) when made, or when found without a kind."""
     found = client.get_experiment_by_name(name)
     if found is not None:
+        if EXPERIMENT_KIND_TAG not in found.tags:  # a kind a person chose stays
+            client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         return found.experiment_id
-    return client.create_experiment(name, artifact_location=artifact_location)
+    return client.create_experiment(name, artifact_location=artifact_location,
+                                    tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
 
 
 def standard_tags() -> dict[str, str]:

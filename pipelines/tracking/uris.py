@@ -2,7 +2,9 @@
 
 Default store: `sqlite:///<storage>/mlflow.db` with artifacts under `<storage>/mlartifacts`;
 `--tracking-uri` or `MLFLOW_TRACKING_URI` overrides it. Every function takes the store's URI
-explicitly: no process-wide MLflow state.
+explicitly: no process-wide MLflow state. The artifact root of a new experiment is always
+explicit (`artifact_root_for`): MLflow's own default for a store without a server is `./mlruns`
+under whatever folder the process happens to run in.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
+
+from shg_io.storage import Location, local_state_dir
 
 
 class TrackingUnavailable(RuntimeError):
@@ -33,12 +37,36 @@ def resolve_tracking_uri(uri: str | None, storage: str | Path) -> str:
     return default_tracking_uri(storage)
 
 
-def default_artifact_root(uri: str, storage: str | Path) -> str | None:
-    """Artifact folder for a new experiment: `<storage>/mlartifacts` for the local sqlite store
-    (keeps the run directory self-contained); None (the server's choice) otherwise."""
-    if uri == default_tracking_uri(storage):
-        return (Path(storage).resolve() / "mlartifacts").as_uri()
-    return None
+def artifact_root_for(uri: str, storage: str | Path | Location, configured: str = "") -> str | None:
+    """The artifact location a new experiment of store `uri` gets (an existing one keeps its own).
+
+    `configured` (`train.artifact_root`), a path or URI, wins. Otherwise: for the work dir's own
+    sqlite store, `<local folder of storage>/mlartifacts` (the work dir stays self-contained);
+    for an MLflow server (http/https), None: the server's artifact root, which it proxies
+    (`mlflow-artifacts:/`, `shg tracking-server --artifacts-destination`); for any other store
+    (another sqlite file, PostgreSQL, a file store) `<storage>/mlartifacts`, on the object store
+    when `storage` is a URI there. A local folder is returned as an absolute `file://` URI.
+    """
+    if configured:
+        return storage_uri(configured)[1]
+    if uri.startswith(("http://", "https://")):
+        return None
+    if uri.startswith("sqlite:///") and uri == default_tracking_uri(local_state_dir(storage)):
+        return (local_state_dir(storage) / "mlartifacts").as_uri()
+    return storage_uri(storage)[1].rstrip("/") + "/mlartifacts"
+
+
+def storage_uri(where: str | Path | Location) -> tuple[str, str]:
+    """`(scheme, uri)` of a path or URI, without opening it: `("local", "file:///abs/path")` for
+    a local path (relative ones against the current folder), `("s3", "s3://bucket/prefix")` for an
+    object store URI as given, never a URI read as a path (`file:///<cwd>/s3:/...`)."""
+    if isinstance(where, Location):
+        return ("local", Path(where.path).resolve().as_uri()) if where.is_local else (where.scheme, where.uri)
+    text = str(where)
+    if "://" in text and not text.startswith("file://"):
+        return text.split("://", 1)[0].lower(), text
+    local = text[len("file://"):] if text.startswith("file://") else text
+    return "local", Path(local).expanduser().resolve().as_uri()
 
 
 def check_reachable(uri: str, timeout_s: float = 5.0) -> None:

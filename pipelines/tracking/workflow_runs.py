@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipelines.tracking.datasets import DATA_FINGERPRINT_TAG
-from pipelines.tracking.tracker import DEFAULT_EXPERIMENT, Tracker, ensure_experiment
-from pipelines.tracking.uris import default_artifact_root
+from pipelines.tracking.tracker import DEFAULT_EXPERIMENT, Tracker, ensure_experiment, standard_tags
+from pipelines.tracking.uris import artifact_root_for
+from shg_io.storage import Location
 
 EXPERIMENT = DEFAULT_EXPERIMENT
 WORKFLOW_TAG = "shg.workflow"  # "parent" on workflow runs, so they are easy to search for
@@ -40,26 +41,31 @@ class RunView:
 class WorkflowRuns:
     """The workflow experiment of one MLflow store (created on first use)."""
 
-    def __init__(self, tracking_uri: str, workdir: str | Path, experiment: str = EXPERIMENT) -> None:
+    def __init__(self, tracking_uri: str, workdir: str | Path | Location, experiment: str = EXPERIMENT,
+                 artifact_root: str = "") -> None:
+        """`workdir` (a path or URI) and `artifact_root` (`train.artifact_root`) choose the
+        artifact location of the experiment when this store does not have it yet
+        (`pipelines.tracking.uris.artifact_root_for`)."""
         from mlflow import MlflowClient
 
         self.tracking_uri = tracking_uri
         self.client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
         self.experiment_id = ensure_experiment(self.client, experiment,
-                                               default_artifact_root(tracking_uri, workdir))
+                                               artifact_root_for(tracking_uri, workdir, artifact_root))
 
     def tracker(self, run_id: str) -> Tracker:
         return Tracker(self.tracking_uri, run_id)
 
     def start_parent(self, run_name: str, tags: Mapping[str, str]) -> str:
-        """A new workflow run (RUNNING), tagged `shg.workflow=parent`."""
+        """A new workflow run (RUNNING), tagged `shg.workflow=parent` and with MLflow's user and
+        source tags (`standard_tags`), as a run `mlflow.start_run` made would have."""
         run = self.client.create_run(self.experiment_id, run_name=run_name,
-                                     tags={WORKFLOW_TAG: "parent", **tags})
+                                     tags={**standard_tags(), WORKFLOW_TAG: "parent", **tags})
         return run.info.run_id
 
     def start_child(self, parent_id: str, run_name: str, tags: Mapping[str, str]) -> str:
         """A new run nested under `parent_id` (the UI shows it below the workflow run)."""
-        run = self.client.create_run(self.experiment_id, run_name=run_name, tags=dict(tags))
+        run = self.client.create_run(self.experiment_id, run_name=run_name, tags={**standard_tags(), **tags})
         self.attach(run.info.run_id, parent_id)
         return run.info.run_id
 

@@ -5,7 +5,8 @@ run, computes the mean-pose baseline, and runs a `TorchTrainer` whose workers ex
 `pipelines.training.worker.train_worker`. Afterwards it logs and registers the best checkpoint
 by validation PCKh Total (`pick_best`; Ray keeps the two best and the latest) and applies the
 champion gate (`pipelines.tracking.registry`). MLflow system metrics (CPU, memory, disk,
-network, GPU of the driver's node) are logged to the run while it trains.
+network, GPU) are sampled on rank 0's node, where the training happens (the driver may be a
+CPU-only head), by the worker (`pipelines.training.worker`).
 
 Durability:
 - a worker that dies is replaced and training continues from the last checkpoint
@@ -24,6 +25,7 @@ import contextlib
 import dataclasses
 import functools
 import hashlib
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +38,7 @@ from pipelines.runtime.prepared import PreparedManifest, read_manifest, split_fi
 from pipelines.runtime.ray_cluster import connect
 from pipelines.tracking.datasets import log_dataset
 from pipelines.tracking.run_records import RunRecord
-from pipelines.tracking.system import system_metrics, system_tags
+from pipelines.tracking.system import system_tags
 from pipelines.tracking.tracker import DEFAULT_EXPERIMENT, Tracker, finish_run, run_exists, start_or_resume_run
 from pipelines.tracking.uris import check_reachable, how_to_open, resolve_tracking_uri
 from pipelines.training.checkpoints import check_model_config, load_state
@@ -58,7 +60,8 @@ from shg_io.storage import Location, local_folder, local_state_dir, location
 # Settings that do not change what is trained: excluded from the derived run name, so a resumed
 # run may use another storage folder layout or retry budget.
 NOT_IN_RUN_NAME = ("train.storage", "train.run_name", "train.max_failures", "train.log_every",
-                   "train.worker_resource", "train.tracking_flush_s", "train.unscorable_champion")
+                   "train.worker_resource", "train.tracking_flush_s", "train.unscorable_champion",
+                   "train.artifact_root", "train.system_metrics_s")
 
 
 class TrainedNotRecorded(RuntimeError):
@@ -115,12 +118,42 @@ def pick_best(candidates: list[tuple[Any, dict]]) -> tuple[Any, dict]:
     return max(candidates, key=rank)
 
 
-def run_name_for(cfg: ExperimentConfig, data_fingerprint: str) -> str:
-    """`train.run_name`, or `shg-<hash of config and data>` so a re-run finds its folder."""
+# Annotation file names that say nothing about the dataset: its folder names it instead.
+_GENERIC_ANNOTATION_NAMES = {"annotations", "annotation", "annot", "train", "val", "valid", "trainval", "data"}
+
+
+def dataset_label(annotations: str) -> str:
+    """A word for the dataset a prepared set came from, for run names: the annotation file's
+    first word (`mpii_human_pose_v1_u12_1.mat` → `mpii`), or its folder's when the file name is
+    generic (`.../synth/annotations.json` → `synth`); `data` when there is nothing to go by."""
+    parts = [p for p in re.split(r"[\\/]", annotations or "") if p]
+    stem = parts[-1].split(".", 1)[0].lower() if parts else ""
+    if stem in _GENERIC_ANNOTATION_NAMES and len(parts) > 1:
+        stem = parts[-2].lower()
+    word = re.split(r"[^a-z0-9]+", stem)[0] if stem else ""
+    return word[:16] or "data"
+
+
+def run_key(cfg: ExperimentConfig, data_fingerprint: str) -> str:
+    """What identifies a training run: the config (less `NOT_IN_RUN_NAME`) and the data."""
+    data_hex = str(data_fingerprint).rpartition(":")[2]  # "sha256:<hex>" → "<hex>"
+    return f"{cfg.fingerprint(exclude=NOT_IN_RUN_NAME)}-{data_hex[:12]}"
+
+
+def run_name_for(cfg: ExperimentConfig, data_fingerprint: str, dataset: str = "data") -> str:
+    """`train.run_name`, or a readable name derived from the config and the data, e.g.
+    `hg2x256-synth-3f9a1c4e`: stacks x channels, the dataset (`dataset_label`), and 8 hex of
+    `run_key`. The same command derives the same name, so a re-run finds its run folder, whose
+    record (`shg_run.json`) holds the MLflow run id it resumes (by id, never by name)."""
     if cfg.train.run_name:
         return cfg.train.run_name
-    data_hex = str(data_fingerprint).rpartition(":")[2]  # "sha256:<hex>" → "<hex>"
-    return f"shg-{cfg.fingerprint(exclude=NOT_IN_RUN_NAME)}-{data_hex[:8]}"
+    short = hashlib.sha256(run_key(cfg, data_fingerprint).encode()).hexdigest()[:8]
+    return f"hg{cfg.model.stacks}x{cfg.model.channels}-{dataset}-{short}"
+
+
+def run_name_of(cfg: ExperimentConfig, manifest: PreparedManifest) -> str:
+    """`run_name_for` a prepared dataset: its fingerprint, and its annotation file's label."""
+    return run_name_for(cfg, manifest.fingerprint, dataset_label(str(manifest.config.get("annotations", ""))))
 
 
 @dataclass(frozen=True)
@@ -155,7 +188,7 @@ def resolve_train_inputs(cfg: ExperimentConfig, data: str | Path, *, tracking_ur
     uri = resolve_tracking_uri(tracking_uri, local_state_dir(cfg.train.storage))
     check_reachable(uri)
     return TrainInputs(data=data, manifest=manifest, tracking_uri=uri,
-                       run_name=run_name_for(cfg, manifest.fingerprint),
+                       run_name=run_name_of(cfg, manifest),
                        experiment=experiment or DEFAULT_EXPERIMENT)
 
 
@@ -205,7 +238,6 @@ def train_resolved(cfg: ExperimentConfig, inputs: TrainInputs, *, address: str |
     # Checkpoints and the run record (shg_run.json) go to `train.storage`, a path or an object
     # store URI (Ray Train's storage_path): a driver restarted on another machine finds both.
     storage = location(cfg.train.storage)
-    records = local_state_dir(storage)  # local: the default sqlite store's artifact root
     run_name = run_name_in_store(storage, run_name, uri, log)
     run_dir = storage / run_name
     record = RunRecord.read(run_dir)
@@ -229,8 +261,9 @@ def train_resolved(cfg: ExperimentConfig, inputs: TrainInputs, *, address: str |
     val = load_validation(data, val_cfg, cfg.train.val_max_people)
     baseline = mean_pose_baseline(mean_pose(*train_keypoints_input_px(data, val_cfg)), val)
     run_id, resumed = start_or_resume_run(
-        tracking_uri=uri, experiment=experiment, run_name=run_name,
-        run_dir=run_dir, storage=records, model_config=dataclasses.asdict(cfg.model))
+        tracking_uri=uri, experiment=experiment, run_name=run_name, run_dir=run_dir, storage=storage,
+        artifact_root=cfg.train.artifact_root, model_config=dataclasses.asdict(cfg.model),
+        tags={"shg.run_key": run_key(cfg, manifest.fingerprint)})
     tracker = Tracker(uri, run_id)
     if not resumed:
         tracker.log_params(cfg.flatten())
@@ -247,11 +280,10 @@ def train_resolved(cfg: ExperimentConfig, inputs: TrainInputs, *, address: str |
     log(f"train: {how_to_open(uri, experiment_id, run_id)}")
 
     try:
-        with system_metrics(uri, run_id, resumed=resumed, log=log):
-            args = WorkerArgs(cfg=cfg, data=str(data), tracking_uri=uri, run_id=run_id, baseline=baseline,
-                              clock_name=f"shg-epoch-clock-{run_name}", train_rows=int(manifest.rows["train"]),
-                              progress_name=f"shg-progress-{run_name}")
-            result = _fit(args, run_name, storage, address, verbose=verbose, progress=progress, log=log)
+        args = WorkerArgs(cfg=cfg, data=str(data), tracking_uri=uri, run_id=run_id, baseline=baseline,
+                          clock_name=f"shg-epoch-clock-{run_name}", train_rows=int(manifest.rows["train"]),
+                          progress_name=f"shg-progress-{run_name}")
+        result = _fit(args, run_name, storage, address, verbose=verbose, progress=progress, log=log)
     except BaseException:
         finish_run(uri, run_id, status="FAILED")  # re-running the command resumes it
         raise

@@ -10,6 +10,7 @@ each checkpoint (a barrier).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -18,6 +19,7 @@ import time
 import torch
 
 from pipelines.tracking.buffered import BufferedTracker
+from pipelines.tracking.system import system_metrics
 from pipelines.training.data_stream import TRAIN_DATASET, EpochClockClient, load_validation
 from pipelines.training.device import amp_dtype, cpu_threads
 from pipelines.training.loop import Cadence, LoopParts, LoopState, TrainLoop
@@ -136,20 +138,33 @@ def train_worker(args: WorkerArgs) -> None:
                                             val_per_s=done / seconds if seconds > 0 else 0.0), force=done == 0)
         reporter.on_validation = on_validation
 
-    for epoch in range(position.start_epoch, train.epochs):
-        before = position.in_epoch if position.in_epoch and position.in_epoch.epoch == epoch else \
-            EpochProgress(epoch, cfg.model.stacks)
-        rate.pause()  # the time between passes (validation, checkpoints) is not training
-        progress, stopped = loop.run_epoch(epoch, before)
-        last = loop.end_epoch(epoch, progress, stopped)
-        if poster is not None and loop.val_total is not None:
-            shown = dataclasses.replace(shown, val_total=loop.val_total, val_label=validation_label(
-                flip=train.val_flip, precision=choice.path.amp if choice.path.amp != "off" else "fp32",
-                people=len(reporter.val), subset=bool(train.val_max_people)))
-            poster.post(dataclasses.replace(shown, phase="validated"), force=True)
-        if last:
-            break
+    with _node_metrics(args, rank, reporter):  # the node that trains, not the driver's
+        for epoch in range(position.start_epoch, train.epochs):
+            before = position.in_epoch if position.in_epoch and position.in_epoch.epoch == epoch else \
+                EpochProgress(epoch, cfg.model.stacks)
+            rate.pause()  # the time between passes (validation, checkpoints) is not training
+            progress, stopped = loop.run_epoch(epoch, before)
+            last = loop.end_epoch(epoch, progress, stopped)
+            if poster is not None and loop.val_total is not None:
+                shown = dataclasses.replace(shown, val_total=loop.val_total, val_label=validation_label(
+                    flip=train.val_flip, precision=choice.path.amp if choice.path.amp != "off" else "fp32",
+                    people=len(reporter.val), subset=bool(train.val_max_people)))
+                poster.post(dataclasses.replace(shown, phase="validated"), force=True)
+            if last:
+                break
     if poster is not None:
         poster.post(dataclasses.replace(shown, phase="done"), force=True)
     if reporter is not None:
         reporter.tracker.close(timeout_s=train.tracking_flush_s)  # deliver what an outage held back
+
+
+def _node_metrics(args: WorkerArgs, rank: int, reporter):
+    """MLflow's system metrics (CPU, memory, disk, network, GPU) of this node while the epochs
+    run, on rank 0 only: the node that trains and its GPU, not the driver's (a CPU-only head on
+    a cluster). A restarted worker continues the run's steps."""
+    every = args.cfg.train.system_metrics_s
+    if rank != 0 or not every:
+        return contextlib.nullcontext()
+    reporter.set_tags({"train.system_metrics_node": os.uname().nodename})
+    return system_metrics(args.tracking_uri, args.run_id, resumed=True, sampling_interval_s=every,
+                          log=log.info)

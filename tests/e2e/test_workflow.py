@@ -136,7 +136,7 @@ def test_prepare_takes_the_lock_beside_the_folder_it_writes(tmp_path):
     finally:
         holder.kill()
         holder.wait()
-    assert result.exit_code == 2, result.output
+    assert result.exit_code == 75, result.output  # busy (EX_TEMPFAIL), not Click's usage 2
     assert f"pid {holder.pid}" in result.output and "another shg command" in result.output
     assert not out.exists()
 
@@ -148,7 +148,7 @@ def test_unreachable_tracking_server_stops_the_run_before_any_work(tmp_path):
         [str(VENV_BIN / "shg"), "run", "--profile", "smoke", "--workdir", str(tmp_path), "--tracking-uri", url],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
-    assert result.returncode == 2
+    assert result.returncode == 69  # unavailable (EX_UNAVAILABLE), not Click's usage 2
     assert f"MLflow tracking server {url} is unreachable" in result.stderr
     assert "Nothing was trained" in result.stderr
     assert time.monotonic() - started < 60
@@ -267,7 +267,7 @@ def test_schedule_cli_once_fires_and_skips_unchanged_data(tiny_workflow):
 
 
 def test_prepare_refuses_to_replace_a_dataset_a_training_reads(tmp_path):
-    """`shg prepare --out D` while `shg train --data D` (another process) reads D: exit 2 naming
+    """`shg prepare --out D` while `shg train --data D` (another process) reads D: exit 75 naming
     the reader; D is not touched."""
     from typer.testing import CliRunner
 
@@ -287,6 +287,6 @@ def test_prepare_refuses_to_replace_a_dataset_a_training_reads(tmp_path):
     finally:
         reader.kill()
         reader.wait()
-    assert result.exit_code == 2, result.output
+    assert result.exit_code == 75, result.output  # busy (EX_TEMPFAIL)
     assert f"is being read (shg train, pid {reader.pid}" in result.output
     assert not out.exists()

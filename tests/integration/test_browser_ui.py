@@ -82,12 +82,22 @@ def test_a_person_finds_the_run_its_charts_tables_and_the_champion(tmp_path_fact
         page.goto(f"{base}/#/experiments")
         page.get_by_text(experiment.name, exact=True).first.click()
         page.get_by_text(experiment.name).first.wait_for()
+        # opened as model training (not the GenAI view); the workflow run listed by its readable name
+        assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+        assert parent.info.run_name.startswith("workflow-smoke-hg1x8-")
         page.screenshot(path=screenshots / "01-experiment-runs.png")
+        page.goto(f"{base}/#/experiments/{experiment.experiment_id}/runs")
+        page.get_by_text(parent.info.run_name).first.wait_for()
+        page.screenshot(path=screenshots / "01b-experiment-run-names.png")
         assert parent.data.tags["step.train"] == "ran"  # the workflow run the training run is nested in
         # the training run: the link `shg train` prints at its start (tracking.uris.how_to_open)
         page.goto(f"{base}/#/experiments/{experiment.experiment_id}/runs/{run.info.run_id}")
         page.get_by_text(run.info.run_name).first.wait_for()
         page.get_by_text("Model metrics").first.wait_for()
+        # the overview's source (MLflow's mlflow.source.name, shown by file name), user and dataset
+        page.get_by_text(Path(run.data.tags["mlflow.source.name"]).name).first.wait_for()
+        page.get_by_text(run.data.tags["mlflow.user"]).first.wait_for()
+        page.get_by_text(run.inputs.dataset_inputs[0].dataset.name).first.wait_for()
         page.screenshot(path=screenshots / "02-run-overview.png")
 
         # the per-stack loss charts: the run's metric charts, searched for "stack" as a person would

@@ -6,7 +6,9 @@ One tiny synthetic dataset (prepared once per module) and a tiny model (2 stacks
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -64,14 +66,14 @@ def test_unreachable_tracking_server_stops_before_training(prepared, tmp_path):
     result = CliRunner().invoke(build_app(), [
         "train", "--data", str(prepared), "--tracking-uri", "http://127.0.0.1:9", *TINY,
         f"train.storage={tmp_path / 'runs'}"])
-    assert result.exit_code == 2
+    assert result.exit_code == 69  # EX_UNAVAILABLE (pipelines.cli.exits), not Click's usage 2
     assert "unreachable" in result.output and "Nothing was trained" in result.output
     assert not (tmp_path / "runs").exists()
 
 
 def test_train_refuses_while_another_command_holds_its_storage(prepared, tmp_path):
     """`shg train` takes the lock `shg run` takes on the folder (train.storage); while another
-    process holds it, it exits 2 naming the holder, and trains nothing."""
+    process holds it, it exits 75 (busy, EX_TEMPFAIL) naming the holder, and trains nothing."""
     from typer.testing import CliRunner
 
     from pipelines.cli.app import build_app
@@ -87,7 +89,7 @@ def test_train_refuses_while_another_command_holds_its_storage(prepared, tmp_pat
     finally:
         holder.kill()
         holder.wait()
-    assert result.exit_code == 2, result.output
+    assert result.exit_code == 75, result.output
     assert f"pid {holder.pid}" in result.output and "another shg command" in result.output
     assert not [p for p in storage.iterdir() if p.name not in (".workflow.lock", "mlflow.db")]
 
@@ -95,9 +97,10 @@ def test_train_refuses_while_another_command_holds_its_storage(prepared, tmp_pat
 def test_two_workers_few_steps_make_one_tracked_run(prepared, tmp_path):
     from pipelines.training.driver import run_training
 
-    cfg = _cfg(tmp_path, "train.epochs=2", "train.max_steps=5")
+    cfg = _cfg(tmp_path, "train.epochs=2", "train.max_steps=5", "train.system_metrics_s=0.5")
     result = run_training(cfg, prepared, log=lambda _: None)
     assert result.global_step == 5  # the cap, inside epoch 0 or 1 (a few steps per epoch here)
+    assert re.fullmatch(r"hg2x16-synth-[0-9a-f]{8}", result.run_name), result.run_name
     from pipelines.orchestration.standalone import evaluate_and_register  # shg train's own steps
 
     decision = evaluate_and_register(cfg, result, prepared, address=None, log=lambda _: None)
@@ -117,6 +120,18 @@ def test_two_workers_few_steps_make_one_tracked_run(prepared, tmp_path):
     assert run.data.tags["shg.speed.path"] in ("fp32-nchw", "bf16-channels_last")
     assert metrics["speed/images_per_s/fp32-nchw"] > 0
     assert run.inputs.dataset_inputs[0].dataset.digest
+    # what MLflow's own UI and users expect: name, user and source, dataset by URI, system metrics
+    assert run.info.run_name == result.run_name and run.data.tags["shg.run_key"]
+    assert run.data.tags["mlflow.user"] and run.data.tags["mlflow.source.type"] == "LOCAL"
+    assert run.data.tags["mlflow.source.name"]
+    dataset = run.inputs.dataset_inputs[0].dataset
+    assert (dataset.source_type, json.loads(dataset.source)["uri"]) == ("local", prepared.resolve().as_uri())
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    # sampled by rank 0 on its node (here the same machine as the driver), while it trained
+    assert run.data.tags["train.system_metrics_node"] == os.uname().nodename
+    for key in ("system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"):
+        assert key in metrics, key
     artifacts = {f.path for f in client.list_artifacts(run.info.run_id, "plots")}
     assert artifacts == {"plots/loss_per_stack.png", "plots/pckh_curve.png", "plots/val_skeletons.png"}
     assert run.data.tags["registry.alias"] == "champion"  # the first version
