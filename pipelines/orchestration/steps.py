@@ -32,10 +32,10 @@ from pipelines.training.driver import (
     TrainedNotRecorded,
     TrainInputs,
     TrainResult,
-    run_name_of,
     run_name_in_store,
     train_resolved,
 )
+from pipelines.training.run_names import run_name_of
 from shg_io.clock import utc_compact
 from shg_io.json_files import read_json, write_json_atomic
 from shg_io.storage import Location, copy_folder, location

@@ -220,7 +220,7 @@ def test_gpu_check_cpu_form_runs_every_part(ray_local, tmp_path):
 
 
 def test_dense_peaks_are_looked_up_by_the_most_specific_name():
-    from benchmarks.gpu import dense_peak
+    from benchmarks.gpu_peaks import dense_peak
 
     assert dense_peak("NVIDIA H200")["bf16"] == dense_peak("NVIDIA H100 80GB HBM3")["bf16"] == 989.0
     assert dense_peak("NVIDIA H100 PCIe")["bf16"] == 756.0

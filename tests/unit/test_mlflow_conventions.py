@@ -14,7 +14,7 @@ from pipelines.config.experiment import load_config
 from pipelines.tracking.datasets import dataset_source
 from pipelines.tracking.tracker import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, ensure_experiment
 from pipelines.tracking.uris import artifact_root_for, default_tracking_uri
-from pipelines.training.driver import dataset_label, run_key, run_name_for
+from pipelines.training.run_names import dataset_label, run_key, run_name_for
 
 FINGERPRINT = "sha256:" + "ab" * 32
 
