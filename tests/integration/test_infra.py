@@ -97,11 +97,13 @@ def test_every_manifest_parses(path):
 def test_dockerfile_installs_with_constraints_and_runs_shg():
     text = (INFRA / "Dockerfile").read_text()
     assert re.search(r"^FROM python:3\.11-slim\s*$", text, re.M)
-    assert re.search(r"pip install [^\n]*-c constraints\.txt \.", text)
     # The torch build is pinned too: the CUDA set by default (GPU workers), the CPU set on request.
     assert re.search(r"^ARG TORCH=cuda\s*$", text, re.M)
     assert "COPY constraints ./constraints" in text
-    assert re.search(r'pip install [^\n]*-c "constraints/\$TORCH\.txt" -c constraints\.txt \.', text)
+    assert re.search(r'pip install [^\n]*-c "constraints/\$TORCH\.txt" -c constraints\.txt "\$PROJECT"', text)
+    # The project is what gets installed: with the gpu extra on the CUDA image, bare on the CPU one.
+    assert re.search(r'cuda\)[^\n]*PROJECT="\.\[gpu\]"', text)
+    assert re.search(r"cpu\)[^\n]*PROJECT=\. ", text)
     assert 'ENTRYPOINT ["shg"]' in text
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts["shg"] == "pipelines.cli.app:main"
