@@ -62,7 +62,7 @@ def inputs(work: Path, people: int | None, seed: int) -> tuple[Path, Path]:
 
 def run_version(code: Path, annotations: Path, images: Path, out: Path, cpus: int) -> dict:
     """`run_prepare` with the code under `code`, in a child process; its figures."""
-    env = {**os.environ, "PYTHONPATH": str(code), "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {**os.environ, "PYTHONPATH": str(code)}
     result = subprocess.run([sys.executable, "-c", CHILD, str(annotations), str(images), str(out), str(cpus)],
                             env=env, cwd=code, capture_output=True, text=True, timeout=3600)
     if result.returncode != 0:

@@ -260,8 +260,6 @@ def main() -> int:
     parser.add_argument("--max-steps", type=int, default=3)
     parser.add_argument("--val-max-people", type=int, default=64, help="validation people during training")
     args = parser.parse_args()
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="shg-rehearsal-") as tmp, TreeMemory() as memory:
         work = args.work or Path(tmp)
