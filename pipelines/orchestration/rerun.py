@@ -8,7 +8,8 @@ name (so the finished original is not just reported back), requires the prepared
 the recorded fingerprint, and with `check` compares the per-step training losses with the
 original's. With `train.workers=1` and `train.deterministic=true` they are equal step for step;
 a different git revision or package version is reported, since it can change the numbers. A run
-that its time budget (`train.max_minutes`) stopped is repeated for the same number of steps.
+that its time budget (`train.max_minutes`) stopped is repeated for the same number of steps,
+and every rerun trains on the speed path (precision, layout, compilation) the original chose.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pipelines.orchestration.plan import WorkflowConfig
-from pipelines.orchestration.workflow import WorkflowResult
+from pipelines.orchestration.workflow import WorkflowResult, run_workflow
 from pipelines.tracking.provenance import provenance
+from pipelines.tracking.uris import check_reachable, resolve_tracking_uri
 from pipelines.tracking.workflow_runs import (
     CONFIG_ARTIFACT,
     DATA_FINGERPRINT_TAG,
@@ -29,6 +31,7 @@ from pipelines.tracking.workflow_runs import (
     WorkflowRuns,
 )
 from shg_io.clock import utc_compact
+from shg_io.storage import local_state_dir
 
 LOSS_METRIC = "loss"  # per-step training loss, logged every train.log_every steps
 
@@ -94,10 +97,6 @@ def read_recorded_run(runs: WorkflowRuns, run_id: str) -> RecordedRun:
 
 def rerun_run(cfg: RerunConfig, *, log: Callable[[str], None] = print) -> WorkflowResult:
     """Repeats the run (see the module docstring); returns the new workflow's result."""
-    from pipelines.orchestration.workflow import run_workflow
-    from pipelines.tracking.uris import check_reachable, resolve_tracking_uri
-    from shg_io.storage import local_state_dir
-
     workdir = local_state_dir(cfg.workdir)  # the work dir, or its local folder for a URI
     uri = resolve_tracking_uri(cfg.tracking_uri or None, workdir)
     check_reachable(uri)
@@ -109,9 +108,13 @@ def rerun_run(cfg: RerunConfig, *, log: Callable[[str], None] = print) -> Workfl
             log(f"rerun: {key} was {was}, is {now} now; results may differ")
     original = runs.get(recorded.train_run_id) if recorded.train_run_id else None
     original_name = original.run_name if original is not None else "run"
-    overrides = pinned_steps(original.tags if original is not None else {})
-    if overrides:
-        log(f"rerun: the original stopped on its time budget; repeating its steps ({' '.join(overrides)})")
+    train_tags = original.tags if original is not None else {}
+    steps, speed = pinned_steps(train_tags), pinned_speed_path(train_tags)
+    if steps:
+        log(f"rerun: the original stopped on its time budget; repeating its steps ({' '.join(steps)})")
+    if speed:
+        log(f"rerun: training on the original's speed path ({' '.join(speed)}), not measuring again")
+    overrides = steps + speed
     new_name = f"{original_name}-rerun-{recorded.parent_run_id[:8]}-{utc_compact(microseconds=False)}"
     with tempfile.TemporaryDirectory(prefix="shg-rerun-") as tmp:
         config_file = Path(tmp) / CONFIG_ARTIFACT
@@ -141,6 +144,18 @@ def pinned_steps(train_tags: dict[str, str]) -> tuple[str, ...]:
     if "train.lr_dropped_early_at_step" in train_tags:  # the budget's early lr drop, at its step
         pinned += (f"train.lr_drop_at_step={int(train_tags['train.lr_dropped_early_at_step'])}",)
     return pinned
+
+
+def pinned_speed_path(train_tags: dict[str, str]) -> tuple[str, ...]:
+    """Overrides that train on the speed path the original trained on (its `shg.speed.*` tags).
+    `train.amp/layout/compile=auto` measures the candidates again, and on a loaded machine, or
+    one whose bf16 is close to its fp32, can choose differently: a bf16 step and an fp32 step
+    give different losses. Empty when the run recorded no choice."""
+    amp, layout = train_tags.get("shg.speed.amp"), train_tags.get("shg.speed.layout")
+    if amp not in ("off", "bf16", "fp16") or layout not in ("nchw", "channels_last"):
+        return ()
+    compiled = train_tags.get("shg.speed.compile") == "true"
+    return (f"train.amp={amp}", f"train.layout={layout}", f"train.compile={'on' if compiled else 'off'}")
 
 
 def compare_losses(runs: WorkflowRuns, original_id: str, repeated_id: str, key: str = LOSS_METRIC) -> None:

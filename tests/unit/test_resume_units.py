@@ -112,6 +112,22 @@ def test_a_run_its_time_budget_stopped_is_repeated_for_its_steps():
     assert pinned_steps(early) == ("train.max_minutes=0", "train.max_steps=713", "train.lr_drop_at_step=540")
 
 
+@pytest.mark.parametrize("path", [("bf16", "channels_last", False), ("off", "nchw", False), ("fp16", "nchw", True)])
+def test_a_rerun_trains_on_the_speed_path_the_original_chose(path):
+    # `auto` measures again and may choose differently (bf16 and fp32 give different losses):
+    # the recorded choice's tags become overrides that resolve to exactly that path.
+    from pipelines.config.run import resolve_run_config
+    from pipelines.orchestration.rerun import pinned_speed_path
+    from pipelines.training.precision import Path, SpeedChoice
+
+    amp, layout, compiled = path
+    tags = SpeedChoice(Path(amp, layout, compiled), reason="measured").tags()
+    cfg = resolve_run_config("smoke", values=list(pinned_speed_path(tags))).train
+    assert (cfg.amp, cfg.layout, cfg.compile) == (amp, layout, "on" if compiled else "off")
+    assert pinned_speed_path({}) == ()  # a run that recorded no choice: nothing pinned
+    assert pinned_speed_path({"shg.speed.amp": "auto", "shg.speed.layout": "nchw"}) == ()
+
+
 @pytest.mark.parametrize("bad", [-1.0, float("nan")])
 def test_a_negative_time_budget_is_refused(bad):
     from pipelines.config.experiment import TrainConfig
