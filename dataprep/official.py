@@ -21,10 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
-from dataprep.formats.common import AnnotationFormatError, HEAD_BOX_TO_HEAD_SIZE
+from dataprep.formats import h5
+from dataprep.formats.common import HEAD_BOX_TO_HEAD_SIZE, AnnotationFormatError
 from dataprep.formats.limits import DEFAULT_MAX_ANNOTATION_BYTES, check_mat_size
 from dataprep.joints import NUM_JOINTS
 from dataprep.records import PersonRecord
+
+# Imported where used: scipy (only .mat files need it)
 
 # head_size_source of a record whose head size came from one of these files.
 SOURCE_MAT = "detections_mat_headbox"
@@ -61,8 +64,6 @@ def read_official(path: str | Path) -> OfficialGroundTruth:
     with open(path, "rb") as f:
         head = f.read(20)
     if head.startswith(b"\x89HDF"):
-        from dataprep.formats import h5
-
         records = h5.read(path).records
         return OfficialGroundTruth(
             joints=np.stack([r.joints for r in records]),

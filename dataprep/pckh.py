@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from dataprep.joints import NUM_JOINTS, PCKH_GROUPS, SCORED_JOINTS, UBODY_JOINTS
+from dataprep.official import read_detections_mat
 
 HEAD_SIZE_FACTOR = 0.6
 # Table columns (each the mean of its joints' PCKh; Head = upper neck + head top), then the
@@ -208,8 +209,6 @@ def load_mpii_ground_truth(path: str | Path) -> PckhGroundTruth:
     Keys used: `pos_gt_src` (16, 2, N), `jnt_missing` (16, N), `headboxes_src` (2, 2, N), and
     `pos_pred_src` (16, 2, N) when present. Coordinates stay 1-based, as in the file.
     """
-    from dataprep.official import read_detections_mat
-
     mat = read_detections_mat(Path(path))
     joints, missing = mat["pos_gt_src"], mat["jnt_missing"]
     head_size = head_size_from_boxes(mat["headboxes_src"])

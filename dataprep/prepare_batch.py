@@ -19,9 +19,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pyarrow as pa
+import pyarrow.fs as pafs
 
 from dataprep import quarantine
-from shg_io.storage import Location, is_uri, location
 from dataprep.crops import (
     HeaderTooLargeError,
     ImageDecodeError,
@@ -52,6 +52,7 @@ from dataprep.schema import (
     SCALE,
     SPLIT,
 )
+from shg_io.storage import Location, is_uri, location
 
 WIDTH, HEIGHT, JOINTS, DIGEST = "width", "height", "joints", "digest"
 
@@ -198,8 +199,6 @@ def load_image(root: Path | Location, image: str, max_pixels: int, max_bytes: in
 def _load_stored_image(root: Location, image: str, max_pixels: int, max_bytes: int,
                        max_decode_s: float) -> np.ndarray | Rejection:
     """`load_image` for an object-store root: size from the listing, then one GET."""
-    import pyarrow.fs as pafs
-
     obj = root / image  # `check_image_path` has refused absolute names and '..'
     try:
         info = obj.info()

@@ -22,6 +22,8 @@ Frames and units (see docs/ARCHITECTURE.md):
 
 from __future__ import annotations
 
+import math
+
 import pyarrow as pa
 
 from dataprep.joints import NUM_JOINTS
@@ -46,8 +48,6 @@ def required_box_scale(rotation_deg: float, scale_min: float) -> float:
     (cos 30 + sin 30) / 0.75 = 1.366 / 0.75 = 1.8214 boxes (the former 1.25 left about 44 % of
     augmented samples with black corners).
     """
-    import math
-
     theta = math.radians(min(abs(float(rotation_deg)), 45.0))
     return (math.cos(theta) + math.sin(theta)) / float(scale_min)
 

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 import struct
@@ -20,6 +21,8 @@ import zlib
 from pathlib import Path
 
 from dataprep.formats.common import AnnotationFormatError
+
+# Imported where used: h5py (only HDF5 annotation files need it)
 
 DEFAULT_MAX_ANNOTATION_BYTES = 2 * 2**30  # the MPII files are tens of MB; 2 GiB leaves room
 SETTING = "--max-annotation-bytes (PrepareConfig.max_annotation_bytes)"
@@ -63,8 +66,6 @@ def _bounded_int(digits: str) -> int | UnreadableValue:
 
 def read_capped(path: str | Path, *, gz: bool, max_bytes: int) -> bytes:
     """The file's bytes (decompressed when `gz`), refused past `max_bytes` while reading."""
-    import gzip
-
     path = Path(path)
     if not gz and path.stat().st_size > max_bytes:
         raise too_large(path, "the file has", path.stat().st_size, max_bytes)

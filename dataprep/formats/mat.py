@@ -31,6 +31,8 @@ from dataprep.formats.limits import DEFAULT_MAX_ANNOTATION_BYTES, check_mat_size
 from dataprep.joints import NUM_JOINTS
 from dataprep.records import PersonRecord
 
+# Imported where used: scipy (only .mat files need it)
+
 FORMAT = "mat"
 
 

@@ -19,8 +19,8 @@ __all__ = ["SynthConfig", "generate"]
 
 
 def __getattr__(name: str):
-    # `generate` pulls in OpenCV; importing it lazily keeps `SynthConfig` cheap to import.
     if name == "generate":
+        # `generate` pulls in OpenCV; importing it lazily keeps `SynthConfig` cheap to import.
         from dataprep.synth.writer import generate
 
         return generate

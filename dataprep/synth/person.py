@@ -15,8 +15,22 @@ from dataclasses import dataclass
 import numpy as np
 
 from dataprep.synth import body as B
-from dataprep.synth.paint import (SOLID, SPECKLE, STRIPES_ACROSS, STRIPES_ALONG, Texture,
-                                  capsule, clip_to, fill, paint, polygon, random_colour)
+from dataprep.synth.paint import (
+    SOLID,
+    SPECKLE,
+    STRIPES_ACROSS,
+    STRIPES_ALONG,
+    Texture,
+    capsule,
+    clip_to,
+    fill,
+    paint,
+    polygon,
+    random_colour,
+)
+
+# Imported where used: cv2 (OpenCV: only drawing a person needs it; the geometry stays cheap to
+# import)
 
 SKIN_TONES = np.array([[255, 224, 196], [241, 194, 158], [224, 172, 130], [198, 134, 90],
                        [141, 85, 54], [92, 58, 40]], np.float32)

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
+from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated
 
 import typer
 
-from pipelines.cli import evaluate
-from pipelines.cli import ops
-from pipelines.cli import prepare
-from pipelines.cli import synth
-from pipelines.cli import train
+from pipelines.cli import evaluate, ops, prepare, synth, train
 
 
 def build_app() -> typer.Typer:
@@ -49,8 +46,6 @@ def _root(
 
 
 def _shg_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         return version("shg")
     except PackageNotFoundError:  # a checkout on PYTHONPATH, not installed
@@ -59,8 +54,6 @@ def _shg_version() -> str:
 
 def versions() -> None:
     """Print the versions of shg and of the libraries it pins (for bug reports)."""
-    from importlib.metadata import PackageNotFoundError, version
-
     for name in ("shg", "torch", "ray", "mlflow", "pyarrow", "albumentations", "numpy"):
         try:
             typer.echo(f"{name:15s} {version(name)}")

@@ -6,13 +6,15 @@ import json
 from pathlib import Path
 from typing import Annotated, NoReturn, Optional
 
+import numpy as np
 import typer
 from typer.core import TyperCommand
 
+from dataprep import pckh as pckh_lib
 from pipelines.cli import exits
 
-# Each command imports the orchestration layer inside its function: it loads torch, ray and
-# mlflow (seconds), which `shg --help` and the other commands should not pay for.
+# Imported where used: pipelines.orchestration (each command imports it inside its function: it
+# loads torch, ray and mlflow, seconds that `shg --help` and the other commands should not pay for)
 
 
 def register(app: typer.Typer) -> None:
@@ -27,8 +29,6 @@ def _fail(message: str) -> NoReturn:
 
 
 def _emit_table(table: dict, as_json: bool) -> None:
-    from dataprep import pckh as pckh_lib
-
     if as_json:
         exits.emit_json(table)
         return
@@ -38,8 +38,6 @@ def _emit_table(table: dict, as_json: bool) -> None:
 def _load_predictions(path: Path, expected_rows: int, what: str, only_predicted: bool = False):
     """(N, 16, 2) float64 predictions, checked; with `only_predicted`, whole-NaN rows (people
     without a prediction) stay NaN for the caller to leave out."""
-    import numpy as np
-
     from pipelines.orchestration.scoring import read_prediction_file
 
     try:
@@ -74,10 +72,6 @@ def pckh(
     json_output: Annotated[bool, typer.Option("--json", help="Emit the table as a JSON object.")] = False,
 ) -> None:
     """Score predictions with the official MPII PCKh (Total = all 14 scored joints pooled, <=)."""
-    import numpy as np
-
-    from dataprep import pckh as pckh_lib
-
     if not gt.is_file():
         _fail(f"{gt}: no such file; pass --gt /path/to/detections_our_format.mat")
     if not pred.is_file():

@@ -16,6 +16,8 @@ from typing import Any, NoReturn
 
 import typer
 
+from shg_io.json_files import json_ready
+
 
 @dataclass(frozen=True)
 class ExitStatus:
@@ -46,6 +48,7 @@ _BY_KIND = {"busy": BUSY, "unavailable": UNAVAILABLE, "usage": USAGE, "failure":
 
 def status_for(err: BaseException) -> ExitStatus:
     """The exit status of a command that stopped on `err` (`pipelines.orchestration.errors`)."""
+    # the orchestration layer loads torch: every command imports this module, even `shg --help`
     from pipelines.orchestration.errors import failure_kind
 
     return _BY_KIND[failure_kind(err)]
@@ -64,6 +67,4 @@ def fail_on(err: BaseException, prefix: str = "") -> NoReturn:
 
 def emit_json(value: Any) -> None:
     """One JSON object on stdout (`--json`): what a script reads; the rest went to stderr."""
-    from shg_io.json_files import json_ready
-
     typer.echo(json.dumps(json_ready(value), indent=2, sort_keys=True))

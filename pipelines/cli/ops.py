@@ -13,8 +13,8 @@ from typer.core import TyperGroup
 
 from pipelines.cli import exits
 
-# Each command imports the orchestration layer inside its function: it loads torch, ray and
-# mlflow (seconds), which `shg --help` and the other commands should not pay for.
+# Imported where used: pipelines.orchestration (each command imports it inside its function: it
+# loads torch, ray and mlflow, seconds that `shg --help` and the other commands should not pay for)
 
 # Options shared by `run` and `schedule` (names = `WorkflowConfig` fields).
 Profile = Annotated[str, typer.Option(help="Recipe file from pipelines/config/profiles/ (synthetic | smoke | mpii); '' = dataclass defaults.")]
@@ -262,8 +262,8 @@ def schedule(
     force: Annotated[bool, typer.Option(help="Redo every step (as `shg run --force`) even when the data fingerprint is unchanged since the last successful run.")] = False,
 ) -> None:
     """Fire the workflow on a cron schedule; unchanged data or a busy work dir skip (recorded in MLflow)."""
-    from pipelines.orchestration.schedule import FiringFailed, ScheduleConfig, run_schedule
     from pipelines.orchestration.plan import WorkflowConfig
+    from pipelines.orchestration.schedule import FiringFailed, ScheduleConfig, run_schedule
     from pipelines.orchestration.workflow import run_firing
 
     try:

@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from dataprep.synth.config import SynthConfig
 from pipelines.cli import exits
 
 
@@ -38,8 +39,7 @@ def synth(
 ) -> None:
     """Generate the synthetic MPII-format dataset: DIR/images/*.jpg + DIR/annotations.json."""
     given = {k: v for k, v in locals().items() if k not in ("out", "overwrite") and v is not None}
-    from dataprep.synth.config import SynthConfig
-    from dataprep.synth.writer import generate
+    from dataprep.synth.writer import generate  # loads OpenCV, which `shg --help` should not pay for
 
     try:
         cfg = SynthConfig(**given)

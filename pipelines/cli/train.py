@@ -6,6 +6,7 @@ The train-only plan (train -> evaluate -> register through the workflow's steps)
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -81,8 +82,6 @@ def train(
 
 def train_summary(done) -> dict:
     """What `shg train --json` prints: the training run, its PCKh and the registry's decision."""
-    import dataclasses
-
     result = done.trained
     out = {"run_name": result.run_name, "mlflow_run_id": result.mlflow_run_id,
            "tracking_uri": result.tracking_uri, "epochs_completed": result.epochs_completed,

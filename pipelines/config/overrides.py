@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import tomllib
 import types
 import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
+
+import yaml
 
 Tree = TypeVar("Tree")
 
@@ -46,8 +49,6 @@ def to_nested(tree: Any, *, exclude: Sequence[str] = ()) -> dict[str, dict[str, 
 
 def to_yaml(tree: Any, *, exclude: Sequence[str] = (), header: str = "") -> str:
     """The tree as a YAML config file that `read_config_file` reads back to the same tree."""
-    import yaml
-
     text = yaml.safe_dump(to_nested(tree, exclude=exclude), sort_keys=False, default_flow_style=None)
     return "".join(f"# {line}\n" for line in header.splitlines()) + text
 
@@ -187,12 +188,8 @@ def read_config_file(path: Path) -> dict[str, Any]:
     suffix = path.suffix.lower()
     try:
         if suffix == ".toml":
-            import tomllib
-
             data = tomllib.loads(path.read_text())
         elif suffix in (".yaml", ".yml"):
-            import yaml
-
             data = yaml.safe_load(path.read_text()) or {}
         else:
             raise ConfigError(f"config file {path}: use a .toml, .yaml or .yml file")

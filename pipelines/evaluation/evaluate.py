@@ -9,6 +9,7 @@ so actors need neither the model directory nor MLflow access.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,8 +129,6 @@ class KeypointPredictor:
     """
 
     def __init__(self, packed: list, flip: bool, threads: int, use_gpu: bool = False) -> None:
-        import os
-
         import ray  # heavy: only inside the Ray actors that run this
 
         torch.set_num_threads(max(1, min(threads, len(os.sched_getaffinity(0)))))

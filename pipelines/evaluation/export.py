@@ -18,12 +18,17 @@ A ground-truth person without a prediction (not in the evaluated split, e.g. qua
 
 from __future__ import annotations
 
+import io
+import posixpath
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from dataprep.official import OfficialGroundTruth, match_by_joints, read_official
+from shg_io.storage import location
+
+# Imported where used: scipy (only .mat exports and reads need it)
 
 EXPORT_SUFFIXES = (".npy", ".mat")
 ONE_BASED = 1.0  # MATLAB pixel (1, 1) is our (0, 0)
@@ -72,11 +77,6 @@ def official_predictions(pred: np.ndarray, rows: np.ndarray, n_rows: int) -> np.
 def write_predictions(path: str | Path, preds: np.ndarray) -> None:
     """Writes (N, 16, 2) predictions as `.npy` or as the toolkit's `.mat` (`preds`), atomically,
     to a local path or an object store URI (`shg_io.storage`)."""
-    import io
-    import posixpath
-
-    from shg_io.storage import location
-
     target = location(path)
     suffix = posixpath.splitext(target.name)[1]
     if suffix not in EXPORT_SUFFIXES:
@@ -105,11 +105,6 @@ def export_predictions(path: str | Path, gt_path: str | Path, person_id: np.ndar
 def read_predictions(path: str | Path) -> np.ndarray:
     """Reads predictions written by `write_predictions` (or any `.npy`, or a `.mat` with `preds`),
     from a local path or an object store URI."""
-    import io
-    import posixpath
-
-    from shg_io.storage import location
-
     source = location(path)
     try:
         data = io.BytesIO(source.read_bytes())

@@ -22,6 +22,7 @@ results of every person, `pipelines.evaluation.coco.keypoint_result`).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,10 @@ from pipelines.inference.people import (  # noqa: F401  (crop_input: shg predict
     default_box,
     predict_people,
 )
+
+# Imported where used: torch, pipelines.figures, pipelines.tracking.model_io (torch, matplotlib and
+# mlflow load in seconds: only predicting needs them, not planning the images or checking the
+# arguments)
 
 DEFAULT_MODEL = "models:/stacked-hourglass@champion"
 
@@ -215,8 +220,6 @@ def run_predict(cfg: PredictConfig, log=print) -> list[dict]:
     """Loads the model, predicts every person of every image and writes `<stem>.json`,
     `<stem>.png` and `coco_keypoints.json` into `cfg.out` (module docstring); returns the
     per-image JSON documents."""
-    import dataclasses
-
     import torch
 
     from pipelines.figures.plots import draw_skeleton

@@ -23,6 +23,9 @@ import numpy as np
 
 from dataprep.geometry import apply_affine, crop_transform, invert_affine
 
+# Imported where used: pipelines.inference.keypoints (it loads torch: only predicting needs it, not
+# the box geometry)
+
 FILL_MARGIN = 1.25  # network box side / person height, as in the training crops
 
 

@@ -15,8 +15,12 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import pyarrow.fs as pafs
+
 from dataprep.prepare import PrepareConfig
-from dataprep.synth import SynthConfig
+from dataprep.synth import SynthConfig, generate
+from dataprep.synth.writer import ANNOTATIONS, GENERATOR_VERSION, MANIFEST
+from shg_io.storage import location
 
 
 def input_key(payload: Mapping[str, Any]) -> str:
@@ -37,10 +41,6 @@ def file_digest(path: Path) -> str:
 def images_listing_digest(root: str | Path) -> str:
     """sha256 over (relative path, size, mtime) of every file under `root` (a folder or an object
     store prefix, through `shg_io.storage`): cheap change check."""
-    import pyarrow.fs as pafs
-
-    from shg_io.storage import location
-
     folder = location(root)
     infos = folder.filesystem.get_file_info(pafs.FileSelector(folder.path, recursive=True, allow_not_found=True))
     h = hashlib.sha256()
@@ -53,8 +53,6 @@ def images_listing_digest(root: str | Path) -> str:
 
 def prepare_inputs_key(prepare: PrepareConfig, synth: SynthConfig | None) -> str:
     """The reuse key of a prepared dataset: prepare settings + the content of its inputs."""
-    from dataprep.synth.writer import GENERATOR_VERSION
-
     settings = dataclasses.asdict(prepare)
     for field in ("out", "address", "progress_every", "annotations", "images"):
         settings.pop(field)  # where things are and how progress is shown change no row
@@ -74,9 +72,6 @@ def synthesise(synth: SynthConfig, out: Path, *, force: bool, log: Callable[[str
 
     Returns True when it (re)generated, False when the existing dataset was reused.
     """
-    from dataprep.synth import generate
-    from dataprep.synth.writer import ANNOTATIONS, GENERATOR_VERSION, MANIFEST
-
     manifest = out / MANIFEST
     if not force and manifest.is_file() and (out / ANNOTATIONS).is_file():
         found = json.loads(manifest.read_text())

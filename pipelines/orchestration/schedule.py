@@ -23,6 +23,8 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
+from croniter import croniter
+
 from shg_io.clock import utc_now
 
 
@@ -48,8 +50,6 @@ class ScheduleConfig:
 
 def validate_cron(cron: str) -> None:
     """Raises ValueError naming the expression and the expected form when `cron` is not valid."""
-    from croniter import croniter
-
     if len(cron.split()) != 5 or not croniter.is_valid(cron):
         raise ValueError(
             f"--cron {cron!r} is not a five-field cron expression "
@@ -59,8 +59,6 @@ def validate_cron(cron: str) -> None:
 
 def next_firing(cron: str, after: datetime) -> datetime:
     """The first time strictly after `after` (timezone-aware, UTC) that `cron` fires."""
-    from croniter import croniter
-
     if after.tzinfo is None:
         raise ValueError("next_firing needs a timezone-aware datetime (UTC)")
     return croniter(cron, after.astimezone(timezone.utc)).get_next(datetime)

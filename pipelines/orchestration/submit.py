@@ -10,6 +10,7 @@ pinned dependencies (the Docker image in `infra/`, or the setup commands in `ray
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 import shlex
@@ -18,6 +19,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+from pipelines.tracking.provenance import git_revision
+
+# Imported where used: ray (its job client loads in seconds: only the calls that reach a cluster
+# need it)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -103,7 +109,6 @@ def runtime_env(cfg: SubmitConfig) -> dict[str, Any]:
         raise FileNotFoundError(
             f"{working_dir} is not the shg project root (no pipelines/cli/app.py); pass working_dir="
         )
-    from pipelines.tracking.provenance import git_revision
 
     # The shipped copy has no .git: the job records the submitter's revision instead.
     revision = git_revision(working_dir)
@@ -179,8 +184,6 @@ def stop(address: str, job_id: str) -> bool:
 
 def follow(address: str, job_id: str, emit: Callable[[str], None]) -> str:
     """Streams the job's output to `emit` until the job ends; returns its final status."""
-    import asyncio
-
     async def tail() -> None:
         async for chunk in client(address).tail_job_logs(job_id):
             emit(chunk)

@@ -17,6 +17,8 @@ import os
 import warnings
 from collections.abc import Mapping
 
+# Imported where used: ray (seconds to load: only connecting needs it)
+
 _log = logging.getLogger(__name__)
 
 

@@ -18,6 +18,7 @@ an outage: retried. `close()` sends what is left and records the outage on the r
 from __future__ import annotations
 
 import collections
+import io
 import logging
 import re
 import tempfile
@@ -28,6 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.tracking.tracker import Tracker
+
+# Imported where used: mlflow, matplotlib (seconds to load: only writing to the store or drawing a
+# figure needs them)
 
 log = logging.getLogger(__name__)
 
@@ -112,8 +116,6 @@ class BufferedTracker:
 
     def log_figure(self, figure, artifact_file: str) -> None:
         """Renders the figure now (PNG bytes; the figure is closed) and queues the upload."""
-        import io
-
         import matplotlib.pyplot as plt
 
         buffer = io.BytesIO()

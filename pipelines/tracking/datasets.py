@@ -11,6 +11,9 @@ from pipelines.tracking.tracker import Tracker
 from pipelines.tracking.uris import storage_uri
 from shg_io.storage import Location
 
+# Imported where used: mlflow (about a second to load: only the calls that talk to the store pay
+# for it)
+
 DATA_FINGERPRINT_TAG = "data.fingerprint"  # a prepared dataset's fingerprint (train + val)
 VAL_FINGERPRINT_TAG = "data.val_fingerprint"  # the validation rows a run was scored on
 

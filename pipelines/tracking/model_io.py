@@ -9,14 +9,22 @@ loading never unpickles code. The pyfunc also carries the few pure modules it im
 
 from __future__ import annotations
 
+import base64
+import shutil
 import tempfile
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+import shg_model
 from pipelines.inference.model_dir import CARD_FILE, WEIGHTS_FILE, ModelCard, load_model_dir, save_model_dir
+from pipelines.tracking.uris import default_tracking_uri, resolve_tracking_uri
+
+# Imported where used: mlflow, cv2, pandas (seconds to load: only logging or loading a model needs
+# them, not a module that imports this one)
 
 PYFUNC_CODE = Path(__file__).with_name("pyfunc.py")
 DEFAULT_WORKDIR = "runs"  # where `shg run` keeps its local store unless told otherwise
@@ -29,8 +37,6 @@ def model_store_uri(tracking_uri: str | None = None, workdir: str | Path = DEFAU
     Raises FileNotFoundError when it falls back to a local store that does not exist (opening
     it would create an empty one and then report the model as unknown).
     """
-    from pipelines.tracking.uris import default_tracking_uri, resolve_tracking_uri
-
     uri = resolve_tracking_uri(tracking_uri, workdir)
     if uri == default_tracking_uri(workdir) and not (Path(workdir).resolve() / "mlflow.db").is_file():
         raise FileNotFoundError(
@@ -120,10 +126,6 @@ REQUIRED_DISTRIBUTIONS = ("torch", "numpy", "pandas", "opencv-python-headless", 
 def stage_model_code(directory: str | Path) -> list[str]:
     """Copies the modules of `MODEL_CODE` into `directory` as packages; returns the top-level
     package folders to log as `code_paths` (MLflow puts their parent on sys.path at load)."""
-    import shutil
-
-    import shg_model
-
     root = Path(shg_model.__file__).resolve().parents[1]  # the checkout, or site-packages
     directory = Path(directory)
     for package, files in MODEL_CODE.items():
@@ -135,8 +137,6 @@ def stage_model_code(directory: str | Path) -> list[str]:
 
 def pip_requirements() -> list[str]:
     """Pinned requirements of the served model: what the staged code and the pyfunc import."""
-    from importlib.metadata import PackageNotFoundError, version
-
     pins = []
     for dist in REQUIRED_DISTRIBUTIONS:
         try:
@@ -148,8 +148,6 @@ def pip_requirements() -> list[str]:
 
 def input_example(card: ModelCard):
     """A one-row DataFrame: a mid-grey PNG (base64) of the input size, one person box covering it."""
-    import base64
-
     import cv2
     import pandas as pd
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import platform
+import subprocess
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from shg_io.clock import utc_iso
@@ -10,8 +13,6 @@ from shg_io.clock import utc_iso
 
 def provenance(repo_root: Path | None = None) -> dict[str, str]:
     """Tags that let a run be repeated: git revision (and dirty flag), versions, host, time."""
-    from importlib.metadata import PackageNotFoundError, version
-
     tags: dict[str, str] = {"shg.started_utc": utc_iso(), "shg.host": os.uname().nodename}
     root = repo_root or Path(__file__).resolve().parents[2]
     tags.update(git_revision(root))
@@ -20,7 +21,6 @@ def provenance(repo_root: Path | None = None) -> dict[str, str]:
             tags[f"version.{name}"] = version(name)
         except PackageNotFoundError:
             tags[f"version.{name}"] = "not installed"
-    import platform
 
     tags["version.python"] = platform.python_version()
     return tags
@@ -31,8 +31,6 @@ def git_revision(root: Path) -> dict[str, str]:
 
     A Ray job's working_dir carries no .git; the submitter records `SHG_GIT_COMMIT` for it.
     """
-    import subprocess
-
     def git(*args: str) -> str:
         return subprocess.run(
             ["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10, check=True

@@ -27,6 +27,9 @@ from pathlib import Path
 import mlflow
 import numpy as np
 
+# Imported where used: torch, pandas, pipelines.inference (loaded when MLflow loads or serves the
+# model, inside its own process)
+
 
 class PosePyfunc(mlflow.pyfunc.PythonModel):
     """Keypoints of every boxed person in each image."""

@@ -16,6 +16,9 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 
+# Imported where used: mlflow, pipelines.tracking.model_io (mlflow and torch load in seconds: only
+# the calls that talk to the registry pay for them)
+
 DEFAULT_MODEL_NAME = "stacked-hourglass"
 CHAMPION = "champion"
 CHALLENGER = "challenger"

@@ -38,6 +38,10 @@ from pathlib import Path
 
 from pipelines.tracking.registry import DEFAULT_MODEL_NAME
 from pipelines.tracking.server_auth import AuthFiles, AuthSetupError, auth_env, prepare_auth, provision_gate
+from pipelines.tracking.uris import default_tracking_uri
+
+# Imported where used: sqlalchemy, boto3, botocore (only checking a team's PostgreSQL and S3 stores
+# needs them)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,8 +100,6 @@ def check_exposure(cfg: TrackingServerConfig) -> None:
 
 def backend_store_uri(workdir: str | Path) -> str:
     """The sqlite store a local run under `workdir` uses (`pipelines.tracking.uris.default_tracking_uri`)."""
-    from pipelines.tracking.uris import default_tracking_uri
-
     return default_tracking_uri(workdir)
 
 

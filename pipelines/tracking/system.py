@@ -12,6 +12,9 @@ from typing import Any
 from pipelines.tracking.provenance import provenance  # one definition of a repeatable run
 from pipelines.tracking.tracker import Tracker
 
+# Imported where used: mlflow (about a second to load: only a run that samples system metrics needs
+# it)
+
 
 def log_speed_choice(tracker: Tracker, choice: Any, step: int = 0) -> None:
     """Records a training speed choice (`pipelines.training.precision.SpeedChoice`, or anything

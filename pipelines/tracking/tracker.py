@@ -20,6 +20,9 @@ from pipelines.tracking.run_records import RUN_RECORD, RunRecord
 from pipelines.tracking.uris import TrackingUnavailable, artifact_root_for
 from shg_io.storage import Location
 
+# Imported where used: mlflow, matplotlib (seconds to load: only the calls that talk to the store
+# or draw a figure pay for them, not the CLI or a Ray worker that imports this module)
+
 # One experiment for every run of the project: `shg run` workflows (a parent run with nested
 # prepare/train/evaluate/register runs) and standalone `shg train` runs alike.
 DEFAULT_EXPERIMENT = "shg"

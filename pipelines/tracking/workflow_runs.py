@@ -22,6 +22,9 @@ from pipelines.tracking.tracker import DEFAULT_EXPERIMENT, Tracker, ensure_exper
 from pipelines.tracking.uris import artifact_root_for
 from shg_io.storage import Location
 
+# Imported where used: mlflow (about a second to load: only the calls that talk to the store pay
+# for it)
+
 EXPERIMENT = DEFAULT_EXPERIMENT
 WORKFLOW_TAG = "shg.workflow"  # "parent" on workflow runs, so they are easy to search for
 SKIPPED_TAG = "skipped"

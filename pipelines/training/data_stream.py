@@ -44,8 +44,11 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from dataprep import schema
-from dataprep.augment import AugmentConfig, augment_keypoints_batch, center_batch
+from dataprep.augment import AugmentConfig, augment_keypoints_batch, center_batch, crop_to_input
+from dataprep.joints import NUM_JOINTS
 from pipelines.runtime.prepared import PreparedDataError, split_source
+
+# Imported where used: ray, cv2 (only the Ray tasks and actors that run these functions need them)
 
 TRAIN_COLUMNS = [schema.PERSON_ID, schema.CROP_JPEG, schema.KEYPOINTS, schema.LABELLED]
 VAL_COLUMNS = [schema.PERSON_ID, schema.IMAGE, schema.CROP_JPEG, schema.KEYPOINTS, schema.LABELLED,
@@ -131,8 +134,6 @@ def augment_for_training(batch: dict[str, np.ndarray], cfg: AugmentConfig, clock
 
 
 def _empty_loop_batch(cfg: AugmentConfig) -> dict[str, np.ndarray]:
-    from dataprep.joints import NUM_JOINTS
-
     return {"key": np.empty(0, np.int64),
             "image": np.empty((0, cfg.input_size, cfg.input_size, 3), np.uint8),
             "keypoints": np.empty((0, NUM_JOINTS, 2), np.float64),
@@ -297,8 +298,6 @@ def train_keypoints_input_px(data: str | Path, cfg: AugmentConfig) -> tuple[np.n
     Returns:
         keypoints (N, J, 2) float64 input px (NaN where unlabelled), labelled (N, J) bool.
     """
-    from dataprep.augment import crop_to_input
-
     filesystem, files = split_source(data, "train")
     table = pq.ParquetDataset(files, filesystem=filesystem).read(
         columns=[schema.KEYPOINTS, schema.LABELLED, schema.CROP_SIZE_COL])

@@ -38,7 +38,13 @@ from pipelines.runtime.ray_cluster import connect
 from pipelines.tracking.datasets import log_dataset
 from pipelines.tracking.run_records import RunRecord
 from pipelines.tracking.system import system_tags
-from pipelines.tracking.tracker import DEFAULT_EXPERIMENT, Tracker, finish_run, run_exists, start_or_resume_run
+from pipelines.tracking.tracker import (
+    DEFAULT_EXPERIMENT,
+    Tracker,
+    finish_run,
+    run_exists,
+    start_or_resume_run,
+)
 from pipelines.tracking.uris import check_reachable, how_to_open, resolve_tracking_uri
 from pipelines.training.checkpoints import check_model_config, load_state
 from pipelines.training.data_stream import (
@@ -57,6 +63,7 @@ from pipelines.training.worker_args import WorkerArgs
 from shg_io.clock import utc_iso
 from shg_io.storage import Location, local_folder, local_state_dir, location
 
+# Imported where used: ray (Ray Train loads in seconds: only starting the training needs it)
 
 
 class TrainedNotRecorded(RuntimeError):

@@ -36,9 +36,13 @@ other options from the candidates; with all three fixed nothing is measured.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+
+# Imported where used: torch, shg_model (torch loads in seconds: choosing a path by its name and
+# the GPU capability rule need neither)
 
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 LAYOUTS = ("auto", "nchw", "channels_last")
@@ -220,8 +224,6 @@ def resolve(model_cfg, amp: str, layout: str, compile_mode: str, *, batch_size: 
     `agree(obj)` returns rank 0's `obj` on every rank (a broadcast in a worker group), so all
     ranks take rank 0's decision while measuring side by side as they will train.
     """
-    import dataclasses
-
     import torch
 
     from shg_model import StackedHourglass, heatmap_loss

@@ -21,7 +21,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from rich.progress import BarColumn, Progress, TextColumn
+
 from pipelines.runtime.progress_lines import eta_s, format_duration
+
+# Imported where used: ray (only the board's actor and rank 0's poster need it; the display itself
+# does not)
 
 
 @dataclass(frozen=True)
@@ -201,8 +206,6 @@ class ProgressDisplay:
 
     def __enter__(self) -> "ProgressDisplay":
         if self.tty:
-            from rich.progress import BarColumn, Progress, TextColumn
-
             self._bar = Progress(BarColumn(bar_width=30), TextColumn("{task.description}"),
                                  transient=False, refresh_per_second=2)
             self._task = self._bar.add_task("starting", total=1.0)

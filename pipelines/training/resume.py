@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import dataclasses
 import tempfile
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
 from pipelines.config.experiment import ExperimentConfig
+from pipelines.inference.model_dir import plain_state_dict
 from pipelines.training.checkpoints import load_state, restore_rng_state, rng_state, save_state
 from pipelines.training.optim import LrSchedule
+
+# Imported where used: ray (Ray Train loads in seconds: only a training worker reports)
 
 
 @dataclass
@@ -146,8 +149,6 @@ def checkpoint_state(cfg: ExperimentConfig, model: torch.nn.Module, optimizer: t
     none); `stopped_by`: "max_steps" or "max_minutes" when that cap ended the run here; `in_epoch`: the progress
     of the epoch under way (mid-epoch checkpoints only); `train_seconds`: time spent in training
     passes so far."""
-    from pipelines.inference.model_dir import plain_state_dict
-
     return {
         "model_config": dataclasses.asdict(cfg.model),
         "model": plain_state_dict(model),

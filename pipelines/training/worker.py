@@ -30,6 +30,8 @@ from pipelines.training.reporter import Rank0Reporter
 from pipelines.training.resume import EpochProgress, restore_placed
 from pipelines.training.worker_args import WorkerArgs
 
+# Imported where used: ray (Ray Train loads in seconds, and only ever inside a Ray worker)
+
 # Ray Train V2 patches print() into its logger *and* tees it to the wrapped stdout, so a print
 # shows twice on the driver; a logger line shows once.
 log = logging.getLogger("shg.train")
