@@ -22,6 +22,7 @@ from pathlib import Path
 from pipelines.orchestration.plan import WorkflowConfig
 from pipelines.orchestration.workflow import WorkflowResult, run_workflow
 from pipelines.tracking.provenance import provenance
+from pipelines.training.precision import AMP_MODES, LAYOUTS
 from pipelines.tracking.uris import check_reachable, resolve_tracking_uri
 from pipelines.tracking.workflow_runs import (
     CONFIG_ARTIFACT,
@@ -152,7 +153,7 @@ def pinned_speed_path(train_tags: dict[str, str]) -> tuple[str, ...]:
     one whose bf16 is close to its fp32, can choose differently: a bf16 step and an fp32 step
     give different losses. Empty when the run recorded no choice."""
     amp, layout = train_tags.get("shg.speed.amp"), train_tags.get("shg.speed.layout")
-    if amp not in ("off", "bf16", "fp16") or layout not in ("nchw", "channels_last"):
+    if amp not in AMP_MODES or layout not in LAYOUTS or "auto" in (amp, layout):
         return ()
     compiled = train_tags.get("shg.speed.compile") == "true"
     return (f"train.amp={amp}", f"train.layout={layout}", f"train.compile={'on' if compiled else 'off'}")
