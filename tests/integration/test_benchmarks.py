@@ -22,7 +22,6 @@ from benchmarks.timing import interleaved_medians
 from benchmarks.training import StepShape, build_pair, measure_training
 from shg_model import HourglassConfig, StackedHourglass, parameter_count
 from benchmarks.speed import SpeedConfig
-from shg_model.compile import compile_blocks
 
 TINY = StepShape(stacks=2, channels=16, depth=2, batch=2, size=64)
 EAGER = SpeedConfig(compile=False)
@@ -97,21 +96,6 @@ def test_measure_training_bf16_prefix_and_no_inference():
                                inference=False, prefix="train_2stack_bf16")
     assert figures["train_2stack_bf16_img_s"] > 0
     assert not any(k.startswith("infer_") for k in figures)
-
-
-def test_compile_blocks_keeps_names_and_outputs():
-    torch.manual_seed(0)
-    cfg = HourglassConfig(stacks=2, channels=8, joints=4, depth=1, channels_last=True)
-    eager, compiled = StackedHourglass(cfg).eval(), StackedHourglass(cfg).eval()
-    compiled.load_state_dict(eager.state_dict())
-    keys = list(compiled.state_dict())
-    compile_blocks(compiled)
-    assert list(compiled.state_dict()) == keys
-    images = torch.randn(1, 3, 16, 16)
-    with torch.no_grad():
-        torch.testing.assert_close(compiled(images), eager(images), rtol=1e-4, atol=1e-5)
-    with pytest.raises(TypeError):
-        compile_blocks(torch.nn.Linear(2, 2))
 
 
 def test_speed_config_rejects_non_bools():
